@@ -1,0 +1,114 @@
+"""Settings read from the environment; every command, service and asset reads this one object.
+
+With nothing set, everything lives under `XCOIN_HOME` (default `./.xcoin`): the SQLite store,
+the Parquet lake, the DuckDB warehouse, the master key and the local Dagster home.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+
+from xcoin_trading.errors import ConfigError
+
+DEFAULT_API_URL = "https://api.coindcx.com"
+DEFAULT_PUBLIC_URL = "https://public.coindcx.com"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url_override: str | None = None
+    redis_url: str | None = None
+    lake_dir_override: str | None = None
+    # Raw env value: comma-separated base64 keys, newest LAST. Never logged (repr=False).
+    encryption_keys_b64: str | None = field(default=None, repr=False)
+    api_url: str | None = None
+    public_url: str | None = None
+    max_leverage: Decimal = Decimal("20")
+    jwt_secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(_env("XCOIN_HOME") or ".xcoin").expanduser().resolve()
+        return cls(
+            home=home,
+            database_url_override=_env("XCOIN_DATABASE_URL"),
+            redis_url=_env("XCOIN_REDIS_URL"),
+            lake_dir_override=_env("XCOIN_LAKE_DIR"),
+            encryption_keys_b64=_env("XCOIN_ENCRYPTION_KEY"),
+            api_url=_env("COINDCX_API_URL"),
+            public_url=_env("COINDCX_PUBLIC_URL"),
+            max_leverage=Decimal(_env("XCOIN_MAX_LEVERAGE") or "20"),
+            jwt_secret=_env("XCOIN_JWT_SECRET"),
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database server is configured: SQLite, in-process everything."""
+        return self.database_url_override is None
+
+    @cached_property
+    def database_url(self) -> str:
+        url = self.database_url_override
+        if url is None:
+            return f"sqlite:///{self.home / 'xcoin.sqlite'}"
+        if url.startswith(("postgres://", "postgresql://")):
+            # SQLAlchemy 2.1 would pick psycopg 3, which we do not ship: name the driver.
+            raise ConfigError(
+                "XCOIN_DATABASE_URL must name its driver, e.g. postgresql+psycopg2://user@host/db"
+            )
+        return url
+
+    @property
+    def lake_dir(self) -> Path:
+        return Path(self.lake_dir_override).resolve() if self.lake_dir_override else self.home / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.duckdb"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.home / "master.key"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.lake_dir, self.dagster_home, self.artifacts_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Process-wide settings, read once from the environment."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    global _settings
+    _settings = None
