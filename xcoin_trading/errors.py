@@ -34,3 +34,10 @@ class ConfigError(XcoinError):
 
 class VaultError(XcoinError):
     """A secret could not be decrypted or encrypted; never carries the secret."""
+
+
+class Unauthorized(XcoinError):
+    """Authentication failed; deliberately generic so it leaks nothing."""
+
+    def __init__(self, message: str = "Invalid credentials"):
+        super().__init__(message)

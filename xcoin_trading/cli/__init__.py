@@ -1,0 +1,37 @@
+"""The `xcoin` command. Each module in this package adds its commands through `register(main)`."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from xcoin_trading.errors import XcoinError
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except XcoinError as exc:  # a clear one-line error, never a traceback with secrets in locals
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="xcoin")
+def main() -> None:
+    """xcoin: algorithmic trading for CoinDCX on Dagster."""
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(main)
+
+
+_register_all()

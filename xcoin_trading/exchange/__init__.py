@@ -1,0 +1,1 @@
+"""CoinDCX: REST client, market metadata and the compatible simulator."""

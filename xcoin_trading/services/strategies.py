@@ -1,0 +1,181 @@
+"""Strategy catalogue: create, update (owner only), soft delete (refused while subscribed)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
+from xcoin_trading.exchange.markets import default_market
+from xcoin_trading.services import validate
+from xcoin_trading.store.models import Strategy, Subscription
+from xcoin_trading.timeframes import TRADED_RESOLUTIONS, utcnow
+
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,99}$")
+MAX_LOOKBACK = 5000
+MAX_SOURCE_BYTES = 256 * 1024
+EDITABLE = {
+    "name", "description", "version", "source", "builtin", "symbol", "resolution", "lookback",
+    "params", "tags", "is_public", "is_active", "git_repo", "git_branch", "git_commit",
+}  # fmt: skip
+
+
+def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    if "name" in out:
+        out["name"] = validate.non_empty("name", out["name"], 200)
+    if "symbol" in out:
+        out["symbol"] = default_market(validate.non_empty("symbol", out["symbol"], 32)).symbol
+    if "resolution" in out and out["resolution"] not in TRADED_RESOLUTIONS:
+        raise ValidationError(
+            "resolution", f"must be one of {', '.join(TRADED_RESOLUTIONS)}, got {out['resolution']!r}"
+        )
+    if "lookback" in out:
+        out["lookback"] = validate.positive_int("lookback", out["lookback"], MAX_LOOKBACK)
+    if "params" in out and not isinstance(out["params"], dict):
+        raise ValidationError(
+            "params", f"must be an object of parameter values, got {type(out['params']).__name__}"
+        )
+    if "tags" in out and (
+        not isinstance(out["tags"], list) or not all(isinstance(t, str) and t for t in out["tags"])
+    ):
+        raise ValidationError("tags", "must be a list of non-empty strings")
+    if out.get("source") is not None and len(out["source"].encode()) > MAX_SOURCE_BYTES:
+        raise ValidationError("source", f"must be at most {MAX_SOURCE_BYTES} bytes")
+    return out
+
+
+def create_strategy(
+    session: Session,
+    author_id: int,
+    *,
+    name: str,
+    code: str,
+    symbol: str,
+    resolution: str,
+    source: str | None = None,
+    builtin: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    lookback: int = 200,
+    is_public: bool = False,
+    description: str | None = None,
+    version: str = "1.0.0",
+) -> Strategy:
+    if not isinstance(code, str) or not CODE_RE.match(code):
+        raise ValidationError(
+            "code", f"must be 2-100 of a-z 0-9 _ - starting with a letter or digit, got {code!r}"
+        )
+    if (source is None) == (builtin is None):
+        raise ValidationError(
+            "source", "give exactly one of source (Python code) or builtin (a built-in name)"
+        )
+    if source is not None:
+        validate.non_empty("source", source)
+    fields = _check_fields(
+        dict(
+            name=name, symbol=symbol, resolution=resolution, lookback=lookback,
+            params=params or {}, tags=tags or [], source=source,
+        )
+    )  # fmt: skip
+    if session.scalar(select(Strategy.id).where(Strategy.code == code)) is not None:
+        raise Conflict(f"strategy code {code!r} is already taken")
+    strategy = Strategy(
+        code=code,
+        author_id=author_id,
+        builtin=builtin,
+        is_public=bool(is_public),
+        description=description,
+        version=version,
+        validation_status="PENDING",
+        **fields,
+    )
+    session.add(strategy)
+    session.flush()
+    return strategy
+
+
+def visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
+    """A strategy the actor may see: their own, or a public one. Otherwise NotFound."""
+    strategy = session.get(Strategy, strategy_id)
+    if strategy is None or strategy.deleted_at is not None:
+        raise NotFound(f"strategy {strategy_id} not found")
+    if strategy.author_id != actor_id and not strategy.is_public:
+        raise NotFound(f"strategy {strategy_id} not found")
+    return strategy
+
+
+def owned_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
+    strategy = visible_strategy(session, actor_id, strategy_id)
+    if strategy.author_id != actor_id:
+        raise Forbidden(f"strategy {strategy_id} belongs to another user")
+    return strategy
+
+
+def get_by_code(session: Session, code: str) -> Strategy:
+    strategy = session.scalar(select(Strategy).where(Strategy.code == code, Strategy.deleted_at.is_(None)))
+    if strategy is None:
+        raise NotFound(f"strategy {code!r} not found")
+    return strategy
+
+
+def list_strategies(
+    session: Session,
+    actor_id: int,
+    search: str | None = None,
+    status: str | None = None,
+    tags: list[str] | None = None,
+) -> list[Strategy]:
+    query = select(Strategy).where(
+        Strategy.deleted_at.is_(None), or_(Strategy.author_id == actor_id, Strategy.is_public.is_(True))
+    )
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(
+            or_(func.lower(Strategy.name).like(pattern), func.lower(Strategy.code).like(pattern))
+        )
+    if status:
+        query = query.where(Strategy.validation_status == status.upper())
+    rows = session.scalars(query.order_by(Strategy.id)).all()
+    if tags:
+        wanted = set(tags)
+        rows = [s for s in rows if wanted.issubset(set(s.tags or []))]
+    return list(rows)
+
+
+def update_strategy(session: Session, actor_id: int, strategy_id: int, **changes: Any) -> Strategy:
+    strategy = owned_strategy(session, actor_id, strategy_id)
+    unknown = set(changes) - EDITABLE
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "cannot be changed")
+    fields = _check_fields(changes)
+    for key, value in fields.items():
+        setattr(strategy, key, value)
+    if {"source", "builtin", "params", "symbol", "resolution", "lookback"} & set(fields):
+        strategy.validation_status = "PENDING"  # code or inputs changed: validate again
+        strategy.validated_at = None
+    session.flush()
+    return strategy
+
+
+def active_subscriber_count(session: Session, strategy_id: int) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(Subscription)
+        .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+    )
+
+
+def delete_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
+    """Soft delete; refused while anyone is subscribed."""
+    strategy = owned_strategy(session, actor_id, strategy_id)
+    active = active_subscriber_count(session, strategy_id)
+    if active:
+        raise Conflict(f"strategy {strategy.code!r} has {active} active subscriptions; they must end first")
+    strategy.is_active = False
+    strategy.deleted_at = utcnow()
+    session.flush()
+    return strategy

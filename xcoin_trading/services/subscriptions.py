@@ -1,0 +1,179 @@
+"""Subscriptions with the seed's rules: the strategy must exist and be active, one active subscription
+per (user, strategy), pause only if active and not paused, resume only if paused, cancel is soft, and
+`subscriber_count` moves in the same transaction (SQL increment, so concurrent calls cannot lose one)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from xcoin_trading.config import get_settings
+from xcoin_trading.errors import Conflict, NotFound, ValidationError
+from xcoin_trading.services import validate
+from xcoin_trading.services.credentials import active_credential, get_credential
+from xcoin_trading.services.strategies import visible_strategy
+from xcoin_trading.store.models import Strategy, Subscription
+from xcoin_trading.timeframes import utcnow
+
+MAX_POSITIONS = 100
+
+
+def _check_terms(terms: dict[str, Any], max_leverage: Decimal) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "capital" in terms:
+        out["capital"] = validate.positive("capital", terms["capital"])
+    if "risk_per_trade" in terms:
+        out["risk_per_trade"] = validate.in_range(
+            "risk_per_trade", terms["risk_per_trade"], Decimal(0), Decimal(1)
+        )
+    if "leverage" in terms:
+        out["leverage"] = validate.in_range("leverage", terms["leverage"], Decimal(0), max_leverage)
+    if "max_positions" in terms:
+        out["max_positions"] = validate.positive_int("max_positions", terms["max_positions"], MAX_POSITIONS)
+    for name in ("max_daily_loss", "sl_atr_multiplier", "tp_atr_multiplier"):
+        if name in terms:
+            out[name] = None if terms[name] is None else validate.positive(name, terms[name])
+    return out
+
+
+def _change_count(session: Session, strategy_id: int, delta: int) -> None:
+    session.execute(
+        update(Strategy)
+        .where(Strategy.id == strategy_id)
+        .values(subscriber_count=Strategy.subscriber_count + delta, updated_at=utcnow())
+    )
+
+
+def subscribe(
+    session: Session,
+    user_id: int,
+    strategy_id: int,
+    *,
+    capital: Any,
+    risk_per_trade: Any,
+    leverage: Any = 1,
+    max_positions: int = 1,
+    max_daily_loss: Any = None,
+    sl_atr_multiplier: Any = None,
+    tp_atr_multiplier: Any = None,
+    broker_credential_id: int | None = None,
+) -> Subscription:
+    terms = _check_terms(
+        dict(
+            capital=capital, risk_per_trade=risk_per_trade, leverage=leverage, max_positions=max_positions,
+            max_daily_loss=max_daily_loss, sl_atr_multiplier=sl_atr_multiplier,
+            tp_atr_multiplier=tp_atr_multiplier,
+        ),
+        get_settings().max_leverage,
+    )  # fmt: skip
+    strategy = visible_strategy(session, user_id, strategy_id)
+    if not strategy.is_active:
+        raise ValidationError("strategy_id", f"strategy {strategy.code!r} is not active")
+    if broker_credential_id is not None:
+        credential = get_credential(session, user_id, broker_credential_id)
+        if not credential.is_active:
+            raise ValidationError(
+                "broker_credential_id", f"broker credential {broker_credential_id} is revoked"
+            )
+    else:
+        credential = active_credential(session, user_id)
+    duplicate = session.scalar(
+        select(Subscription.id).where(
+            Subscription.user_id == user_id,
+            Subscription.strategy_id == strategy_id,
+            Subscription.is_active.is_(True),
+        )
+    )
+    if duplicate is not None:
+        raise Conflict(f"already subscribed to strategy {strategy.code!r} (subscription {duplicate})")
+    subscription = Subscription(
+        user_id=user_id, strategy_id=strategy_id, broker_credential_id=credential.id, **terms
+    )
+    session.add(subscription)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # a concurrent subscribe won the unique index
+        raise Conflict(f"already subscribed to strategy {strategy.code!r}") from None
+    _change_count(session, strategy_id, +1)
+    return subscription
+
+
+def get_subscription(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None or subscription.user_id != user_id:
+        raise NotFound(f"subscription {subscription_id} not found")
+    return subscription
+
+
+def _active(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = get_subscription(session, user_id, subscription_id)
+    if not subscription.is_active:
+        raise Conflict(f"subscription {subscription_id} is cancelled")
+    return subscription
+
+
+def list_subscriptions(session: Session, user_id: int, include_cancelled: bool = False) -> list[Subscription]:
+    query = select(Subscription).where(Subscription.user_id == user_id)
+    if not include_cancelled:
+        query = query.where(Subscription.is_active.is_(True))
+    return list(session.scalars(query.order_by(Subscription.id)).all())
+
+
+def pause(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = _active(session, user_id, subscription_id)
+    if subscription.is_paused:
+        raise Conflict(f"subscription {subscription_id} is already paused")
+    subscription.is_paused = True
+    subscription.paused_at = utcnow()
+    return subscription
+
+
+def resume(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = _active(session, user_id, subscription_id)
+    if not subscription.is_paused:
+        raise Conflict(f"subscription {subscription_id} is not paused")
+    subscription.is_paused = False
+    subscription.paused_at = None
+    return subscription
+
+
+def cancel(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = _active(session, user_id, subscription_id)
+    subscription.is_active = False
+    subscription.unsubscribed_at = utcnow()
+    _change_count(session, subscription.strategy_id, -1)
+    return subscription
+
+
+def update_terms(session: Session, user_id: int, subscription_id: int, **changes: Any) -> Subscription:
+    subscription = _active(session, user_id, subscription_id)
+    allowed = {"capital", "risk_per_trade", "leverage", "max_positions", "max_daily_loss",
+               "sl_atr_multiplier", "tp_atr_multiplier"}  # fmt: skip
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "cannot be changed on a subscription")
+    for key, value in _check_terms(changes, get_settings().max_leverage).items():
+        setattr(subscription, key, value)
+    return subscription
+
+
+def stats(session: Session, user_id: int, subscription_id: int) -> dict[str, Any]:
+    s = get_subscription(session, user_id, subscription_id)
+    win_rate = (Decimal(s.winning_trades) / s.total_trades * 100) if s.total_trades else Decimal(0)
+    return {
+        "subscriptionId": s.id,
+        "strategyId": s.strategy_id,
+        "totalTrades": s.total_trades,
+        "winningTrades": s.winning_trades,
+        "losingTrades": s.losing_trades,
+        "winRate": float(round(win_rate, 2)),
+        "totalPnl": str(s.total_pnl),
+        "capital": str(s.capital),
+        "isActive": s.is_active,
+        "isPaused": s.is_paused,
+    }

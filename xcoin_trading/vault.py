@@ -1,0 +1,156 @@
+"""AES-256-GCM encryption of broker secrets, with the master key's id in every token so keys rotate.
+
+Token: `v1:<key id>:<nonce b64>:<ciphertext b64>`; 96-bit random nonce; the associated data binds a
+token to its owner and field, so a ciphertext copied to another row or user does not decrypt.
+
+Master keys come from `XCOIN_ENCRYPTION_KEY`: comma-separated base64 32-byte keys, optionally
+`id:base64`; the FIRST is the active key, the others only decrypt (prepend a new key, then run
+`xcoin vault rotate`). On the embedded default a key is generated once into `<XCOIN_HOME>/master.key`
+(mode 0600). Outside the embedded default a missing key is an error: the key never lives in the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.errors import ConfigError, VaultError
+
+log = logging.getLogger(__name__)
+TOKEN_VERSION = "v1"
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    key_id: str
+    material: bytes = field(repr=False)
+
+
+def _key_id(material: bytes) -> str:
+    return hashlib.sha256(b"xcoin-master-key:" + material).hexdigest()[:12]
+
+
+def parse_master_keys(raw: str) -> list[MasterKey]:
+    keys: list[MasterKey] = []
+    for n, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        kid, _, b64 = entry.rpartition(":")
+        try:
+            material = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"XCOIN_ENCRYPTION_KEY entry {n + 1} is not valid base64") from None
+        if len(material) != 32:
+            raise ConfigError(
+                f"XCOIN_ENCRYPTION_KEY entry {n + 1} must decode to 32 bytes, got {len(material)}"
+            )
+        keys.append(MasterKey(kid or _key_id(material), material))
+    if not keys:
+        raise ConfigError("XCOIN_ENCRYPTION_KEY is empty")
+    return keys
+
+
+def generate_key_b64() -> str:
+    return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
+
+
+def _embedded_key(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generate_key_b64() + "\n")
+    log.warning(
+        "generated a master key at %s (embedded default); set XCOIN_ENCRYPTION_KEY in production", path
+    )
+    return path.read_text().strip()
+
+
+class Vault:
+    def __init__(self, keys: list[MasterKey]):
+        if not keys:
+            raise ConfigError("the vault needs at least one master key")
+        self._keys = {k.key_id: k for k in keys}
+        self.active = keys[0]
+
+    def __repr__(self) -> str:
+        return f"Vault(active={self.active.key_id}, keys={list(self._keys)})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Vault:
+        settings = settings or get_settings()
+        raw = settings.encryption_keys_b64
+        if raw is None:
+            if not settings.embedded:
+                raise ConfigError(
+                    "XCOIN_ENCRYPTION_KEY is not set: a master key is required outside the embedded default"
+                )
+            raw = _embedded_key(settings.master_key_path)
+        return cls(parse_master_keys(raw))
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def encrypt(self, plaintext: str, context: str) -> str:
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(self.active.material).encrypt(nonce, plaintext.encode(), context.encode())
+        b64 = base64.b64encode
+        return f"{TOKEN_VERSION}:{self.active.key_id}:{b64(nonce).decode()}:{b64(ciphertext).decode()}"
+
+    def decrypt(self, token: str, context: str) -> Secret:
+        try:
+            version, key_id, nonce_b64, ct_b64 = token.split(":")
+        except ValueError:
+            raise VaultError("ciphertext is malformed (expected v1:<key id>:<nonce>:<ciphertext>)") from None
+        if version != TOKEN_VERSION:
+            raise VaultError(f"ciphertext version {version!r} is not supported")
+        key = self._keys.get(key_id)
+        if key is None:
+            raise VaultError(f"ciphertext was encrypted with master key {key_id}, which is not configured")
+        try:
+            nonce = base64.b64decode(nonce_b64, validate=True)
+            ciphertext = base64.b64decode(ct_b64, validate=True)
+            plaintext = AESGCM(key.material).decrypt(nonce, ciphertext, context.encode())
+        except (InvalidTag, binascii.Error, ValueError):
+            raise VaultError(
+                "ciphertext failed authentication: it was tampered with, moved, or the master key is wrong"
+            ) from None
+        return Secret(plaintext.decode())
+
+    def key_id_of(self, token: str) -> str:
+        parts = token.split(":")
+        return parts[1] if len(parts) == 4 else ""
