@@ -82,7 +82,9 @@ def parse_interval_key(key: str) -> tuple[datetime, str]:
         resolution_ms(resolution)
         return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC), resolution
     except ValueError:
-        raise ValidationError("interval_key", f"must look like 2024-01-01T10:05:00Z_5m, got {key!r}") from None
+        raise ValidationError(
+            "interval_key", f"must look like 2024-01-01T10:05:00Z_5m, got {key!r}"
+        ) from None
 
 
 def day_bounds_ms(day: str) -> tuple[int, int]:
