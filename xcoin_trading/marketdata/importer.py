@@ -1,0 +1,249 @@
+"""Import a Parquet or CSV file of candles into the lake, one checked day at a time.
+
+The whole file is validated first (columns, numbers, times, resolution); then each UTC day is
+checked like an exchange fetch and written atomically. A day with bad rows is reported with those
+rows and not written; the other days are. Gaps and days cut by the file's span only warn: the
+file is the source, and its gaps are its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from xcoin_trading.config import Settings
+from xcoin_trading.errors import ValidationError
+from xcoin_trading.marketdata.candles import (
+    CANDLE_COLUMNS,
+    VALUE_COLUMNS,
+    check_resolution,
+    check_symbol,
+    to_candle_frame,
+)
+from xcoin_trading.marketdata.lake import day_of, partition_path, write_partition
+from xcoin_trading.marketdata.quality import QualityReport, check_candles
+from xcoin_trading.timeframes import DAY_MS, resolution_ms, to_ms, utcnow
+
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class DayResult:
+    day: str
+    rows: int
+    written: bool
+    replaced: bool
+    report: QualityReport
+
+
+@dataclass
+class ImportReport:
+    symbol: str
+    resolution: str
+    source: str
+    rows_read: int
+    days: list[DayResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> list[DayResult]:
+        return [d for d in self.days if d.written]
+
+    @property
+    def rejected(self) -> list[DayResult]:
+        return [d for d in self.days if not d.written]
+
+    @property
+    def rows_written(self) -> int:
+        return sum(d.rows for d in self.written)
+
+    @property
+    def gaps(self) -> int:
+        return sum(len(d.report.gaps) for d in self.days)
+
+    def summary_line(self) -> str:
+        rate = self.rows_written / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"imported {self.rows_written:,} {self.symbol} {self.resolution} candles into {len(self.written)} day(s), "
+            f"rejected {len(self.rejected)} day(s), {self.gaps} gap(s), {self.seconds:.1f}s ({rate:,.0f} rows/s)"
+        )
+
+    def describe_rejections(self) -> str:
+        return "\n".join(
+            f"{d.day}: {d.rows} rows, nothing written\n{_indent(d.report.describe())}" for d in self.rejected
+        )
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _listed(values: list[str]) -> str:
+    more = f" (+{len(values) - MAX_LISTED} more)" if len(values) > MAX_LISTED else ""
+    return ", ".join(values[:MAX_LISTED]) + more
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    """CSV as text first, so a bad cell is reported with its line instead of a parser trace."""
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise ValidationError("file", f"{path.name} is not a readable CSV: {exc}") from None
+    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
+    missing = [c for c in CANDLE_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValidationError(
+            "file", f"{path.name} is missing column(s) {', '.join(missing)}; need {', '.join(CANDLE_COLUMNS)}"
+        )
+    lines = pl.int_range(2, raw.height + 2, eager=True).alias("line")  # header is line 1
+    raw = raw.with_columns(lines)
+    numbers = {c: pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) for c in VALUE_COLUMNS}
+    for c in VALUE_COLUMNS:
+        bad = raw.filter(numbers[c].is_null() & pl.col(c).str.strip_chars().ne("").fill_null(False))
+        if bad.height:
+            cells = [f"line {ln}: {v!r}" for ln, v in bad.select("line", c).iter_rows()]
+            raise ValidationError(
+                f"{path.name}.{c}", f"must be numeric; {bad.height} bad value(s): {_listed(cells)}"
+            )
+    parsed = raw.with_columns(open_time=_parse_times(raw["open_time"]), **numbers)
+    bad = parsed.filter(pl.col("open_time").is_null())
+    if bad.height:
+        cells = [
+            f"line {ln}: {v!r}"
+            for ln, v in raw.filter(pl.col("line").is_in(bad["line"].implode()))
+            .select("line", "open_time")
+            .iter_rows()
+        ]
+        raise ValidationError(
+            f"{path.name}.open_time",
+            f"must be epoch ms or an ISO time; {bad.height} bad value(s): {_listed(cells)}",
+        )
+    return parsed.select(CANDLE_COLUMNS)
+
+
+def _parse_times(text: pl.Series) -> pl.Series:
+    """Epoch-ms integers or ISO times (UTC unless an offset is given); unparseable → null."""
+    text = text.str.strip_chars()
+    ints = text.cast(pl.Int64, strict=False)
+    rest = text.filter(ints.is_null() & text.is_not_null())
+    if rest.len() == 0:
+        return ints
+    try:
+        stamps = rest.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
+    except pl.exceptions.PolarsError:  # no common ISO format could be inferred
+        stamps = pl.Series(dtype=pl.Int64, values=[None] * rest.len())
+    return ints.scatter((ints.is_null() & text.is_not_null()).arg_true(), stamps)
+
+
+def read_candle_file(path: str | Path) -> pl.DataFrame:
+    """A Parquet or CSV candle file as a candle frame (rows in file order); raises on bad structure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError("file", f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            frame = pl.read_parquet(path)
+        except pl.exceptions.PolarsError as exc:
+            raise ValidationError("file", f"{path.name} is not a readable Parquet file: {exc}") from None
+        return to_candle_frame(frame, source=path.name)
+    if suffix == ".csv":
+        return _read_csv(path)
+    raise ValidationError("file", f"must be a .parquet or .csv file, got {path.name}")
+
+
+def _check_times(frame: pl.DataFrame, resolution: str, name: str) -> None:
+    t = frame["open_time"]
+    if t.null_count():
+        rows = frame.with_row_index("row").filter(pl.col("open_time").is_null())["row"].to_list()
+        raise ValidationError(
+            f"{name}.open_time", f"is missing on {len(rows)} row(s): {_listed([str(r) for r in rows])}"
+        )
+    if frame.height and t.max() < 100_000_000_000:  # before 1973 in ms, but 5138 AD in seconds
+        raise ValidationError(
+            f"{name}.open_time", "looks like epoch seconds; the lake stores epoch milliseconds"
+        )
+    step = resolution_ms(resolution)
+    diffs = t.unique().sort().diff().drop_nulls()
+    if len(diffs) >= 2:
+        common = int(diffs.mode().min())
+        if common != step:
+            raise ValidationError(
+                "resolution",
+                f"is {resolution}, but the candles in {name} are mostly {common // 60_000} minutes apart",
+            )
+
+
+def import_candles(
+    source: str | Path | pl.DataFrame,
+    symbol: str,
+    resolution: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[int, int, DayResult], None] | None = None,
+) -> ImportReport:
+    """Load candles into the lake partitions of `symbol`/`resolution`; returns what happened per day.
+
+    `start`/`end` (UTC, end exclusive) import a slice of the file. Each day replaces the lake's day.
+    `progress(done, total, day_result)` is called after each day.
+    """
+    began = time.perf_counter()
+    check_symbol(symbol)
+    check_resolution(resolution)
+    if isinstance(source, pl.DataFrame):
+        frame, name = to_candle_frame(source), "candles"
+    else:
+        frame, name = read_candle_file(source), Path(source).name
+    if start is not None:
+        frame = frame.filter(pl.col("open_time") >= to_ms(start))
+    if end is not None:
+        frame = frame.filter(pl.col("open_time") < to_ms(end))
+    if frame.height == 0:
+        raise ValidationError(
+            "file", f"{name} has no candles{' in the requested range' if start or end else ''}"
+        )
+    _check_times(frame, resolution, name)
+    report = ImportReport(symbol=symbol, resolution=resolution, source=name, rows_read=frame.height)
+    by_day = frame.with_columns(_day=pl.col("open_time") // DAY_MS).partition_by(
+        "_day", as_dict=True, include_key=False
+    )
+    now_ms = to_ms(utcnow())
+    ordered = sorted(by_day.items())
+    for done, ((day_number,), rows) in enumerate(ordered, start=1):
+        day = day_of(day_number * DAY_MS)
+        day_end = (day_number + 1) * DAY_MS
+        partial = day_end > now_ms
+        checks = check_candles(rows, resolution, day, expect_complete=False)
+        result_written = checks.ok
+        replaced = partition_path(symbol, resolution, day, settings).exists()
+        if result_written:
+            last = int(rows["open_time"].max())
+            write_partition(
+                rows,
+                symbol,
+                resolution,
+                day,
+                partial=partial,
+                source=f"import:{name}",
+                complete_until_ms=last + resolution_ms(resolution) if partial else None,
+                settings=settings,
+            )
+        result = DayResult(
+            day=day,
+            rows=rows.height,
+            written=result_written,
+            replaced=replaced and result_written,
+            report=checks,
+        )
+        report.days.append(result)
+        if progress is not None:
+            progress(done, len(ordered), result)
+    report.seconds = time.perf_counter() - began
+    return report
