@@ -103,7 +103,12 @@ def setup_accounts(state: DemoState, vault: Vault) -> None:
                 )
                 if existing is None:
                     sub = subscriptions.subscribe(
-                        session, uid, sid, capital=demo.capital, risk_per_trade=demo.risk, leverage=demo.leverage
+                        session,
+                        uid,
+                        sid,
+                        capital=demo.capital,
+                        risk_per_trade=demo.risk,
+                        leverage=demo.leverage,
                     )
                     existing = sub.id
                     state.created.append(f"subscription {demo.email} -> {code}")
@@ -120,7 +125,13 @@ def report_store(state: DemoState, echo: Echo) -> None:
         echo("")
         echo("Subscriptions (capital / risk per trade / leverage):")
         rows = session.execute(
-            select(User.email, Strategy.code, Subscription.capital, Subscription.risk_per_trade, Subscription.leverage)
+            select(
+                User.email,
+                Strategy.code,
+                Subscription.capital,
+                Subscription.risk_per_trade,
+                Subscription.leverage,
+            )
             .join(User, User.id == Subscription.user_id)
             .join(Strategy, Strategy.id == Subscription.strategy_id)
             .where(Subscription.is_active.is_(True))
@@ -128,7 +139,9 @@ def report_store(state: DemoState, echo: Echo) -> None:
         ).all()
         for email, code, capital, risk, leverage in rows:
             echo(f"  {email:<20} {code:<18} {capital:>10} USDT  {risk * 100:>5}%  x{leverage}")
-        hints = session.scalars(select(BrokerCredential.api_key_hint).where(BrokerCredential.is_active.is_(True))).all()
+        hints = session.scalars(
+            select(BrokerCredential.api_key_hint).where(BrokerCredential.is_active.is_(True))
+        ).all()
     echo("")
     echo("Store: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
     echo(f"Broker keys are AES-256-GCM encrypted; shown masked only: {', '.join(hints)}")
@@ -142,7 +155,9 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     vault = Vault.from_settings(settings)
     state = DemoState(settings)
     setup_accounts(state, vault)
-    echo("Created this run: " + (", ".join(state.created) if state.created else "nothing (reused earlier run)"))
+    echo(
+        "Created this run: " + (", ".join(state.created) if state.created else "nothing (reused earlier run)")
+    )
     report_store(state, echo)
     echo("")
     echo("Where things live:")
@@ -151,5 +166,9 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     echo(f"  candle lake        {settings.lake_dir}")
     echo(f"  DuckDB warehouse   {settings.warehouse_path}")
     echo(f"  Dagster home       {settings.dagster_home}")
-    echo("  Dagster UI         DAGSTER_HOME=" + str(settings.dagster_home) + " .venv/bin/dagster dev -w workspace.yaml")
+    echo(
+        "  Dagster UI         DAGSTER_HOME="
+        + str(settings.dagster_home)
+        + " .venv/bin/dagster dev -w workspace.yaml"
+    )
     return state

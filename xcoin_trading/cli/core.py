@@ -80,7 +80,9 @@ def broker_add(email: str, api_key: str, api_secret: str) -> None:
     vault = Vault.from_settings(get_settings())
     with _session() as session:
         credential = add_credential(session, vault, _user_id(session, email), api_key, api_secret)
-        click.echo(f"broker keys {credential.id} ({credential.api_key_hint}) stored under master key {credential.key_id}")
+        click.echo(
+            f"broker keys {credential.id} ({credential.api_key_hint}) stored under master key {credential.key_id}"
+        )
 
 
 @click.group("strategies")
@@ -140,7 +142,9 @@ def strategies_add(
 @click.option("--user", "email", required=True)
 @click.option("--strategy", "code", required=True, help="Strategy code.")
 @click.option("--capital", required=True)
-@click.option("--risk", "risk_per_trade", required=True, help="Fraction of capital risked per trade, e.g. 0.01.")
+@click.option(
+    "--risk", "risk_per_trade", required=True, help="Fraction of capital risked per trade, e.g. 0.01."
+)
 @click.option("--leverage", default="1", show_default=True)
 @click.option("--max-positions", default=1, show_default=True, type=int)
 @click.option("--max-daily-loss", default=None)
@@ -160,7 +164,9 @@ def subscribe_cmd(email, code, capital, risk_per_trade, leverage, max_positions,
             max_positions=max_positions,
             max_daily_loss=max_daily_loss,
         )
-        click.echo(f"subscription {sub.id}: {email} -> {code} capital={sub.capital} risk={sub.risk_per_trade}")
+        click.echo(
+            f"subscription {sub.id}: {email} -> {code} capital={sub.capital} risk={sub.risk_per_trade}"
+        )
 
 
 @click.group("vault")
@@ -189,5 +195,13 @@ def demo_cmd() -> None:
 
 
 def register(main: click.Group) -> None:
-    for command in (db_group, users_group, broker_group, strategies_group, subscribe_cmd, vault_group, demo_cmd):
+    for command in (
+        db_group,
+        users_group,
+        broker_group,
+        strategies_group,
+        subscribe_cmd,
+        vault_group,
+        demo_cmd,
+    ):
         main.add_command(command)

@@ -1,0 +1,134 @@
+"""Broker secrets: AES-256-GCM tokens, master keys from the environment, rotation that leaves no plaintext."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from xcoin_trading.cli import main
+from xcoin_trading.config import get_settings, reset_settings
+from xcoin_trading.errors import ConfigError, VaultError
+from xcoin_trading.services import credentials, users
+from xcoin_trading.store.db import dispose_engines, session_scope
+from xcoin_trading.vault import Vault, parse_master_keys
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def test_token_names_version_and_key_and_hides_the_plaintext():
+    vault = Vault(parse_master_keys(_key()))
+    token = vault.encrypt("my-api-secret", "ctx")
+    version, key_id, nonce, ct = token.split(":")
+    assert (version, key_id) == ("v1", vault.active.key_id)
+    assert len(base64.b64decode(nonce)) == 12
+    assert "my-api-secret" not in token
+    assert vault.decrypt(token, "ctx").reveal() == "my-api-secret"
+    assert vault.encrypt("my-api-secret", "ctx") != token  # fresh nonce each time
+
+
+def test_decrypted_secret_never_prints_itself():
+    vault = Vault(parse_master_keys(_key()))
+    secret = vault.decrypt(vault.encrypt("hunter2-secret", "c"), "c")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret) and "hunter2" not in f"{secret}"
+
+
+def test_tampered_ciphertext_is_refused_without_echoing_it():
+    vault = Vault(parse_master_keys(_key()))
+    token = vault.encrypt("secret-value", "c")
+    head, ct = token.rsplit(":", 1)
+    raw = bytearray(base64.b64decode(ct))
+    raw[0] ^= 1
+    tampered = f"{head}:{base64.b64encode(bytes(raw)).decode()}"
+    with pytest.raises(VaultError, match="failed authentication") as err:
+        vault.decrypt(tampered, "c")
+    assert ct[:10] not in str(err.value)
+
+
+def test_wrong_master_key_is_refused():
+    token = Vault(parse_master_keys(f"k1:{_key()}")).encrypt("s", "c")
+    with pytest.raises(VaultError, match="failed authentication"):
+        Vault(parse_master_keys(f"k1:{_key()}")).decrypt(token, "c")
+    with pytest.raises(VaultError, match="not configured"):
+        Vault(parse_master_keys(_key())).decrypt(token, "c")
+
+
+@pytest.mark.parametrize("raw", ["not base64!!", base64.b64encode(b"short").decode(), " , "])
+def test_bad_master_key_configuration_is_a_clear_error(raw):
+    with pytest.raises(ConfigError, match="XCOIN_ENCRYPTION_KEY"):
+        parse_master_keys(raw)
+
+
+def test_missing_master_key_outside_the_embedded_default_is_an_error(monkeypatch):
+    monkeypatch.setenv("XCOIN_DATABASE_URL", "postgresql+psycopg2://u@127.0.0.1:1/db")
+    reset_settings()
+    with pytest.raises(ConfigError, match="XCOIN_ENCRYPTION_KEY is not set"):
+        Vault.from_settings()
+
+
+def test_embedded_default_generates_one_private_key_file(xcoin_home):
+    first = Vault.from_settings()
+    path = get_settings().master_key_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Vault.from_settings().active == first.active  # reused, not regenerated
+
+
+def _dump(settings) -> bytes:
+    """Everything the database holds, as an attacker with a backup would see it."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        data = Path(url.database).read_bytes()
+        for suffix in ("-wal", "-shm"):
+            extra = Path(url.database + suffix)
+            if extra.exists():
+                data += extra.read_bytes()
+        return data
+    pg_dump = shutil.which("pg_dump") or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))), None
+    )
+    assert pg_dump, "pg_dump not found"
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return subprocess.run([str(pg_dump), plain], check=True, capture_output=True).stdout
+
+
+def test_rotation_re_encrypts_everything_and_the_dump_holds_no_plaintext(store, monkeypatch):
+    old = os.environ["XCOIN_ENCRYPTION_KEY"]
+    secrets = {f"user{i}@x.io": (f"api-key-{i}-ABCDEFGH", f"api-secret-{i}-PLAINTEXT") for i in range(3)}
+    vault = Vault.from_settings(store)
+    with session_scope(store) as s:
+        for email, (key, secret) in secrets.items():
+            uid = users.register_user(s, email, "password-123").id
+            credentials.add_credential(s, vault, uid, key, secret)
+
+    new = _key()
+    monkeypatch.setenv("XCOIN_ENCRYPTION_KEY", f"k2:{new},{old}")
+    reset_settings()
+    result = CliRunner().invoke(main, ["vault", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 3 credentials under master key k2" in result.output
+    dispose_engines()
+
+    monkeypatch.setenv("XCOIN_ENCRYPTION_KEY", f"k2:{new}")  # the old key is gone now
+    reset_settings()
+    settings = get_settings()
+    vault = Vault.from_settings(settings)
+    with session_scope(settings) as s:
+        for email, (key, secret) in secrets.items():
+            cred = credentials.active_credential(s, users.get_user_by_email(s, email).id)
+            assert cred.key_id == "k2"
+            plain = credentials.decrypt(vault, cred)
+            assert (plain.api_key.reveal(), plain.api_secret.reveal()) == (key, secret)
+    dispose_engines()
+    dump = _dump(settings)
+    assert len(dump) > 1000
+    for key, secret in secrets.values():
+        assert secret.encode() not in dump and key.encode() not in dump
