@@ -1,0 +1,1 @@
+"""Market data: candle assets per resolution (symbol × day), the DuckDB catalog, schedules."""

@@ -1,0 +1,101 @@
+"""Nightly close of yesterday for every active symbol, and a top-up of today for live symbols.
+
+"Which symbols" is a seam: each schedule takes a callable (context → symbols). The default is the
+symbols registered as dynamic partitions; the live layer swaps in "symbols with live subscribers"
+from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+import dagster as dg
+
+from xcoin_pipelines.defs.market_data.assets import CANDLE_ASSETS
+from xcoin_pipelines.defs.market_data.partitions import (
+    CANDLE_PARTITIONS,
+    candle_partition_key,
+    registered_symbols,
+)
+
+ActiveSymbols = Callable[[dg.ScheduleEvaluationContext], Sequence[str]]
+# Resolutions whose candles close during the day; a 1d candle only closes at midnight.
+TOPUP_RESOLUTIONS = ("1m", "5m", "15m", "1h", "4h")
+
+
+def registered(context: dg.ScheduleEvaluationContext) -> list[str]:
+    return registered_symbols(context.instance)
+
+
+candles_job = dg.define_asset_job(
+    "market_data_candles_job",
+    selection=dg.AssetSelection.assets(*CANDLE_ASSETS.values()),
+    partitions_def=CANDLE_PARTITIONS,
+    executor_def=dg.in_process_executor,
+    tags={"xcoin/kind": "market_data"},
+    description="All resolutions of one symbol × day (used by the nightly schedule and UI backfills).",
+)
+topup_job = dg.define_asset_job(
+    "market_data_topup_job",
+    selection=dg.AssetSelection.assets(*(CANDLE_ASSETS[r] for r in TOPUP_RESOLUTIONS)),
+    partitions_def=CANDLE_PARTITIONS,
+    executor_def=dg.in_process_executor,
+    tags={"xcoin/kind": "market_data"},
+    description="Today's closed candles so far (partial day) for symbols with live subscribers.",
+)
+
+
+def build_daily_close_schedule(
+    active_symbols: ActiveSymbols = registered,
+    *,
+    minute: int = 5,
+    name: str = "market_data_daily_close_schedule",
+) -> dg.ScheduleDefinition:
+    @dg.schedule(name=name, job=candles_job, cron_schedule=f"{minute} 0 * * *", execution_timezone="UTC")
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+        symbols = sorted(set(active_symbols(context)))
+        if not symbols:
+            return dg.SkipReason("no active symbols: register one with add_symbols()")
+        return [
+            dg.RunRequest(
+                run_key=f"close|{day}|{s}",
+                partition_key=candle_partition_key(day, s),
+                tags={"xcoin/day": day},
+            )
+            for s in symbols
+        ]
+
+    return _schedule
+
+
+def build_topup_schedule(
+    live_symbols: ActiveSymbols = registered,
+    *,
+    every_minutes: int = 5,
+    name: str = "market_data_topup_schedule",
+) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=name, job=topup_job, cron_schedule=f"*/{every_minutes} * * * *", execution_timezone="UTC"
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        at = context.scheduled_execution_time
+        day = at.strftime("%Y-%m-%d")
+        symbols = sorted(set(live_symbols(context)))
+        if not symbols:
+            return dg.SkipReason("no symbols with live subscribers")
+        return [
+            dg.RunRequest(
+                run_key=f"topup|{at.isoformat()}|{s}",
+                partition_key=candle_partition_key(day, s),
+                tags={"xcoin/day": day},
+            )
+            for s in symbols
+        ]
+
+    return _schedule
+
+
+market_data_daily_close_schedule = build_daily_close_schedule()
+market_data_topup_schedule = build_topup_schedule()
