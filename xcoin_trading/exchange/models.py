@@ -1,0 +1,284 @@
+"""Typed values parsed from CoinDCX JSON. Numbers may arrive as numbers or strings, and times as
+epoch ms (int, float or numeric string), epoch seconds, or ISO-8601 strings: all parse here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from xcoin_trading.exchange.markets import D
+
+OPEN_STATUSES = frozenset({"init", "initial", "open", "partially_filled", "untriggered"})
+TERMINAL_STATUSES = frozenset({"filled", "partially_cancelled", "cancelled", "rejected"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def dec(value: Any, default: Decimal = Decimal(0)) -> Decimal:
+    """Decimal from a JSON number/string; `None`/"" → default."""
+    if value is None or value == "":
+        return default
+    try:
+        return D(value)
+    except (InvalidOperation, ValueError):
+        return default
+
+
+def opt_dec(value: Any) -> Decimal | None:
+    return None if value is None or value == "" else dec(value)
+
+
+def parse_time(value: Any) -> datetime:
+    """Aware UTC datetime from ms / seconds (numbers or numeric strings) or an ISO string."""
+    if value is None or value == "":
+        return _EPOCH
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+        value = number
+    number = float(value)
+    # Ticker timestamps are seconds; everything else is ms (anything past 1e11 is ms).
+    seconds = number / 1000 if number > 1e11 else number
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+@dataclass(frozen=True)
+class Order:
+    """A spot or futures order as the exchange reports it. `filled_quantity` is computed
+    (spot orders carry no such field): total − remaining − cancelled."""
+
+    id: str
+    client_order_id: str | None
+    market: str  # spot symbol, or the futures pair
+    side: str
+    order_type: str
+    status: str
+    price: Decimal
+    avg_price: Decimal
+    total_quantity: Decimal
+    remaining_quantity: Decimal
+    filled_quantity: Decimal
+    fee_amount: Decimal
+    created_at: datetime
+    updated_at: datetime
+    kind: str = "spot"
+    leverage: Decimal | None = None
+    stop_price: Decimal | None = None
+    take_profit_price: Decimal | None = None
+    stop_loss_price: Decimal | None = None
+    stage: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_spot(cls, row: dict[str, Any]) -> Order:
+        total = dec(row.get("total_quantity"))
+        remaining = dec(row.get("remaining_quantity"))
+        return cls(
+            id=str(row["id"]),
+            client_order_id=row.get("client_order_id") or None,
+            market=row.get("market") or row.get("symbol") or "",
+            side=row.get("side", ""),
+            order_type=row.get("order_type", ""),
+            status=row.get("status", ""),
+            price=dec(row.get("price_per_unit")),
+            avg_price=dec(row.get("avg_price")),
+            total_quantity=total,
+            remaining_quantity=remaining,
+            filled_quantity=total - remaining,
+            fee_amount=dec(row.get("fee_amount")),
+            created_at=parse_time(row.get("created_at")),
+            updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
+            kind="spot",
+            stop_price=opt_dec(row.get("stop_price")),
+            raw=row,
+        )
+
+    @classmethod
+    def from_futures(cls, row: dict[str, Any]) -> Order:
+        total = dec(row.get("total_quantity"))
+        remaining = dec(row.get("remaining_quantity"))
+        cancelled = dec(row.get("cancelled_quantity"))
+        return cls(
+            id=str(row["id"]),
+            client_order_id=row.get("client_order_id") or None,
+            market=row.get("pair", ""),
+            side=row.get("side", ""),
+            order_type=row.get("order_type", ""),
+            status=row.get("status", ""),
+            price=dec(row.get("price")),
+            avg_price=dec(row.get("avg_price")),
+            total_quantity=total,
+            remaining_quantity=remaining,
+            filled_quantity=total - remaining - cancelled,
+            fee_amount=dec(row.get("fee_amount")),
+            created_at=parse_time(row.get("created_at")),
+            updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
+            kind="futures",
+            leverage=opt_dec(row.get("leverage")),
+            stop_price=opt_dec(row.get("stop_price")),
+            take_profit_price=opt_dec(row.get("take_profit_price")),
+            stop_loss_price=opt_dec(row.get("stop_loss_price")),
+            stage=row.get("stage"),
+            raw=row,
+        )
+
+
+@dataclass(frozen=True)
+class Balance:
+    currency: str
+    balance: Decimal  # free
+    locked_balance: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.balance + self.locked_balance
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Balance:
+        return cls(row["currency"], dec(row.get("balance")), dec(row.get("locked_balance")))
+
+
+@dataclass(frozen=True)
+class Ticker:
+    market: str
+    last_price: Decimal
+    bid: Decimal
+    ask: Decimal
+    high: Decimal
+    low: Decimal
+    volume: Decimal
+    change_24_hour: Decimal
+    timestamp: datetime
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Ticker:
+        return cls(
+            market=row["market"],
+            last_price=dec(row.get("last_price")),
+            bid=dec(row.get("bid")),
+            ask=dec(row.get("ask")),
+            high=dec(row.get("high")),
+            low=dec(row.get("low")),
+            volume=dec(row.get("volume")),
+            change_24_hour=dec(row.get("change_24_hour")),
+            timestamp=parse_time(row.get("timestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    pair: str
+    bids: list[tuple[Decimal, Decimal]]  # best (highest) first
+    asks: list[tuple[Decimal, Decimal]]  # best (lowest) first
+    timestamp: datetime
+
+    @classmethod
+    def from_json(cls, pair: str, body: dict[str, Any]) -> OrderBook:
+        def levels(side: dict[str, Any], reverse: bool) -> list[tuple[Decimal, Decimal]]:
+            return sorted(((dec(p), dec(q)) for p, q in (side or {}).items()), reverse=reverse)
+
+        return cls(
+            pair,
+            levels(body.get("bids"), True),
+            levels(body.get("asks"), False),
+            parse_time(body.get("timestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class PublicTrade:
+    price: Decimal
+    quantity: Decimal
+    symbol: str
+    time: datetime
+    buyer_is_maker: bool
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> PublicTrade:
+        return cls(
+            dec(row.get("p")),
+            dec(row.get("q")),
+            row.get("s", ""),
+            parse_time(row.get("T")),
+            bool(row.get("m")),
+        )
+
+
+@dataclass(frozen=True)
+class AccountTrade:
+    """One fill of one of our orders (`orders/trade_history`)."""
+
+    id: str
+    order_id: str
+    side: str
+    symbol: str
+    price: Decimal
+    quantity: Decimal
+    fee_amount: Decimal
+    timestamp: datetime
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> AccountTrade:
+        return cls(
+            id=str(row.get("id")),
+            order_id=str(row.get("order_id")),
+            side=row.get("side", ""),
+            symbol=row.get("symbol", ""),
+            price=dec(row.get("price")),
+            quantity=dec(row.get("quantity")),
+            fee_amount=dec(row.get("fee_amount")),
+            timestamp=parse_time(row.get("timestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class Position:
+    """A futures position; `active_pos` is signed (negative = short)."""
+
+    id: str
+    pair: str
+    active_pos: Decimal
+    avg_price: Decimal
+    liquidation_price: Decimal | None
+    locked_margin: Decimal
+    leverage: Decimal
+    take_profit_trigger: Decimal | None
+    stop_loss_trigger: Decimal | None
+    mark_price: Decimal | None
+    updated_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def side(self) -> str:
+        return "long" if self.active_pos > 0 else "short" if self.active_pos < 0 else "flat"
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Position:
+        return cls(
+            id=str(row["id"]),
+            pair=row.get("pair", ""),
+            active_pos=dec(row.get("active_pos")),
+            avg_price=dec(row.get("avg_price")),
+            liquidation_price=opt_dec(row.get("liquidation_price")),
+            locked_margin=dec(row.get("locked_margin")),
+            leverage=dec(row.get("leverage"), Decimal(1)),
+            take_profit_trigger=opt_dec(row.get("take_profit_trigger")),
+            stop_loss_trigger=opt_dec(row.get("stop_loss_trigger")),
+            mark_price=opt_dec(row.get("mark_price")),
+            updated_at=parse_time(row.get("updated_at")),
+            raw=row,
+        )

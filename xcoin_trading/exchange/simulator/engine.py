@@ -1,0 +1,292 @@
+"""The simulated exchange: markets, price feeds, clock, accounts and the desks that trade.
+
+All state is mutated on the server's event loop thread only (handlers never await while they
+change it), so there is no lock; every request does O(1) dictionary work plus its own order.
+
+Clock: `manual` (replay; time moves only by `advance`, processing every base candle on the way)
+or `realtime` (sim time = start + wall time elapsed × speed; due candles are processed lazily at
+the next request). The signature timestamp window is always checked against the wall clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS, Market
+from xcoin_trading.exchange.simulator.accounts import Account, SimError
+from xcoin_trading.exchange.simulator.feed import CandleFeed
+from xcoin_trading.exchange.simulator.spot import SpotDesk
+from xcoin_trading.exchange.simulator.wire import to_decimal
+from xcoin_trading.timeframes import DAY_MS
+
+DEFAULT_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+@dataclass
+class SimConfig:
+    spot_fee_rate: Decimal = Decimal("0.001")  # 0.1 % of notional per fill
+    futures_fee_rate: Decimal = Decimal("0.0005")
+    slippage: Decimal = Decimal(0)  # market orders: price × (1 ± slippage); 0 for backtest parity
+    liquidity_fraction: Decimal | None = None  # resting order fills ≤ this share of a candle's volume
+    recv_window_ms: int = 10_000  # |request timestamp − wall clock| allowed
+    max_open_orders: int = 25  # per account and market (DOCS)
+    maintenance_margin_rate: Decimal = Decimal("0.005")
+    rate_limits: bool = True  # published limits; off (or scaled) for benchmarks
+    rate_limit_scale: float = 1.0
+    stop_loss_first: bool = True  # a candle touching both TP and SL fills the SL (backtest default)
+
+    def update(self, values: dict[str, Any]) -> None:
+        known = {f.name: f for f in fields(self)}
+        for key, value in values.items():
+            if key not in known:
+                raise SimError(422, f"Invalid Request: unknown config field {key!r}")
+            current = getattr(self, key)
+            if isinstance(current, Decimal) or key == "liquidity_fraction":
+                value = None if value is None else Decimal(str(value))
+            elif isinstance(current, bool):
+                value = bool(value)
+            elif isinstance(current, int):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            setattr(self, key, value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            f.name: (str(v) if isinstance(v := getattr(self, f.name), Decimal) else v) for f in fields(self)
+        }
+
+
+class SimClock:
+    def __init__(self, start_ms: int, *, realtime: bool = False, speed: float = 1.0):
+        self.realtime = realtime
+        self.speed = speed
+        self._start = int(start_ms)
+        self._wall0 = time.time() * 1000
+
+    def now(self) -> int:
+        if not self.realtime:
+            return self._start
+        return int(self._start + (time.time() * 1000 - self._wall0) * self.speed)
+
+    def set(self, ms: int) -> None:
+        if self.realtime:
+            raise SimError(422, "Invalid Request: the clock runs in real time; advance needs a manual clock")
+        self._start = int(ms)
+
+
+class Exchange:
+    def __init__(
+        self,
+        feeds: dict[str, CandleFeed],
+        clock: SimClock,
+        config: SimConfig | None = None,
+        *,
+        seed: int = 0,
+    ):
+        self.feeds = feeds
+        self.clock = clock
+        self.config = config or SimConfig()
+        self.seed = seed
+        self.spot_markets: dict[str, Market] = {s: m for s, m in SPOT_MARKETS.items() if m.target in feeds}
+        self.futures_markets: dict[str, Market] = {
+            p: m for p, m in FUTURES_MARKETS.items() if m.target in feeds
+        }
+        self.pair_to_spot: dict[str, Market] = {m.pair: m for m in self.spot_markets.values()}
+        self.accounts: dict[str, Account] = {}
+        self.spot = SpotDesk(self)
+        self.futures = _make_futures_desk(self)
+        self._processed: dict[str, int] = {c: f.closed_count(clock.now()) for c, f in feeds.items()}
+        self._synced_to = clock.now()
+        self._next_due = self._compute_next_due()
+
+    # ---- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def random_walk(
+        cls,
+        *,
+        seed: int = 0,
+        start_ms: int | None = None,
+        history_days: float = 3,
+        future_days: float = 7,
+        coins: tuple[str, ...] | None = None,
+        realtime: bool = False,
+        speed: float = 1.0,
+        config: SimConfig | None = None,
+    ) -> Exchange:
+        """Seeded 1m random walks for every listed coin, `history_days` before the start."""
+        if start_ms is None:
+            start_ms = int(time.time() * 1000) if realtime else DEFAULT_START_MS
+        start_ms -= start_ms % 60_000
+        coins = coins or tuple(m.target for m in SPOT_MARKETS.values())
+        feeds = {
+            c: CandleFeed.random_walk(
+                c,
+                int(start_ms - history_days * DAY_MS),
+                int(start_ms + future_days * DAY_MS),
+                seed=seed,
+                decimals=SPOT_MARKETS[f"{c}USDT"].price_precision,
+            )
+            for c in coins
+        }
+        return cls(feeds, SimClock(start_ms, realtime=realtime, speed=speed), config, seed=seed)
+
+    @classmethod
+    def replay(
+        cls,
+        files: dict[str, str | Path],
+        *,
+        start_ms: int | None = None,
+        warmup_days: float = 1,
+        seed: int = 0,
+        other_coins: bool = True,
+        realtime: bool = False,
+        speed: float = 1.0,
+        config: SimConfig | None = None,
+    ) -> Exchange:
+        """Replay candle files ({"BTCUSDT": path}); other listed coins get seeded walks over the same span.
+
+        The clock starts `warmup_days` after the first candle (so strategies have history) unless
+        `start_ms` is given.
+        """
+        feeds: dict[str, CandleFeed] = {}
+        for symbol, path in files.items():
+            market = SPOT_MARKETS.get(symbol)
+            if market is None:
+                raise SimError(
+                    422, f"Invalid Request: {symbol!r} is not a simulator market ({', '.join(SPOT_MARKETS)})"
+                )
+            feeds[market.target] = CandleFeed.from_parquet(path, market.target)
+        first = min(f.first_open_ms for f in feeds.values())
+        last = max(f.last_close_ms for f in feeds.values())
+        if start_ms is None:
+            start_ms = min(first + int(warmup_days * DAY_MS), last)
+        if other_coins:
+            for market in SPOT_MARKETS.values():
+                if market.target not in feeds:
+                    feeds[market.target] = CandleFeed.random_walk(
+                        market.target, first, last, seed=seed, decimals=market.price_precision
+                    )
+        return cls(feeds, SimClock(start_ms, realtime=realtime, speed=speed), config, seed=seed)
+
+    # ---- time -------------------------------------------------------------------------------------
+
+    def _compute_next_due(self) -> int:
+        due = [int(f.close_time[n]) for c, f in self.feeds.items() if (n := self._processed[c]) < len(f)]
+        return min(due) if due else 2**62
+
+    def now(self) -> int:
+        """Simulator time in ms; in real-time mode also processes candles that closed since."""
+        t = self.clock.now()
+        if t >= self._next_due:
+            self._process(t)
+        return t
+
+    def advance(self, to_ms: int) -> dict[str, Any]:
+        current = self.clock.now()
+        if to_ms < current:
+            raise SimError(422, f"Invalid Request: cannot move the clock back from {current} to {to_ms}")
+        end = max(f.last_close_ms for f in self.feeds.values())
+        if to_ms > end:
+            raise SimError(422, f"Invalid Request: {to_ms} is past the end of the price feed ({end})")
+        self.clock.set(to_ms)
+        candles = self._process(to_ms)
+        return {"now_ms": to_ms, "candles": candles}
+
+    def _process(self, to_ms: int) -> int:
+        """Run every base candle that closed in (last processed, to_ms] through the desks."""
+        processed = 0
+        futures = self.futures
+        for coin, feed in self.feeds.items():
+            start, end = self._processed[coin], feed.closed_count(to_ms)
+            if end <= start:
+                continue
+            symbol = f"{coin}USDT"
+            pair = f"B-{coin}_USDT"
+            spot_work = self.spot.has_work(symbol)
+            futures_work = futures is not None and futures.has_work(pair)
+            if spot_work or futures_work:
+                for i in range(start, end):
+                    o, h, lo, c, v = feed.open[i], feed.high[i], feed.low[i], feed.close[i], feed.volume[i]
+                    close_ms = int(feed.close_time[i])
+                    if spot_work:
+                        self.spot.on_candle(symbol, o, h, lo, v, close_ms)
+                    if futures_work:
+                        futures.on_candle(pair, o, h, lo, c, close_ms)
+            processed += end - start
+            self._processed[coin] = end
+        self._synced_to = to_ms
+        self._next_due = self._compute_next_due()
+        return processed
+
+    # ---- prices -----------------------------------------------------------------------------------
+
+    def feed_for(self, market: Market) -> CandleFeed:
+        return self.feeds[market.target]
+
+    def price(self, market: Market) -> Decimal:
+        """Current price on the market's tick (close of the newest closed base candle)."""
+        return market.round_price(to_decimal(self.feed_for(market).price_at(self.now())))
+
+    def market_by_pair(self, pair: str) -> Market:
+        market = self.pair_to_spot.get(pair) or self.futures_markets.get(pair)
+        if market is None:
+            raise SimError(422, "Currency pair is not valid")
+        return market
+
+    # ---- accounts ---------------------------------------------------------------------------------
+
+    def add_account(self, api_key: str, api_secret: str, balances: dict[str, Any] | None = None) -> Account:
+        if not api_key or not api_secret:
+            raise SimError(422, "Invalid Request: api_key and api_secret are required")
+        if api_key in self.accounts:
+            raise SimError(409, f"account {api_key[:4]}… already exists")
+        acct = Account(api_key, api_secret.encode(), number=len(self.accounts) + 1)
+        now = self.clock.now()
+        for currency, amount in (balances or {}).items():
+            value = Decimal(str(amount))
+            if not value.is_finite() or value < 0:
+                raise SimError(422, f"Invalid Request: balance of {currency} must be >= 0")
+            acct.change(currency, value, "deposit", now)
+        self.accounts[api_key] = acct
+        return acct
+
+    def account(self, api_key: str) -> Account:
+        acct = self.accounts.get(api_key)
+        if acct is None:
+            raise SimError(404, "account not found")
+        return acct
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "now_ms": self.clock.now(),
+            "clock": "realtime" if self.clock.realtime else "manual",
+            "speed": self.clock.speed,
+            "seed": self.seed,
+            "accounts": len(self.accounts),
+            "feeds": {
+                c: {
+                    "source": f.source,
+                    "base_interval": f.base_interval,
+                    "first_open_ms": f.first_open_ms,
+                    "last_close_ms": f.last_close_ms,
+                }
+                for c, f in self.feeds.items()
+            },
+            "spot_markets": list(self.spot_markets),
+            "futures_markets": list(self.futures_markets),
+            "config": self.config.to_json(),
+        }
+
+
+def _make_futures_desk(exchange: Exchange) -> Any:
+    try:
+        from xcoin_trading.exchange.simulator.futures import FuturesDesk
+    except ImportError:  # futures desk not built yet
+        return None
+    return FuturesDesk(exchange)

@@ -1,0 +1,56 @@
+"""JSON helpers shared by the simulator's desks: exact numbers out, validated numbers in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from xcoin_trading.exchange.simulator.accounts import SimError
+
+
+def jnum(d: Decimal | None) -> float | str | None:
+    """A JSON number when the float round-trips exactly (as the exchange sends), else a string."""
+    if d is None:
+        return None
+    f = float(d)
+    return f if Decimal(repr(f)) == d else format(d, "f")
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def req_decimal(body: dict[str, Any], name: str, *, required: bool = True) -> Decimal | None:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise SimError(422, f"Invalid Request: {name} is required")
+        return None
+    try:
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise SimError(422, f"Invalid Request: {name} must be a number") from None
+    if not d.is_finite() or d <= 0:
+        raise SimError(422, f"Invalid Request: {name} must be greater than 0")
+    return d
+
+
+def req_choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(name)
+    if value not in allowed:
+        raise SimError(422, f"Invalid Request: {name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def req_client_order_id(body: dict[str, Any]) -> str | None:
+    value = body.get("client_order_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 36:
+        raise SimError(422, "Invalid Request: client_order_id must be a string of at most 36 characters")
+    return value
+
+
+def to_decimal(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
