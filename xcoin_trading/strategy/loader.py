@@ -1,0 +1,143 @@
+"""Resolve a strategy (built-in name, user `.py` file, or stored source) and run it.
+
+Every signal computation goes through `compute_signals`: live execution will run user code in a
+sandboxed subprocess behind this same function, so nothing else may call `signals` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from xcoin_trading.errors import NotFound, ValidationError
+from xcoin_trading.strategy.builtin import BUILTIN_STRATEGIES
+from xcoin_trading.strategy.contract import StrategyError, validate_signals
+
+SignalsFn = Callable[[pl.DataFrame, dict], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A loaded strategy: its code name, where it came from and its parameter defaults."""
+
+    code: str
+    kind: str  # "builtin" | "file" | "source"
+    signals_fn: SignalsFn = field(repr=False)
+    default_params: Mapping[str, Any] = field(default_factory=dict)
+    check_params_fn: Callable[[dict], None] | None = field(default=None, repr=False)
+    source_path: Path | None = None
+    source_sha256: str | None = None
+
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with `params`, coerced to the defaults' types; unknown names refused.
+
+        A strategy without `DEFAULT_PARAMS` accepts any parameters as given.
+        """
+        given = dict(params or {})
+        if not self.default_params:
+            return given
+        unknown = sorted(set(given) - set(self.default_params))
+        if unknown:
+            raise ValidationError(
+                "params",
+                f"unknown parameter(s) {unknown} for {self.code}; known: {sorted(self.default_params)}",
+            )
+        out = dict(self.default_params)
+        for name, value in given.items():
+            out[name] = _coerce(name, value, self.default_params[name])
+        if self.check_params_fn is not None:
+            self.check_params_fn(out)
+        return out
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            f = float(value)
+            if f != int(f):
+                raise ValueError(value)
+            return int(f)
+        if kind is float:
+            f = float(value)
+            if f != f or f in (float("inf"), float("-inf")):
+                raise ValueError(value)
+            return f
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"params.{name}", f"must be {kind.__name__}, got {value!r}") from None
+
+
+def _from_module(
+    code: str, kind: str, module: types.ModuleType, path: Path | None, source: str | None
+) -> Strategy:
+    fn = getattr(module, "signals", None)
+    if not callable(fn):
+        raise StrategyError(code, "does not define a function signals(candles, params)")
+    defaults = getattr(module, "DEFAULT_PARAMS", {}) or {}
+    if not isinstance(defaults, Mapping):
+        raise StrategyError(code, f"DEFAULT_PARAMS must be a dict, got {type(defaults).__name__}")
+    check = getattr(module, "check_params", None)
+    digest = hashlib.sha256(source.encode()).hexdigest() if source is not None else None
+    return Strategy(code, kind, fn, dict(defaults), check if callable(check) else None, path, digest)
+
+
+def load_source(code: str, source: str, *, path: Path | None = None) -> Strategy:
+    """A strategy from Python source text (a stored strategy, or a file's contents)."""
+    module = types.ModuleType(f"xcoin_user_strategy_{hashlib.sha256(source.encode()).hexdigest()[:12]}")
+    module.__file__ = str(path) if path else f"<strategy {code}>"
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    except Exception as exc:  # the user's code: report it, with its own message
+        raise StrategyError(code, f"failed to load: {type(exc).__name__}: {exc}") from exc
+    return _from_module(code, "file" if path else "source", module, path, source)
+
+
+def load_strategy(ref: str) -> Strategy:
+    """A built-in strategy by name, or a user strategy from a `.py` file path."""
+    if not ref or not isinstance(ref, str):
+        raise ValidationError("strategy", f"must be a built-in name or a .py file, got {ref!r}")
+    if ref in BUILTIN_STRATEGIES:
+        module = importlib.import_module(f"xcoin_trading.strategy.builtin.{ref}")
+        source = Path(module.__file__).read_text() if module.__file__ else None
+        return _from_module(ref, "builtin", module, None, source)
+    path = Path(ref).expanduser()
+    if path.suffix == ".py" or "/" in ref:
+        if not path.is_file():
+            raise NotFound(f"strategy file {str(path)!r} does not exist")
+        return load_source(path.stem, path.read_text(), path=path.resolve())
+    raise NotFound(
+        f"unknown strategy {ref!r}: not a built-in ({', '.join(BUILTIN_STRATEGIES)}) nor a .py file"
+    )
+
+
+def compute_signals(
+    strategy: Strategy, candles: pl.DataFrame, params: Mapping[str, Any] | None
+) -> pl.DataFrame:
+    """Run the strategy on normalised candles and return validated signals (one row per candle).
+
+    `params` must already be resolved (`Strategy.resolve_params`). The strategy receives a copy
+    of `params` so it cannot change the caller's dict.
+    """
+    try:
+        raw = strategy.signals_fn(candles, dict(params or {}))
+    except Exception as exc:  # user code: any failure is the strategy's, named as such
+        raise StrategyError(strategy.code, f"raised {type(exc).__name__}: {exc}") from exc
+    return validate_signals(raw, candles, strategy.code)
+
+
+__all__ = ["Strategy", "compute_signals", "load_source", "load_strategy"]
