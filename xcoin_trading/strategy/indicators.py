@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+from numba import njit
 
 
 def sma(column: str, n: int) -> pl.Expr:
     return pl.col(column).rolling_mean(window_size=n)
+
+
+@njit(cache=True, nogil=True)
+def _running_mean_nb(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(x.shape[0], np.nan)
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+        if i >= n:
+            s -= x[i - n]
+        if i >= n - 1:
+            out[i] = s / n
+    return out
+
+
+def sma_running_sum(column: str, n: int) -> pl.Expr:
+    """SMA as the SMA-SLTP spec's reference computes it (`s += c[i]; s -= c[i-n]`).
+
+    Mathematically equal to `sma`, but crossovers that hinge on a last-bit tie go the same way
+    as in the spec's reference, so the reference workload reproduces trade by trade.
+    """
+    return pl.col(column).map_batches(
+        lambda s: pl.Series(_running_mean_nb(s.to_numpy().astype(np.float64), n)).fill_nan(None),
+        return_dtype=pl.Float64,
+    )
 
 
 def ema(column: str, n: int) -> pl.Expr:

@@ -1,5 +1,7 @@
 """SMA crossover (the SMA-SLTP reference workload): long when the fast SMA crosses above the
-slow one, short (or exit, long_only) when it crosses below; SL/TP a fixed percentage of entry."""
+slow one, short (or exit, long_only) when it crosses below; SL/TP a fixed percentage of entry.
+
+The SMAs use the spec's running sum so last-bit ties cross exactly as in the reference."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from xcoin_trading.strategy.builtin._common import (
     check_positive_int,
     pct_levels,
 )
-from xcoin_trading.strategy.indicators import crossed_above, crossed_below, sma
+from xcoin_trading.strategy.indicators import crossed_above, crossed_below, sma_running_sum
 
 DEFAULT_PARAMS = {"fast": 20, "slow": 50, "sl_pct": 0.02, "tp_pct": 0.04, "mode": "long_short"}
 
@@ -31,7 +33,10 @@ def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
     fast, slow = pl.col("_fast"), pl.col("_slow")
     return build_signals(
         candles,
-        {"_fast": sma("close", params["fast"]), "_slow": sma("close", params["slow"])},
+        {
+            "_fast": sma_running_sum("close", params["fast"]),
+            "_slow": sma_running_sum("close", params["slow"]),
+        },
         crossed_above(fast, slow),
         crossed_below(fast, slow),
         pl.lit(False),

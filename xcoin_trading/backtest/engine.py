@@ -1,0 +1,333 @@
+"""The backtest API: validate inputs, compute signals once, run the kernel, shape the outputs.
+
+Rules (ARCHITECTURE.md "Money rules"; what the issue left open is marked *chosen*):
+- Entry at the signal candle's close, sized by `risk.py` on the realised equity at that moment
+  (compounding; *chosen*), capped so margin + entry fee fit the equity, rounded to the market.
+- One position at a time. A LONG/SHORT signal while already in that side is ignored: no
+  pyramiding and no moving of the levels (*chosen*; scaling in is out of scope). An opposite
+  signal closes at the close and opens the other side on the same candle; EXIT closes.
+- Stops from the candle after entry. `gap_fill="open"` (default): a candle opening beyond a level
+  fills at its open; `"level"` fills exactly at the level (the SMA-SLTP spec). Same-candle rule:
+  `intrabar="sl_first"` (default), `"tp_first"`, or `"1m"` (the 1-minute candles inside decide;
+  when they cannot, the stop loss wins). Trades decided by the rule are flagged `ambiguous`.
+- A stop exit and a new entry may happen on the same candle. The last candle takes no new
+  signal; a position still open is closed at the last close (reason END).
+- Commission on each side's notional. Leverage scales size (seed formula) but liquidation and
+  funding are not modelled (*chosen*; documented in the README).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from xcoin_trading.backtest import kernel as k
+from xcoin_trading.backtest.metrics import compute_metrics
+from xcoin_trading.errors import ValidationError
+from xcoin_trading.exchange.markets import D, Market
+from xcoin_trading.risk import market_rounding_args
+from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
+from xcoin_trading.strategy.contract import ACTION_DTYPE
+from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
+
+IntrabarRule = Literal["sl_first", "tp_first", "1m"]
+GapFill = Literal["open", "level"]
+INTRABAR_RULES = ("sl_first", "tp_first", "1m")
+GAP_FILLS = ("open", "level")
+MAX_LEVERAGE = Decimal(125)
+
+TRADE_SCHEMA = {
+    "trade_id": pl.Int64,
+    "side": pl.String,
+    "entry_time": pl.Datetime("ms", "UTC"),
+    "exit_time": pl.Datetime("ms", "UTC"),
+    "entry_index": pl.Int64,
+    "exit_index": pl.Int64,
+    "entry_price": pl.Float64,
+    "exit_price": pl.Float64,
+    "quantity": pl.Float64,
+    "stop_loss": pl.Float64,
+    "take_profit": pl.Float64,
+    "entry_fee": pl.Float64,
+    "exit_fee": pl.Float64,
+    "gross_pnl": pl.Float64,
+    "pnl": pl.Float64,
+    "pnl_pct": pl.Float64,
+    "exit_reason": pl.String,
+    "ambiguous": pl.Boolean,
+    "intrabar_resolved": pl.Boolean,
+}
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How the account is simulated. Money inputs are exact decimals; the kernel gets floats."""
+
+    initial_capital: Decimal = Decimal(10_000)
+    risk_per_trade: Decimal = Decimal("0.02")
+    leverage: Decimal = Decimal(1)
+    commission: Decimal = Decimal("0.001")
+    intrabar: IntrabarRule = "sl_first"
+    gap_fill: GapFill = "open"
+    market: Market | None = None  # quantity rounding and minimums; None: fractional, no minimums
+    resolution: str | None = None  # annualisation; None: inferred from the candle spacing
+
+    def __post_init__(self) -> None:
+        for name in ("initial_capital", "risk_per_trade", "leverage", "commission"):
+            try:
+                object.__setattr__(self, name, D(getattr(self, name)))
+            except Exception:
+                raise ValidationError(name, f"must be a number, got {getattr(self, name)!r}") from None
+        if not self.initial_capital.is_finite() or self.initial_capital <= 0:
+            raise ValidationError("initial_capital", f"must be > 0, got {self.initial_capital}")
+        if not 0 < self.risk_per_trade <= 1:
+            raise ValidationError("risk_per_trade", f"must be in (0, 1], got {self.risk_per_trade}")
+        if not 1 <= self.leverage <= MAX_LEVERAGE:
+            raise ValidationError("leverage", f"must be in [1, {MAX_LEVERAGE}], got {self.leverage}")
+        if self.market is not None and self.market.max_leverage and self.leverage > self.market.max_leverage:
+            raise ValidationError(
+                "leverage",
+                f"must be <= {self.market.max_leverage} for {self.market.symbol}, got {self.leverage}",
+            )
+        if not 0 <= self.commission < Decimal("0.1"):
+            raise ValidationError(
+                "commission", f"must be in [0, 0.1) (a fraction of notional), got {self.commission}"
+            )
+        if self.intrabar not in INTRABAR_RULES:
+            raise ValidationError("intrabar", f"must be one of {INTRABAR_RULES}, got {self.intrabar!r}")
+        if self.gap_fill not in GAP_FILLS:
+            raise ValidationError("gap_fill", f"must be one of {GAP_FILLS}, got {self.gap_fill!r}")
+        if self.resolution is not None:
+            resolution_ms(self.resolution)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("initial_capital", "risk_per_trade", "leverage", "commission"):
+            out[name] = str(out[name])
+        out["market"] = self.market.symbol if self.market else None
+        return out
+
+
+@dataclass
+class BacktestResult:
+    strategy: str
+    params: dict[str, Any]
+    config: SimulationConfig
+    trades: pl.DataFrame  # TRADE_SCHEMA
+    equity: pl.DataFrame  # open_time, close, equity, drawdown, drawdown_pct, position
+    metrics: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    span: tuple[int, int] = (0, 0)  # first and last candle open_time (ms)
+    candle_ms: int = MINUTE_MS
+
+    def summary(self) -> dict[str, Any]:
+        """What is stored with the result: config, params, metrics (all JSON-safe)."""
+        return {
+            "strategy": self.strategy,
+            "params": self.params,
+            "config": self.config.to_json(),
+            "metrics": self.metrics,
+            "start_ms": self.span[0],
+            "end_ms": self.span[1],
+        }
+
+
+def infer_candle_ms(open_time: np.ndarray, resolution: str | None) -> int:
+    """The candle length: the given resolution, else the most common spacing (gaps are real)."""
+    if resolution is not None:
+        return resolution_ms(resolution)
+    if open_time.shape[0] < 2:
+        raise ValidationError("resolution", "cannot be inferred from a single candle; give it explicitly")
+    diffs = np.diff(open_time[: min(open_time.shape[0], 10_001)])
+    values, counts = np.unique(diffs, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _resolution_name(candle_ms: int) -> str:
+    return next((name for name, ms in RESOLUTION_MS.items() if ms == candle_ms), f"{candle_ms}ms")
+
+
+def _intrabar_bounds(
+    open_time: np.ndarray, candle_ms: int, intrabar: pl.DataFrame | None
+) -> tuple[np.ndarray, ...]:
+    if intrabar is None:
+        raise ValidationError(
+            "intrabar", "'1m' needs the 1-minute candles of the same span (intrabar candles)"
+        )
+    if candle_ms <= MINUTE_MS:
+        raise ValidationError(
+            "intrabar", "'1m' only applies to candles longer than 1 minute; these are 1m already"
+        )
+    m1 = normalize_candles(intrabar, name="intrabar candles")
+    t = m1.get_column("open_time").to_numpy()
+    bounds = np.empty(open_time.shape[0] + 1, np.int64)
+    bounds[:-1] = np.searchsorted(t, open_time, side="left")
+    bounds[-1] = np.searchsorted(t, open_time[-1] + candle_ms, side="left")
+    return (
+        m1.get_column("open").to_numpy(),
+        m1.get_column("high").to_numpy(),
+        m1.get_column("low").to_numpy(),
+        bounds,
+    )
+
+
+def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated signals → (int8 action codes, stop, take) with NaN for no level."""
+    codes = signals.get_column("action").cast(ACTION_DTYPE).to_physical().cast(pl.Int8).to_numpy()
+    stop = signals.get_column("stop_loss").fill_null(np.nan).to_numpy()
+    take = signals.get_column("take_profit").fill_null(np.nan).to_numpy()
+    return codes, stop, take
+
+
+def run_kernel(
+    candles: pl.DataFrame,
+    signals: pl.DataFrame,
+    config: SimulationConfig,
+    intrabar_candles: pl.DataFrame | None = None,
+    candle_ms: int | None = None,
+) -> tuple:
+    """The kernel on normalised candles and validated signals: raw arrays, no shaping."""
+    open_time = candles.get_column("open_time").to_numpy()
+    if candle_ms is None:
+        candle_ms = infer_candle_ms(open_time, config.resolution)
+    empty = np.empty(0)
+    m1 = (
+        _intrabar_bounds(open_time, candle_ms, intrabar_candles)
+        if config.intrabar == "1m"
+        else (empty, empty, empty, np.empty(0, np.int64))
+    )
+    action, stop, take = signal_arrays(signals)
+    return k.simulate_nb(
+        candles.get_column("open").to_numpy(),
+        candles.get_column("high").to_numpy(),
+        candles.get_column("low").to_numpy(),
+        candles.get_column("close").to_numpy(),
+        action,
+        stop,
+        take,
+        float(config.initial_capital),
+        float(config.risk_per_trade),
+        float(config.leverage),
+        float(config.commission),
+        *market_rounding_args(config.market),
+        config.gap_fill == "open",
+        config.intrabar == "tp_first",
+        *m1,
+    )
+
+
+def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> pl.DataFrame:
+    entry_idx = trades[:, k.T_ENTRY_IDX].astype(np.int64)
+    exit_idx = trades[:, k.T_EXIT_IDX].astype(np.int64)
+    qty, entry_price = trades[:, k.T_QTY], trades[:, k.T_ENTRY_PRICE]
+    fees = trades[:, k.T_ENTRY_FEE] + trades[:, k.T_EXIT_FEE]
+    pnl = trades[:, k.T_PNL]
+    reasons = np.array(k.REASONS)[trades[:, k.T_REASON].astype(np.int64)]
+    # Entry at the close of the signal candle; an exit is stamped at the close of its candle
+    # (a stop filled inside the candle has no finer time at this resolution).
+    return pl.DataFrame(
+        {
+            "trade_id": np.arange(1, trades.shape[0] + 1, dtype=np.int64),
+            "side": np.where(trades[:, k.T_SIDE] > 0, "LONG", "SHORT"),
+            "entry_time": open_time[entry_idx] + candle_ms,
+            "exit_time": open_time[exit_idx] + candle_ms,
+            "entry_index": entry_idx,
+            "exit_index": exit_idx,
+            "entry_price": entry_price,
+            "exit_price": trades[:, k.T_EXIT_PRICE],
+            "quantity": qty,
+            "stop_loss": trades[:, k.T_STOP],
+            "take_profit": trades[:, k.T_TAKE],
+            "entry_fee": trades[:, k.T_ENTRY_FEE],
+            "exit_fee": trades[:, k.T_EXIT_FEE],
+            "gross_pnl": pnl + fees,
+            "pnl": pnl,
+            "pnl_pct": pnl / (qty * entry_price) * 100 if trades.shape[0] else pnl,
+            "exit_reason": reasons.astype(str) if trades.shape[0] else np.array([], dtype=str),
+            "ambiguous": trades[:, k.T_AMBIGUOUS] > 0,
+            "intrabar_resolved": trades[:, k.T_INTRABAR] > 0,
+        },
+        schema=TRADE_SCHEMA,
+        nan_to_null=True,
+    )
+
+
+def simulate(
+    candles: pl.DataFrame,
+    signals: pl.DataFrame,
+    config: SimulationConfig,
+    *,
+    strategy: str = "signals",
+    params: dict[str, Any] | None = None,
+    intrabar_candles: pl.DataFrame | None = None,
+) -> BacktestResult:
+    """Backtest precomputed, validated signals on normalised candles."""
+    t0 = time.perf_counter()
+    open_time = candles.get_column("open_time").to_numpy()
+    candle_ms = infer_candle_ms(open_time, config.resolution)
+    trades, equity, position, refused = run_kernel(candles, signals, config, intrabar_candles, candle_ms)
+    t1 = time.perf_counter()
+    stats = k.equity_stats_nb(equity, float(config.initial_capital))
+    metrics = compute_metrics(
+        trades,
+        equity,
+        position,
+        stats,
+        initial_capital=float(config.initial_capital),
+        candle_ms=candle_ms,
+        refused=refused,
+    )
+    metrics["resolution"] = config.resolution or _resolution_name(candle_ms)
+    equity_frame = pl.DataFrame(
+        {
+            "open_time": candles.get_column("open_time").cast(pl.Datetime("ms", "UTC")),
+            "close": candles.get_column("close"),
+            "equity": equity,
+            "drawdown": stats[0],
+            "drawdown_pct": stats[1],
+            "position": position,
+        }
+    )
+    result = BacktestResult(
+        strategy=strategy,
+        params=dict(params or {}),
+        config=config,
+        trades=trades_frame(trades, open_time, candle_ms),
+        equity=equity_frame,
+        metrics=metrics,
+        span=(int(open_time[0]), int(open_time[-1])),
+        candle_ms=candle_ms,
+    )
+    t2 = time.perf_counter()
+    result.timings_ms = {"simulate": (t1 - t0) * 1000, "metrics": (t2 - t1) * 1000}
+    return result
+
+
+def run_backtest(
+    candles: pl.DataFrame,
+    strategy: Strategy | str,
+    params: dict[str, Any] | None = None,
+    config: SimulationConfig | None = None,
+    *,
+    intrabar_candles: pl.DataFrame | None = None,
+) -> BacktestResult:
+    """Signals once over the whole history, then the kernel, then metrics."""
+    t0 = time.perf_counter()
+    config = config or SimulationConfig()
+    strat = load_strategy(strategy) if isinstance(strategy, str) else strategy
+    resolved = strat.resolve_params(params)
+    candles = normalize_candles(candles)
+    t1 = time.perf_counter()
+    signals = compute_signals(strat, candles, resolved)
+    t2 = time.perf_counter()
+    result = simulate(
+        candles, signals, config, strategy=strat.code, params=resolved, intrabar_candles=intrabar_candles
+    )
+    result.timings_ms = {"prepare": (t1 - t0) * 1000, "signals": (t2 - t1) * 1000, **result.timings_ms}
+    result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
+    return result

@@ -1,0 +1,165 @@
+"""Backtest metrics: the seed's 18 fields plus the ratios peers report. JSON-safe by construction.
+
+Conventions (the seed did not define them; chosen and fixed here):
+- Money fields are in the quote currency; `*Pct` fields and `winRate`, `exposurePct`, `cagrPct` are
+  percentages (0-100).
+- `totalPnl` is the price P&L before fees, `totalCommission` the fees of both sides of every trade,
+  `netPnl = totalPnl - totalCommission`, `finalCapital = initialCapital + netPnl`,
+  `totalPnlPct = netPnl / initialCapital × 100`. Wins/losses use the net P&L of a trade
+  (break-even trades count as neither). `avgLoss` and `largestLoss` are negative numbers.
+- `sharpeRatio` = mean(r) / stdev(r) × sqrt(P), where r are the per-candle simple returns of the
+  mark-to-market equity curve (flat candles included, stdev with ddof=1) and P the candles per
+  year (365 days × 24 h / resolution; crypto trades every day). It differs from the seed's
+  trade-based Sharpe (mean / stdev of per-trade returns, not annualised), which ignores time
+  in the market and holding periods; that one is reported as `tradeSharpe`.
+- `sortinoRatio` = mean(r) / sqrt(mean(min(r, 0)²)) × sqrt(P); `calmarRatio` = CAGR / max
+  drawdown %; `sqn` = sqrt(N) × mean(trade P&L) / stdev(trade P&L); `expectancy` = mean net
+  P&L per trade.
+- Undefined values are never NaN/inf: a ratio whose denominator is 0 is 0 when its numerator is
+  0 too (no trades, flat equity), and `null` when the numerator is positive (e.g. profitFactor
+  with no losing trade, Sortino with no down candle): unbounded, stated as "no value".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from xcoin_trading.backtest.kernel import (
+    T_AMBIGUOUS,
+    T_ENTRY_FEE,
+    T_ENTRY_IDX,
+    T_ENTRY_PRICE,
+    T_EXIT_FEE,
+    T_EXIT_IDX,
+    T_INTRABAR,
+    T_PNL,
+    T_QTY,
+    T_SIDE,
+)
+
+YEAR_MS = 365 * 86_400_000
+
+SEED_FIELDS = (
+    "totalTrades",
+    "winningTrades",
+    "losingTrades",
+    "winRate",
+    "totalPnl",
+    "totalPnlPct",
+    "avgWin",
+    "avgLoss",
+    "largestWin",
+    "largestLoss",
+    "profitFactor",
+    "sharpeRatio",
+    "maxDrawdown",
+    "maxDrawdownPct",
+    "averageTradeDuration",
+    "totalCommission",
+    "netPnl",
+    "finalCapital",
+)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    if den > 0:
+        return num / den
+    return 0.0 if num <= 0 else None
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf become None, numpy scalars plain Python: what every stored JSON goes through."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def compute_metrics(
+    trades: np.ndarray,
+    equity: np.ndarray,
+    position: np.ndarray,
+    stats: tuple,
+    *,
+    initial_capital: float,
+    candle_ms: int,
+    refused: np.ndarray,
+) -> dict[str, Any]:
+    """Metrics from the kernel's raw outputs (trade matrix, equity curve, equity statistics)."""
+    _, _, mean_r, std_r, downside, max_dd, max_dd_pct, max_dd_candles = stats
+    n_candles = equity.shape[0]
+    pnl = trades[:, T_PNL]
+    fees = trades[:, T_ENTRY_FEE] + trades[:, T_EXIT_FEE]
+    gross = pnl + fees
+    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
+    n = pnl.shape[0]
+    total_commission = float(fees.sum())
+    net = float(pnl.sum())
+    final = initial_capital + net
+    durations_ms = (trades[:, T_EXIT_IDX] - trades[:, T_ENTRY_IDX]) * candle_ms
+    periods_per_year = YEAR_MS / candle_ms
+    years = n_candles * candle_ms / YEAR_MS
+    cagr: float | None
+    if final <= 0:
+        cagr = -100.0
+    elif years > 0:
+        growth = math.log(final / initial_capital) / years
+        # A short span annualises to an astronomic figure: beyond e^700 it has no value.
+        cagr = math.expm1(growth) * 100 if growth < 700 else None
+    else:
+        cagr = 0.0
+    trade_returns = pnl / (trades[:, T_QTY] * trades[:, T_ENTRY_PRICE]) if n else pnl
+    pnl_std = float(pnl.std(ddof=1)) if n > 1 else 0.0
+    tr_std = float(trade_returns.std(ddof=1)) if n > 1 else 0.0
+
+    metrics: dict[str, Any] = {
+        "totalTrades": int(n),
+        "winningTrades": int(wins.shape[0]),
+        "losingTrades": int(losses.shape[0]),
+        "winRate": wins.shape[0] / n * 100 if n else 0.0,
+        "totalPnl": float(gross.sum()),
+        "totalPnlPct": net / initial_capital * 100,
+        "avgWin": float(wins.mean()) if wins.shape[0] else 0.0,
+        "avgLoss": float(losses.mean()) if losses.shape[0] else 0.0,
+        "largestWin": float(wins.max()) if wins.shape[0] else 0.0,
+        "largestLoss": float(losses.min()) if losses.shape[0] else 0.0,
+        "profitFactor": _ratio(float(wins.sum()), float(-losses.sum())),
+        "sharpeRatio": mean_r / std_r * math.sqrt(periods_per_year) if std_r > 0 else 0.0,
+        "maxDrawdown": float(max_dd),
+        "maxDrawdownPct": float(max_dd_pct),
+        "averageTradeDuration": float(durations_ms.mean() / 1000) if n else 0.0,  # seconds
+        "totalCommission": total_commission,
+        "netPnl": net,
+        "finalCapital": final,
+        # Beyond the seed.
+        "initialCapital": initial_capital,
+        "sortinoRatio": None
+        if (downside == 0 and mean_r > 0)
+        else (mean_r / downside * math.sqrt(periods_per_year) if downside > 0 else 0.0),
+        "calmarRatio": None if cagr is None else _ratio(cagr, float(max_dd_pct)),
+        "cagrPct": cagr,
+        "expectancy": net / n if n else 0.0,
+        "sqn": math.sqrt(n) * float(pnl.mean()) / pnl_std if pnl_std > 0 else 0.0,
+        "tradeSharpe": float(trade_returns.mean()) / tr_std if tr_std > 0 else 0.0,
+        "exposurePct": float(np.count_nonzero(position)) / n_candles * 100 if n_candles else 0.0,
+        "maxDrawdownDuration": float(max_dd_candles * candle_ms / 1000),  # seconds
+        "maxDrawdownDurationCandles": int(max_dd_candles),
+        "averageTradeDurationCandles": float((trades[:, T_EXIT_IDX] - trades[:, T_ENTRY_IDX]).mean())
+        if n
+        else 0.0,
+        "longTrades": int(np.count_nonzero(trades[:, T_SIDE] > 0)),
+        "shortTrades": int(np.count_nonzero(trades[:, T_SIDE] < 0)),
+        "ambiguousCandles": int(np.count_nonzero(trades[:, T_AMBIGUOUS])),
+        "intrabarResolved": int(np.count_nonzero(trades[:, T_INTRABAR])),
+        "refusedEntries": int(refused.sum()),
+        "candles": int(n_candles),
+    }
+    return json_safe(metrics)
