@@ -159,6 +159,7 @@ def ingest_day(
     return DayIngest(symbol, resolution, window, source, candles, report, path)
 
 
+EMBEDDED_HISTORY_DAYS = 30
 _embedded_lock = threading.Lock()
 _embedded_server: Any = None
 
@@ -170,9 +171,12 @@ def embedded_exchange_url() -> str:
         if _embedded_server is None:
             from xcoin_trading.exchange.simulator.server import SimulatorServer
 
-            server = SimulatorServer()
-            server.__enter__()
-            atexit.register(server.__exit__, None, None, None)
+            # A live clock (sim time = wall time) so "today" and "closed day" mean what they will
+            # mean against CoinDCX; seeded walks cover EMBEDDED_HISTORY_DAYS back and forward.
+            server = SimulatorServer.random_walk(
+                seed=0, realtime=True, history_days=EMBEDDED_HISTORY_DAYS, future_days=EMBEDDED_HISTORY_DAYS
+            ).start()
+            atexit.register(server.stop)
             _embedded_server = server
         return _embedded_server.url
 

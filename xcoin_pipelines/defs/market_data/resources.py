@@ -26,6 +26,23 @@ class MarketDataExchange(dg.ConfigurableResource):
         default=None, description="Override of COINDCX_PUBLIC_URL; defaults to api_url."
     )
 
+    simulator_clock: bool = Field(
+        default=False,
+        description="Take 'now' (which candles have closed, is today partial) from the simulator's clock "
+        "instead of the wall clock: for replays of past data.",
+    )
+
+    def now_ms(self, settings: Settings) -> int | None:
+        """The exchange's 'now' when it runs on a simulated clock; None means the wall clock."""
+        if not self.simulator_clock:
+            return None
+        from xcoin_trading.exchange.simulator.server import SimulatorAdmin
+
+        with SimulatorAdmin(
+            self.public_url or self.api_url or settings.public_url or settings.api_url
+        ) as admin:
+            return admin.now_ms()
+
     @contextmanager
     def client(self, settings: Settings) -> Iterator[CoinDCXClient]:
         from xcoin_trading.marketdata.fetch import exchange_client
