@@ -87,6 +87,52 @@ def import_cmd(file: Path, symbol: str, resolution: str, start: str | None, end:
         sys.exit(1)
 
 
+@data_group.command("backfill")
+@click.option("--symbol", "symbols", required=True, multiple=True, help="Market(s), repeat for several.")
+@click.option(
+    "--resolution",
+    "resolutions",
+    multiple=True,
+    type=click.Choice(TRADED_RESOLUTIONS),
+    help="Resolution(s), repeat for several; default: all traded ones.",
+)
+@click.option("--start", required=True, help="First UTC day (YYYY-MM-DD).")
+@click.option("--end", default=None, help="Last UTC day, inclusive (YYYY-MM-DD); default: today (partial).")
+def backfill_cmd(symbols: tuple[str, ...], resolutions: tuple[str, ...], start: str, end: str | None) -> None:
+    """Fetch days from the exchange into the lake, checked day by day.
+
+    The exchange is COINDCX_API_URL / COINDCX_PUBLIC_URL, or with neither set an in-process
+    simulator. Days that fail a check are reported and not written; the exit status is then 1.
+    """
+    from xcoin_trading.marketdata.backfill import backfill
+    from xcoin_trading.marketdata.fetch import exchange_client
+    from xcoin_trading.marketdata.lake import day_range
+    from xcoin_trading.timeframes import utcnow
+
+    first = _day("start", start)
+    last = _day("end", end) if end else utcnow()
+    if last > utcnow():
+        raise ValidationError("end", f"must not be after today, got {end}")
+    days = day_range(first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d"))
+    settings = get_settings()
+    with exchange_client(settings) as client, _progress("backfill") as advance:
+        report = backfill(
+            client,
+            symbols,
+            resolutions or TRADED_RESOLUTIONS,
+            days,
+            settings=settings,
+            progress=lambda done, total, day: advance(
+                done, total, f"{day.symbol} {day.resolution} {day.window.day}"
+            ),
+        )
+    if report.failed:
+        click.echo(report.describe_failures(), err=True)
+    click.echo(report.summary_line())
+    if report.failed:
+        sys.exit(1)
+
+
 @data_group.command("summary")
 def summary_cmd() -> None:
     """Days, rows and span per symbol and resolution in the lake (through the DuckDB catalog)."""
@@ -104,7 +150,8 @@ def summary_cmd() -> None:
     click.echo(
         f"{'symbol':<12} {'res':<4} {'days':>6} {'partial':>7} {'candles':>11}  first open → last open (UTC)"
     )
-    for r in rows.iter_rows(named=True):
+    order = {r: i for i, r in enumerate(TRADED_RESOLUTIONS)}
+    for r in sorted(rows.iter_rows(named=True), key=lambda r: (r["symbol"], order.get(r["resolution"], 99))):
         click.echo(
             f"{r['symbol']:<12} {r['resolution']:<4} {r['days']:>6} {r['partial_days']:>7} {r['rows']:>11,}  "
             f"{r['first_open']:%Y-%m-%d %H:%M} → {r['last_open']:%Y-%m-%d %H:%M}"

@@ -133,6 +133,18 @@ def ingest_day(
         window, candles = _from_1m(symbol, resolution, day, settings, now_ms)
     else:
         raise ValidationError("source", f"must be 'exchange' or 'resample', got {source!r}")
+    return store_checked_day(candles, symbol, resolution, window, source, settings)
+
+
+def store_checked_day(
+    candles: pl.DataFrame,
+    symbol: str,
+    resolution: str,
+    window: DayWindow,
+    source: Source,
+    settings: Settings | None = None,
+) -> DayIngest:
+    """Check one day's candles and replace the lake's day only if no check fails."""
     until = None
     if window.partial:
         # The exchange may publish the newest closed candle a moment late: a partial day is
@@ -143,14 +155,14 @@ def ingest_day(
             if newest is not None
             else window.end_ms
         )
-    report = check_candles(candles, resolution, day, complete_until_ms=until)
+    report = check_candles(candles, resolution, window.day, complete_until_ms=until)
     path = None
     if report.ok:
         path = write_partition(
             candles,
             symbol,
             resolution,
-            day,
+            window.day,
             partial=window.partial,
             source=source,
             complete_until_ms=until,
