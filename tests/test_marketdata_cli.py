@@ -122,3 +122,18 @@ def test_backfill_without_an_exchange_configured_uses_the_in_process_simulator()
     # Closed minutes of today, allowing for a minute turning over while the test runs.
     assert minutes_so_far - 1 <= read_partition("ETHUSDT", "1m", today.day).height <= minutes_so_far + 1
     assert read_partition("ETHUSDT", "1m", yesterday).height == 1440
+
+
+def test_the_demo_step_ingests_recent_days_and_prints_the_lake():
+    from xcoin_trading.config import get_settings
+    from xcoin_trading.marketdata.demo import DEMO_DAYS, ingest_demo_candles
+
+    if utcnow().hour == 0 and utcnow().minute < 2:
+        pytest.skip("today has no closed minute yet")
+    lines: list[str] = []
+    ingest_demo_candles(get_settings(), lines.append, ["BTCUSDT"])
+    text = "\n".join(lines)
+    assert "0 day(s) failed checks" in text
+    one_minute = next(line for line in lines if line.split()[:2] == ["BTCUSDT", "1m"])
+    assert one_minute.split()[2:4] == [str(DEMO_DAYS + 1), "1"]  # closed days + today (partial)
+    assert list_days("BTCUSDT", "1d")[-1] == (utcnow() - timedelta(days=1)).strftime("%Y-%m-%d")
