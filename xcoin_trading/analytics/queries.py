@@ -1,0 +1,91 @@
+"""Ad-hoc SQL on the warehouse (`xcoin sql`): read-only unless the caller allows writes.
+
+Two guards: sqlglot classifies every statement (anything that is not a query is refused without
+`allow_write`), and reads run on a DuckDB connection opened read-only, which refuses writes itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from xcoin_trading.analytics.warehouse import connect
+from xcoin_trading.config import Settings
+from xcoin_trading.errors import ValidationError
+
+_WRITE_NODES = ("Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "Copy", "Attach", "Detach")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    table: Any  # pyarrow.Table
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.table.to_pylist()
+
+
+def _is_read(statement: Any) -> bool:
+    from sqlglot import exp
+
+    if isinstance(statement, exp.Command):  # sqlglot's fallback, e.g. EXPLAIN <query>
+        name = str(statement.this).upper()
+        rest = statement.expression.name if statement.expression else ""
+        return name == "EXPLAIN" and not rest.upper().lstrip().startswith("ANALYZE") and _all_reads(rest)
+    reads = (exp.Query, exp.Values, exp.Show, exp.Describe, exp.Summarize, exp.Pivot)
+    if not isinstance(statement, reads):
+        return False
+    return not any(type(node).__name__ in _WRITE_NODES for node in statement.walk())
+
+
+def _all_reads(sql: str) -> bool:
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except (ParseError, TokenError):
+        return False  # cannot tell what it does: treat it as a write
+    return bool(statements) and all(_is_read(s) for s in statements)
+
+
+def statement_kinds(sql: str) -> list[str]:
+    import sqlglot
+
+    try:
+        return [type(s).__name__.upper() for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except Exception:
+        return ["UNPARSEABLE"]
+
+
+def run_query(settings: Settings, sql: str, *, allow_write: bool = False) -> QueryResult:
+    """Run `sql` (one or more statements; the last one's result is returned)."""
+    import duckdb
+
+    if not sql or not sql.strip():
+        raise ValidationError("sql", "is empty")
+    if not allow_write and not _all_reads(sql):
+        kinds = ", ".join(statement_kinds(sql))
+        raise ValidationError(
+            "sql",
+            f"is not read-only ({kinds}); the warehouse is rebuilt from snapshots, pass --write to change it",
+        )
+    started = time.perf_counter()
+    with connect(settings, write=allow_write) as con:
+        try:
+            cur = con.execute(sql)
+            table = cur.fetch_arrow_table() if cur.description else None
+            types = [str(d[1]) for d in cur.description] if cur.description else []
+        except duckdb.Error as exc:
+            raise ValidationError("sql", f"failed: {exc}") from None
+    import pyarrow as pa
+
+    table = table if table is not None else pa.table({})
+    return QueryResult(table.column_names, types, table, time.perf_counter() - started)
