@@ -100,3 +100,32 @@ def test_the_code_location_loads_with_candle_assets_checks_and_schedules():
     assert d.resolve_schedule_def("market_data_topup_schedule")
     catalog = graph.get(dg.AssetKey(["market_data", "candle_catalog"]))
     assert dg.AssetKey(["market_data", "candles_1m"]) in catalog.parent_keys
+
+
+def test_the_symbols_sensor_adds_each_active_strategy_market_once(instance, sqlite_store):
+    from xcoin_pipelines.defs.market_data.sensors import market_data_symbols_sensor
+    from xcoin_trading.services import strategies, users
+    from xcoin_trading.store.db import session_scope
+
+    with session_scope(sqlite_store) as session:
+        author = users.register_user(session, "quant@example.com", "long-enough-password")
+        for code, symbol in (("s-a", "BTCUSDT"), ("s-b", "B-ETH_USDT"), ("s-c", "BTCUSDT")):
+            strategies.create_strategy(
+                session,
+                author.id,
+                name=code,
+                code=code,
+                symbol=symbol,
+                resolution="1m",
+                builtin="sma_crossover",
+            )
+
+    def tick():
+        ctx = dg.build_sensor_context(instance=instance, resources={"xcoin": XcoinSettingsResource()})
+        return market_data_symbols_sensor(ctx)
+
+    first = tick()
+    (request,) = first.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == ["B-ETH_USDT", "BTCUSDT"]
+    instance.add_dynamic_partitions(SYMBOLS.name, list(request.partition_keys))
+    assert isinstance(tick(), dg.SkipReason)
