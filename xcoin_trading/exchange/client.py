@@ -852,8 +852,49 @@ class CoinDCXClient(_BaseClient):
             return stop.value
 
 
+class AsyncHttpPool:
+    """Many small httpx pools, one chosen per API key, for fan-out over thousands of keys.
+
+    httpcore's pool scans every connection for every request, so one pool with many concurrent
+    connections costs O(n²) CPU (measured: 50 keys on one pool ran 7× slower than 50 pools of one
+    connection). One TLS context is shared, so thousands of pools stay cheap to create.
+    """
+
+    def __init__(self, shards: int = 64, connections_per_shard: int = 2, timeout: float = 10.0):
+        import ssl
+
+        import certifi
+
+        self._ssl = ssl.create_default_context(cafile=certifi.where())
+        self._limits = httpx.Limits(
+            max_connections=connections_per_shard, max_keepalive_connections=connections_per_shard
+        )
+        self._timeout = timeout
+        self._shards: list[httpx.AsyncClient | None] = [None] * max(1, shards)
+
+    def for_key(self, api_key: str) -> httpx.AsyncClient:
+        import zlib
+
+        i = zlib.crc32(api_key.encode()) % len(self._shards)
+        client = self._shards[i]
+        if client is None:
+            client = self._shards[i] = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, verify=self._ssl
+            )
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._shards:
+            if client is not None:
+                await client.aclose()
+        self._shards = [None] * len(self._shards)
+
+
 class AsyncCoinDCXClient(_BaseClient):
-    """Same methods as `CoinDCXClient`, each returning an awaitable. `async with` or `await .close()`."""
+    """Same methods as `CoinDCXClient`, each returning an awaitable. `async with` or `await .close()`.
+
+    `http_client` may be an `AsyncHttpPool` (fan-out over many keys): the key picks its shard.
+    """
 
     def __init__(
         self,
@@ -863,20 +904,24 @@ class AsyncCoinDCXClient(_BaseClient):
         *,
         timeout: float = 10.0,
         rate_limiter: RateLimiter | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: httpx.AsyncClient | AsyncHttpPool | None = None,
         **kwargs: Any,
     ):
         super().__init__(
             api_url, public_url, credentials, timeout=timeout, rate_limiter=rate_limiter, **kwargs
         )
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._pool = http_client if isinstance(http_client, AsyncHttpPool) else None
+        if self._pool is not None:
+            self._http = self._pool.for_key(credentials.api_key if credentials else "public")
+        else:
+            self._http = http_client or httpx.AsyncClient(timeout=timeout)
 
     def with_credentials(self, credentials: Credentials) -> AsyncCoinDCXClient:
-        """Another account's client sharing this one's connection pool and limiter (fan-out)."""
+        """Another account's client sharing this one's connections (or pool shards) and limiter."""
         clone = AsyncCoinDCXClient(
             self.api_url, self.public_url, credentials, timeout=self.timeout, rate_limiter=self.rate_limiter,
-            http_client=self._http, read_attempts=self.read_attempts,
+            http_client=self._pool or self._http, read_attempts=self.read_attempts,
         )  # fmt: skip
         clone._markets = self._markets
         return clone
