@@ -159,6 +159,9 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
         "Created this run: " + (", ".join(state.created) if state.created else "nothing (reused earlier run)")
     )
     report_store(state, echo)
+    from xcoin_trading.exchange.demo import show_exchange_balances
+
+    show_exchange_balances(state, vault, echo)
     from xcoin_trading.marketdata.demo import ingest_demo_candles
 
     ingest_demo_candles(settings, echo, [str(s["symbol"]) for s in DEMO_STRATEGIES])
