@@ -1,0 +1,149 @@
+"""One error body everywhere: `{"error": "<field> <reason>"}` (plus `details` for several fields).
+
+Domain errors map to statuses here, so routes stay thin. Anything unexpected becomes a 500 with a
+generic message: the exception (which may hold request data) is logged, never returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from xcoin_trading.api.ratelimit import TooManyAttempts
+from xcoin_trading.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationError,
+    XcoinError,
+)
+from xcoin_trading.exchange.errors import AuthenticationError, ExchangeError
+
+log = logging.getLogger(__name__)
+
+
+class NotAvailableYet(XcoinError):
+    """A capability another part of the platform has not shipped yet (501)."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} is not available yet")
+
+
+class AnalyticsNotBuilt(XcoinError):
+    """The analytics warehouse has not been built yet (503)."""
+
+    def __init__(self) -> None:
+        super().__init__("P&L analytics are not built yet: they appear after the analytics job has run")
+
+
+class UpstreamUnavailable(XcoinError):
+    """An outside service (exchange, OAuth provider) failed or could not be reached (502)."""
+
+
+def error_response(
+    status: int, message: str, details: list[str] | None = None, **headers: str
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # pydantic reports union branches and validators as extra loc entries; keep the field path.
+    parts = [
+        p
+        for p in parts
+        if not p.startswith(("function-", "decimal", "str", "int", "float", "bool", "constrained"))
+    ]
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    field = _field_name(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    if kind == "missing":
+        return f"{field} is required"
+    if kind == "extra_forbidden":
+        return f"{field} is not a known field"
+    if kind == "json_invalid":
+        return "body is not valid JSON"
+    message = str(err.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    for prefix, plain in (
+        ("Input should be", "must be"),
+        ("Input should", "must"),
+        ("String should", "must"),
+    ):
+        if message.startswith(prefix):
+            message = plain + message[len(prefix) :]
+    return f"{field} {message[0].lower() + message[1:] if message else 'is invalid'}"
+
+
+def _status_for(exc: XcoinError) -> int:
+    if isinstance(exc, ValidationError):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, Unauthorized):
+        return 401
+    if isinstance(exc, TooManyAttempts):
+        return 429
+    if isinstance(exc, NotAvailableYet):
+        return 501
+    if isinstance(exc, AnalyticsNotBuilt):
+        return 503
+    if isinstance(exc, AuthenticationError):
+        return 400  # the user's exchange keys were refused: their input, not our outage
+    if isinstance(exc, ExchangeError | UpstreamUnavailable):
+        return 502
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(XcoinError)
+    async def domain_error(request: Request, exc: XcoinError) -> JSONResponse:
+        status = _status_for(exc)
+        if status == 500:  # ConfigError, VaultError: operator problems, not the user's
+            log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            return error_response(500, "internal error")
+        headers: dict[str, str] = {}
+        if isinstance(exc, TooManyAttempts):
+            headers["Retry-After"] = str(exc.retry_after)
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        message = str(exc)
+        if isinstance(exc, ValidationError):  # the services name fields in snake_case; the wire is camelCase
+            message = f"{to_camel(exc.field)} {exc.reason}"
+        if isinstance(exc, AuthenticationError):
+            message = "the exchange rejected these API keys"
+        return error_response(status, message, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [_describe(e) for e in exc.errors()]
+        return error_response(422, details[0] if details else "request is invalid", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.url.path}"
+        return error_response(exc.status_code, message, **(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error")

@@ -1,0 +1,144 @@
+"""`/api/positions`: open positions marked to the exchange ticker, order history, P&L summary."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+
+from xcoin_trading.api import convert
+from xcoin_trading.api import schemas as s
+from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
+from xcoin_trading.api.errors import AnalyticsNotBuilt
+from xcoin_trading.api.routing import ERROR
+from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.config import Settings
+from xcoin_trading.errors import NotFound
+from xcoin_trading.exchange.errors import ExchangeError
+from xcoin_trading.services import positions
+
+log = logging.getLogger(__name__)
+router = make_router(["positions"], prefix="/api/positions")
+StatusFilter = Literal[positions.ORDER_STATUSES]  # type: ignore[valid-type]
+
+
+def ticker_prices(settings: Settings) -> tuple[dict[str, Decimal] | None, str | None]:
+    """Last prices by spot symbol, or (None, reason) when the exchange cannot be asked."""
+    from xcoin_trading.exchange.client import CoinDCXClient
+
+    try:
+        with CoinDCXClient.from_settings(settings, timeout=3.0, read_attempts=1) as client:
+            return {t.market: t.last_price for t in client.ticker()}, None
+    except ExchangeError as exc:
+        log.warning("ticker unavailable: %s", exc)
+        return None, "exchange ticker unavailable; unrealized P&L not computed"
+
+
+@router.get("/current", response_model=s.PositionsOut)
+def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> s.PositionsOut:
+    """Open trades with unrealized P&L at the ticker's last price (after the entry fee already paid;
+    the exit fee is not known until the exit). Futures pairs are marked at their spot price."""
+    rows = positions.open_trades(session, user.id)
+    prices, error = ticker_prices(settings) if rows else ({}, None)
+    marked = positions.current_positions(session, user.id, prices)
+    out = [
+        s.PositionOut(
+            trade_id=p.trade.id,
+            subscription_id=p.trade.subscription_id,
+            strategy_id=p.trade.strategy_id,
+            strategy_name=p.strategy_name,
+            symbol=p.trade.symbol,
+            market_type=p.trade.market_type,
+            side=p.trade.side,
+            quantity=convert.money(p.trade.quantity),
+            leverage=convert.money(p.trade.leverage),
+            entry_price=convert.money(p.trade.entry_price),
+            stop_loss=convert.money(p.trade.stop_loss),
+            take_profit=convert.money(p.trade.take_profit),
+            entry_fee=convert.money(p.trade.entry_fee),
+            entry_time=p.trade.entry_time,
+            current_price=convert.money(p.current_price),
+            unrealized_pnl=convert.money(p.unrealized_pnl),
+            unrealized_pnl_pct=convert.money(p.unrealized_pnl_pct),
+        )
+        for p in marked
+    ]
+    priced = all(p.unrealized_pnl is not None for p in marked)
+    total_pnl = sum((p.unrealized_pnl for p in marked), Decimal(0)) if priced else None
+    return s.PositionsOut(
+        positions=out,
+        summary=s.PositionsSummaryOut(
+            open_positions=len(marked),
+            total_notional=convert.money(sum((p.notional for p in marked), Decimal(0))),
+            total_margin=convert.money(sum((p.margin for p in marked), Decimal(0))),
+            total_unrealized_pnl=convert.money(total_pnl),
+            prices_available=priced,
+            price_error=None if priced else (error or "no ticker price for some symbols"),
+        ),
+    )
+
+
+@router.get("/orders", response_model=s.OrdersOut)
+def orders(
+    user: UserDep,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=positions.MAX_PAGE_SIZE)] = 20,
+    status: StatusFilter | None = None,
+) -> s.OrdersOut:
+    """Newest first. The summary covers all of the caller's orders, whatever the status filter."""
+    result = positions.orders_page(session, user.id, page=page, limit=limit, status=status)
+    summary = result.summary
+    return s.OrdersOut(
+        orders=[convert.order(o, strategy_id) for o, strategy_id in result.rows],
+        pagination=s.PaginationOut(
+            page=page, limit=limit, total=result.total, total_pages=(result.total + limit - 1) // limit
+        ),
+        summary=s.OrdersSummaryOut(
+            total_orders=summary["total_orders"],
+            filled_orders=summary["filled_orders"],
+            pending_orders=summary["pending_orders"],
+            cancelled_orders=summary["cancelled_orders"],
+            rejected_orders=summary["rejected_orders"],
+            total_volume=convert.money(summary["total_volume"]),
+            total_fees=convert.money(summary["total_fees"]),
+        ),
+    )
+
+
+@router.get("/pnl", response_model=s.PnlSummaryOut, responses={503: ERROR("analytics not built yet")})
+def pnl(
+    user: UserDep,
+    settings: SettingsDep,
+    period: Literal["1d", "7d", "30d", "all"] = "7d",
+) -> s.PnlSummaryOut:
+    """The seed's P&L summary from the analytics warehouse (as fresh as its last build: `asOf`),
+    with open positions marked to the exchange ticker. Periods are whole UTC days ending today."""
+    from xcoin_trading.analytics.pnl import pnl_summary
+
+    prices, _ = ticker_prices(settings)
+    by_symbol = {}
+    if prices:
+        by_symbol = {
+            sym: prices[positions.price_key(sym)]
+            for sym in positions.ALL_SYMBOLS
+            if positions.price_key(sym) in prices
+        }
+    try:
+        summary = pnl_summary(settings, user.id, period, prices=by_symbol)
+    except NotFound:  # the warehouse file does not exist yet; its path is not the user's business
+        raise AnalyticsNotBuilt() from None
+    return s.PnlSummaryOut.model_validate(jsonable(summary))
+
+
+def jsonable(value: Any) -> Any:
+    """Decimals as exact strings (FastAPI's encoder would make them floats)."""
+    if isinstance(value, Decimal):
+        return convert.money(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

@@ -1,0 +1,61 @@
+"""Route class and documented error responses shared by every router."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from xcoin_trading.api.schemas import ErrorBody
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class DecimalJSONRequest(Request):
+    """JSON numbers parse to Decimal (money stays exact), and NaN/Infinity are refused as invalid JSON."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+            except json.JSONDecodeError:
+                raise
+            except (ValueError, RecursionError) as exc:
+                raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from None
+        return self._json
+
+
+class DecimalRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(DecimalJSONRequest(request.scope, request.receive))
+
+        return route
+
+
+def ERROR(description: str) -> dict[str, Any]:  # noqa: N802 - reads like a constant in route tables
+    return {"model": ErrorBody, "description": description}
+
+
+COMMON = {422: ERROR("invalid request: names the field and the reason"), 500: ERROR("unexpected error")}
+AUTHED = {401: ERROR("missing, invalid or expired token"), **COMMON}
+NOT_FOUND = {404: ERROR("no such object for this user (other users' objects are never revealed)")}
+CONFLICT = {409: ERROR("clashes with the current state")}
+FORBIDDEN = {403: ERROR("a public object of another user: visible, not changeable")}
+NOT_YET = {501: ERROR("capability not available yet")}
+UPSTREAM = {502: ERROR("the exchange or identity provider failed or could not be reached")}
+
+
+def router(tags: list[str], *, authed: bool = True, prefix: str = "") -> APIRouter:
+    return APIRouter(
+        prefix=prefix, tags=tags, route_class=DecimalRoute, responses=AUTHED if authed else COMMON
+    )

@@ -1,0 +1,129 @@
+"""`/api/strategy-upload/strategies`: the caller's strategies and everyone's public ones."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+from xcoin_trading.api import convert
+from xcoin_trading.api import schemas as s
+from xcoin_trading.api.deps import SessionDep, UserDep
+from xcoin_trading.api.routing import CONFLICT, FORBIDDEN, NOT_FOUND
+from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.errors import ValidationError
+from xcoin_trading.services import strategies
+from xcoin_trading.store.models import Strategy
+from xcoin_trading.timeframes import utcnow
+
+router = make_router(["strategies"], prefix="/api/strategy-upload/strategies")
+StrategyId = Annotated[int, Path(ge=1, le=s.MAX_ID)]
+STATUSES = ("PENDING", "VALID", "INVALID")
+
+
+def validate(strategy: Strategy) -> None:
+    """Built-in: its parameters must be known and consistent (bad → 422, nothing stored). User
+    source: compiled, run on sample candles in the sandbox and checked for look-ahead; the verdict
+    and its reasons are stored with the strategy (INVALID strategies cannot be subscribed to live)."""
+    if strategy.builtin is not None:
+        from xcoin_trading.strategy import load_strategy
+
+        load_strategy(strategy.builtin).resolve_params(strategy.params)
+        status, problems = "VALID", None
+    else:
+        from xcoin_trading.strategy.validation import validate_strategy
+
+        report = validate_strategy(strategy.code, strategy.source or "", dict(strategy.params or {}))
+        status, problems = report.status, (report.errors or None)
+    strategy.validation_status, strategy.validation_errors = status, problems
+    strategy.validated_at = utcnow()
+
+
+@router.get("", response_model=s.StrategyListOut)
+def list_strategies(
+    user: UserDep,
+    session: SessionDep,
+    search: Annotated[str | None, Query(max_length=200, pattern=s.NO_NUL)] = None,
+    status: Annotated[str | None, Query(pattern=r"^(?i:pending|valid|invalid)$")] = None,
+    tags: Annotated[
+        str | None, Query(max_length=1000, pattern=s.NO_NUL, description="comma-separated; all must match")
+    ] = None,
+) -> s.StrategyListOut:
+    wanted = [t.strip() for t in tags.split(",") if t.strip()] if tags else None
+    rows = strategies.list_strategies(session, user.id, search=search, status=status, tags=wanted)
+    return s.StrategyListOut(strategies=[convert.strategy(r, user.id) for r in rows], total=len(rows))
+
+
+@router.get("/{strategy_id}", response_model=s.StrategyOut, responses=NOT_FOUND)
+def get_strategy(strategy_id: StrategyId, user: UserDep, session: SessionDep) -> s.StrategyOut:
+    return convert.strategy(strategies.visible_strategy(session, user.id, strategy_id), user.id)
+
+
+@router.post("", status_code=201, response_model=s.StrategyOut, responses=CONFLICT)
+def create_strategy(body: s.StrategyCreate, user: UserDep, session: SessionDep) -> s.StrategyOut:
+    if (body.source is None) == (body.builtin is None):
+        raise ValidationError(
+            "source", "give exactly one of source (Python code) or builtin (a built-in name)"
+        )
+    strategy = strategies.create_strategy(
+        session,
+        user.id,
+        name=body.name,
+        code=body.code,
+        symbol=body.symbol,
+        resolution=body.resolution,
+        source=body.source,
+        builtin=body.builtin,
+        params=body.params,
+        tags=body.tags,
+        lookback=body.lookback,
+        is_public=body.is_public,
+        description=body.description,
+        version=body.version,
+    )
+    validate(strategy)
+    session.flush()
+    return convert.strategy(strategy, user.id)
+
+
+@router.put("/{strategy_id}", response_model=s.StrategyOut, responses={**NOT_FOUND, **FORBIDDEN})
+def update_strategy(
+    strategy_id: StrategyId, body: s.StrategyUpdate, user: UserDep, session: SessionDep
+) -> s.StrategyOut:
+    changes = body.model_dump(exclude_unset=True)
+    for name, value in list(changes.items()):
+        if value is None and name not in ("description",):
+            raise ValidationError(s.StrategyUpdate.model_fields[name].alias or name, "cannot be null")
+    if "source" in changes and "builtin" in changes:
+        raise ValidationError("source", "give either source or builtin, not both")
+    if "source" in changes:
+        changes["builtin"] = None
+    elif "builtin" in changes:
+        changes["source"] = None
+    strategy = strategies.update_strategy(session, user.id, strategy_id, **changes)
+    if strategy.validation_status == "PENDING":  # code or its inputs changed
+        validate(strategy)
+    session.flush()
+    invalidate_live_caches(strategy.id)
+    return convert.strategy(strategy, user.id)
+
+
+@router.delete(
+    "/{strategy_id}", response_model=s.MessageOut, responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT}
+)
+def delete_strategy(strategy_id: StrategyId, user: UserDep, session: SessionDep) -> s.MessageOut:
+    """Soft delete; refused while anyone is subscribed. The strategy stops being scheduled."""
+    strategy = strategies.delete_strategy(session, user.id, strategy_id)
+    invalidate_live_caches(strategy.id)
+    return s.MessageOut(message=f"strategy {strategy.code!r} deleted")
+
+
+def invalidate_live_caches(strategy_id: int) -> None:
+    """Live execution reads strategies through its settings cache and candle registry: tell it."""
+    try:
+        from xcoin_trading.live import cache  # type: ignore[attr-defined]
+    except ImportError:
+        return  # live execution not installed yet: nothing caches strategies
+    invalidate = getattr(cache, "invalidate_strategy", None)
+    if invalidate is not None:
+        invalidate(strategy_id)

@@ -1,0 +1,36 @@
+"""Accounts from an OAuth identity: find by (provider, subject), link by verified email, or create."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xcoin_trading.errors import Conflict, Unauthorized
+from xcoin_trading.services import validate
+from xcoin_trading.store.models import User
+
+
+def user_for_identity(
+    session: Session, provider: str, subject: str, email: str, email_verified: bool, name: str | None = None
+) -> User:
+    user = session.scalar(select(User).where(User.oauth_provider == provider, User.oauth_id == subject))
+    if user is not None:
+        if not user.is_active:
+            raise Unauthorized()
+        return user
+    if not email_verified:
+        # Linking on an unverified address would hand someone else's account to whoever typed it.
+        raise Unauthorized(f"{provider} has not verified this email address")
+    address = validate.email(email)
+    user = session.scalar(select(User).where(User.email == address))
+    if user is not None:
+        if not user.is_active:
+            raise Unauthorized()
+        if user.oauth_provider is not None:
+            raise Conflict(f"email {address} is already linked to another {user.oauth_provider} account")
+        user.oauth_provider, user.oauth_id = provider, subject
+        return user
+    user = User(email=address, password_hash=None, name=name, oauth_provider=provider, oauth_id=subject)
+    session.add(user)
+    session.flush()
+    return user
