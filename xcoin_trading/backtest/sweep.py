@@ -1,0 +1,142 @@
+"""Parameter sweeps: every combination of a grid, run in parallel threads, ranked by one metric.
+
+Threads, not processes: the kernel releases the GIL (`nogil=True`) and polars computes outside
+it, so both cores work without copying the candles into worker processes. Each combination goes
+through `compute_signals` like any backtest, so sweeps test exactly what would run live.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import polars as pl
+
+from xcoin_trading.backtest import kernel as k
+from xcoin_trading.backtest.engine import SimulationConfig, infer_candle_ms, run_kernel
+from xcoin_trading.backtest.metrics import compute_metrics
+from xcoin_trading.errors import ValidationError
+from xcoin_trading.strategy import Strategy, compute_signals, normalize_candles
+
+MAX_COMBINATIONS = 10_000
+LOWER_IS_BETTER = {
+    "maxDrawdown",
+    "maxDrawdownPct",
+    "maxDrawdownDuration",
+    "maxDrawdownDurationCandles",
+    "totalCommission",
+    "ambiguousCandles",
+}
+RANKING_COLUMNS = (
+    "totalTrades",
+    "winRate",
+    "netPnl",
+    "totalPnlPct",
+    "sharpeRatio",
+    "sortinoRatio",
+    "calmarRatio",
+    "profitFactor",
+    "maxDrawdownPct",
+    "expectancy",
+    "sqn",
+    "finalCapital",
+)
+
+
+def parse_grid(text: str) -> dict[str, list[Any]]:
+    """`fast=10,20,30;slow=50,100` → {"fast": ["10", "20", "30"], "slow": ["50", "100"]}.
+
+    Values stay strings; the strategy's parameter types coerce them. `a:b:step` is a range.
+    """
+    grid: dict[str, list[Any]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, values = part.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            raise ValidationError(
+                "grid", f"each entry must look like name=v1,v2 or name=start:stop:step, got {part!r}"
+            )
+        name = name.strip()
+        if values.count(":") == 2:
+            try:
+                start, stop, step = (float(v) for v in values.split(":"))
+            except ValueError:
+                raise ValidationError(
+                    f"grid.{name}", f"range must be numbers start:stop:step, got {values!r}"
+                ) from None
+            if step <= 0 or stop < start:
+                raise ValidationError(
+                    f"grid.{name}", f"range needs step > 0 and stop >= start, got {values!r}"
+                )
+            count = int(round((stop - start) / step)) + 1
+            grid[name] = [round(start + i * step, 12) for i in range(count)]
+        else:
+            grid[name] = [v.strip() for v in values.split(",") if v.strip()]
+    if not grid:
+        raise ValidationError("grid", "is empty: give at least one parameter, e.g. fast=10,20")
+    return grid
+
+
+def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    if not grid or any(len(v) == 0 for v in grid.values()):
+        raise ValidationError("grid", "every parameter needs at least one value")
+    count = 1
+    for values in grid.values():
+        count *= len(values)
+    if count > MAX_COMBINATIONS:
+        raise ValidationError("grid", f"has {count} combinations; the limit is {MAX_COMBINATIONS}")
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def run_sweep(
+    candles: pl.DataFrame,
+    strategy: Strategy,
+    grid: Mapping[str, Sequence[Any]],
+    config: SimulationConfig,
+    *,
+    base_params: Mapping[str, Any] | None = None,
+    metric: str = "sharpeRatio",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pl.DataFrame:
+    """One row per combination, best first by `metric`; invalid combinations keep their error."""
+    if metric not in RANKING_COLUMNS and metric not in LOWER_IS_BETTER:
+        allowed = sorted(set(RANKING_COLUMNS) | LOWER_IS_BETTER)
+        raise ValidationError("metric", f"must be one of {allowed}, got {metric!r}")
+    combos = combinations(grid)
+    # Unknown names fail once, up front, rather than once per combination.
+    unknown = sorted(set(grid) - set(strategy.default_params)) if strategy.default_params else []
+    if unknown:
+        raise ValidationError("grid", f"unknown parameter(s) {unknown} for {strategy.code}")
+    candles = normalize_candles(candles)
+    candle_ms = infer_candle_ms(candles.get_column("open_time").to_numpy(), config.resolution)
+    capital = float(config.initial_capital)
+
+    def one(combo: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {f"param_{n}": str(v) for n, v in combo.items()}
+        try:
+            params = strategy.resolve_params({**(base_params or {}), **combo})
+        except ValidationError as exc:
+            return row | {"error": str(exc)}
+        signals = compute_signals(strategy, candles, params)
+        trades, equity, position, refused = run_kernel(candles, signals, config, None, candle_ms)
+        stats = k.equity_stats_nb(equity, capital)
+        metrics = compute_metrics(
+            trades, equity, position, stats, initial_capital=capital, candle_ms=candle_ms, refused=refused
+        )
+        return row | {c: metrics[c] for c in RANKING_COLUMNS} | {metric: metrics[metric], "error": None}
+
+    rows: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for done, row in enumerate(pool.map(one, combos), start=1):
+            rows.append(row)
+            if progress is not None:
+                progress(done, len(combos))
+    schema = {f"param_{n}": pl.String for n in grid} | {c: pl.Float64 for c in RANKING_COLUMNS}
+    schema |= {metric: pl.Float64, "error": pl.String}
+    frame = pl.DataFrame(rows, schema=schema, strict=False)
+    frame = frame.sort(metric, descending=metric not in LOWER_IS_BETTER, nulls_last=True)
+    return frame.with_row_index("rank", offset=1)
