@@ -65,7 +65,10 @@ def test_a_materialised_day_equals_the_replayed_source_candles_exactly(instance,
     (event,) = result.get_asset_materialization_events()
     meta = event.materialization.metadata
     assert meta["dagster/row_count"].value == 1440
-    assert (meta["first_open"].value, meta["last_open"].value) == ("2024-01-03T00:00:00Z", "2024-01-03T23:59:00Z")
+    assert (meta["first_open"].value, meta["last_open"].value) == (
+        "2024-01-03T00:00:00Z",
+        "2024-01-03T23:59:00Z",
+    )
     assert meta["partial"].value is False and meta["gaps"].value == 0
     assert meta["exchange_requests"].value == 2  # 1440 candles at <= 1000 per request
     assert "| 2024-01-03T00:00:00Z |" in meta["preview"].value
@@ -104,7 +107,9 @@ def test_the_current_day_is_stored_partial_and_topped_up(instance, replay):
     assert topped.equals(real_candles(BTC_1M_JAN, JAN(6), JAN(6, 18)))
 
 
-def test_corrupt_exchange_candles_fail_the_checks_naming_rows_and_keep_the_old_day(instance, simulator_factory, tmp_path):
+def test_corrupt_exchange_candles_fail_the_checks_naming_rows_and_keep_the_old_day(
+    instance, simulator_factory, tmp_path
+):
     good = real_candles(BTC_1M_JAN, JAN(2), JAN(5))
     import_candles(good, "BTCUSDT", "1m")  # yesterday's good copy of the day
     before = read_partition("BTCUSDT", "1m", "2024-01-03")
@@ -139,7 +144,9 @@ def test_a_day_the_exchange_returns_empty_fails_and_writes_nothing(instance, sim
 
 def test_duplicate_candles_from_a_faulty_exchange_fail_the_duplicate_check(instance, simulator):
     if "duplicate_candles" not in {f.name for f in dataclasses.fields(FaultRule)}:
-        pytest.skip("simulator has no bad-candle fault mode yet (asked the lead for FaultRule.duplicate_candles)")
+        pytest.skip(
+            "simulator has no bad-candle fault mode yet (asked the lead for FaultRule.duplicate_candles)"
+        )
     with SimulatorAdmin(simulator.url) as admin:
         admin.set_faults(duplicate_candles=1, endpoints="market_data/candles")
     result = _materialize(instance, simulator, "1m", "2023-12-30|BTCUSDT")
