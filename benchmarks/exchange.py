@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from xcoin_trading.exchange.client import AsyncCoinDCXClient, AsyncHttpPool, CoinDCXClient, Credentials
 from xcoin_trading.exchange.ratelimit import RateLimiter
-from xcoin_trading.exchange.simulator import SimulatorAdmin
+from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess
 
 QTY = "0.0002"  # ≈ 12 USDT at the generated BTC price: above the 5 USDT minimum
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    code = "from xcoin_trading.cli import main; main()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "exchange", "serve", "--port", "0", "--no-rate-limits", "--seed", "1", "--start-ms", "1704067200000"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    line = proc.stdout.readline()
-    if "serving on" not in line:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, line.split("serving on ")[1].split()[0]
 
 
 def make_keys(admin: SimulatorAdmin, n: int) -> list[Credentials]:
@@ -110,16 +94,21 @@ def main() -> None:
     parser.add_argument("--fanout-keys", type=int, default=1000)
     args = parser.parse_args()
     scale = 5 if args.full else 1
-    proc, url = start_server()
+    server = SimulatorProcess(["--no-rate-limits", "--seed", "1", "--start-ms", "1704067200000"]).start()
+    url = server.url
     try:
         with SimulatorAdmin(url) as admin:
             one = make_keys(admin, 1)
             many = make_keys(admin, args.keys)
             fan = make_keys(admin, args.fanout_keys)
         published = RateLimiter()
-        pair_bound = lambda keys: (
-            min(published.bound_per_second("create", keys), published.bound_per_second("status", keys)) / 2
-        )  # noqa: E731
+
+        def pair_bound(keys: int) -> float:  # a round trip is a create and a status request
+            return (
+                min(published.bound_per_second("create", keys), published.bound_per_second("status", keys))
+                / 2
+            )
+
         rows = []
         rate = sync_round_trips(url, one, 200 * scale)
         rows.append(("create+status round trips/s", "sync", 1, rate, pair_bound(1)))
@@ -142,8 +131,7 @@ def main() -> None:
         rate = candle_pages(url, 40 * scale)
         rows.append(("candle pages/s (1000 x 1m)", "sync", 0, rate, published.bound_per_second("", 1)))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
     print(
         f"\nCoinDCX client ↔ simulator on loopback (simulator in its own process, limits off){' --full' if args.full else ''}\n"
     )

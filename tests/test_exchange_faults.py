@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
@@ -15,7 +13,7 @@ from xcoin_trading.cli import main
 from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.exchange.errors import ExchangeTimeout, RateLimited, ServerError
 from xcoin_trading.exchange.ratelimit import RateLimiter
-from xcoin_trading.exchange.simulator import parse_fault_spec
+from xcoin_trading.exchange.simulator import SimulatorProcess, parse_fault_spec
 
 CREATE = "orders/create"
 
@@ -174,26 +172,5 @@ def test_cli_add_account_funds_an_account_on_a_running_simulator(simulator, sim_
 
 
 def test_cli_serve_runs_a_simulator_process():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from xcoin_trading.cli import main; main()",
-            "exchange",
-            "serve",
-            "--port",
-            "0",
-            "--seed",
-            "3",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        url = line.split("serving on ")[1].split()[0]
-        with CoinDCXClient(url, url) as client:
-            assert {t.market for t in client.ticker()} >= {"BTCUSDT", "ETHUSDT"}
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with SimulatorProcess(["--seed", "3"]) as proc, CoinDCXClient(proc.url, proc.url) as client:
+        assert {t.market for t in client.ticker()} >= {"BTCUSDT", "ETHUSDT"}

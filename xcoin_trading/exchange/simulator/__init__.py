@@ -2,6 +2,14 @@
 
 from xcoin_trading.exchange.simulator.engine import Exchange, SimConfig
 from xcoin_trading.exchange.simulator.faults import FaultRule, parse_fault_spec
-from xcoin_trading.exchange.simulator.server import SimulatorAdmin, SimulatorServer
+from xcoin_trading.exchange.simulator.server import SimulatorAdmin, SimulatorProcess, SimulatorServer
 
-__all__ = ["Exchange", "FaultRule", "SimConfig", "SimulatorAdmin", "SimulatorServer", "parse_fault_spec"]
+__all__ = [
+    "Exchange",
+    "FaultRule",
+    "SimConfig",
+    "SimulatorAdmin",
+    "SimulatorProcess",
+    "SimulatorServer",
+    "parse_fault_spec",
+]

@@ -7,6 +7,8 @@ One base URL serves both CoinDCX path sets, so `api_url == public_url == server.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -107,6 +109,45 @@ class SimulatorServer:
         self._thread = None
 
     def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimulatorProcess:
+    """`xcoin exchange serve` in a child process (its own core and GIL: benchmarks, fan-out load).
+
+    `args` are extra CLI options, e.g. `["--no-rate-limits", "--replay", path, "--symbol", "BTCUSDT"]`.
+    """
+
+    def __init__(self, args: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 0):
+        self.args = [*(args or []), "--host", host, "--port", str(port)]
+        self.url = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> SimulatorProcess:
+        code = "from xcoin_trading.cli import main; main()"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code, "exchange", "serve", *self.args], stdout=subprocess.PIPE, text=True
+        )
+        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        if "serving on " not in line:
+            self.stop()
+            raise RuntimeError(f"simulator process did not start: {line.strip()!r}")
+        self.url = line.split("serving on ", 1)[1].split()[0]
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
