@@ -6,6 +6,7 @@ Two guards: sqlglot classifies every statement (anything that is not a query is 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ def _all_reads(sql: str) -> bool:
     import sqlglot
     from sqlglot.errors import ParseError, TokenError
 
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)  # EXPLAIN/CALL fall back to Command with a warning
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except (ParseError, TokenError):
@@ -80,9 +82,9 @@ def run_query(settings: Settings, sql: str, *, allow_write: bool = False) -> Que
     started = time.perf_counter()
     with connect(settings, write=allow_write) as con:
         try:
-            cur = con.execute(sql)
-            table = cur.fetch_arrow_table() if cur.description else None
-            types = [str(d[1]) for d in cur.description] if cur.description else []
+            relation = con.sql(sql)  # runs every statement; a relation for a final query
+            table = relation.to_arrow_table() if relation is not None else None
+            types = [str(t) for t in relation.types] if relation is not None else []
         except duckdb.Error as exc:
             raise ValidationError("sql", f"failed: {exc}") from None
     import pyarrow as pa

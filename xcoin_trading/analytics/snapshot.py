@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from xcoin_trading.config import Settings
 from xcoin_trading.errors import ValidationError
+from xcoin_trading.timeframes import utcnow
 
 SNAPSHOT_TABLES: tuple[str, ...] = (
     "users",
@@ -151,9 +152,9 @@ def watermark(settings: Settings, table: str) -> datetime | None:
 
 
 def _read_changes(
-    settings: Settings, table: str, since: datetime | None, out: Path
+    settings: Settings, table: str, since: datetime | None, until: datetime | None, out: Path
 ) -> tuple[int, datetime | None]:
-    """Stream rows with updated_at > since into a Parquet file; returns (rows, max updated_at)."""
+    """Stream rows with since < updated_at <= until into a Parquet file; returns (rows, max updated_at)."""
     import pyarrow.parquet as pq
 
     from xcoin_trading.store.db import get_engine
@@ -164,6 +165,8 @@ def _read_changes(
     query = sa.select(*columns).order_by(source.c.updated_at, source.c.id)
     if since is not None:
         query = query.where(source.c.updated_at > since)
+    if until is not None:
+        query = query.where(source.c.updated_at <= until)
     rows_read, newest = 0, None
     with (
         get_engine(settings).connect() as conn,
@@ -179,9 +182,18 @@ def _read_changes(
 
 
 def snapshot_table(
-    settings: Settings, table: str, *, full: bool = False, overlap: timedelta = DEFAULT_OVERLAP
+    settings: Settings,
+    table: str,
+    *,
+    full: bool = False,
+    until: datetime | None = None,
+    overlap: timedelta = DEFAULT_OVERLAP,
 ) -> SnapshotResult:
-    """Bring `<lake>/snapshots/<table>.parquet` up to date with the store."""
+    """Bring `<lake>/snapshots/<table>.parquet` up to date with the store, as of `until` (default now).
+
+    Give every table of one refresh the same `until`, so the snapshots agree with each other (an
+    order copied later than the trades would otherwise point at a trade the snapshot lacks).
+    """
     import duckdb
     from filelock import FileLock
 
@@ -194,7 +206,7 @@ def snapshot_table(
         since = None if previous is None else previous - overlap
         delta = folder / f".{table}.delta.parquet"
         merged = folder / f".{table}.merged.parquet"
-        read, newest = _read_changes(settings, table, since, delta)
+        read, newest = _read_changes(settings, table, since, until, delta)
         try:
             con = duckdb.connect()
             con.execute("SET TimeZone = 'UTC'")
@@ -226,5 +238,9 @@ def snapshot_table(
     return SnapshotResult(table, read, inserted, updated, unchanged, total, newest, final, previous is None)
 
 
-def snapshot_all(settings: Settings, *, full: bool = False) -> dict[str, SnapshotResult]:
-    return {table: snapshot_table(settings, table, full=full) for table in SNAPSHOT_TABLES}
+def snapshot_all(
+    settings: Settings, *, full: bool = False, until: datetime | None = None
+) -> dict[str, SnapshotResult]:
+    """Every table as of one instant (`until`, default now)."""
+    until = until or utcnow()
+    return {table: snapshot_table(settings, table, full=full, until=until) for table in SNAPSHOT_TABLES}
