@@ -71,7 +71,9 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
                     f"grid.{name}", f"range needs step > 0 and stop >= start, got {values!r}"
                 )
             count = int(round((stop - start) / step)) + 1
-            grid[name] = [round(start + i * step, 12) for i in range(count)]
+            values_ = [round(start + i * step, 12) for i in range(count)]
+            integral = all(float(v).is_integer() for v in (start, stop, step))
+            grid[name] = [int(v) for v in values_] if integral else values_
         else:
             grid[name] = [v.strip() for v in values.split(",") if v.strip()]
     if not grid:
@@ -136,7 +138,7 @@ def run_sweep(
             if progress is not None:
                 progress(done, len(combos))
     schema = {f"param_{n}": pl.String for n in grid} | {c: pl.Float64 for c in RANKING_COLUMNS}
-    schema |= {metric: pl.Float64, "error": pl.String}
+    schema |= {metric: pl.Float64, "error": pl.String, "totalTrades": pl.Int64}
     frame = pl.DataFrame(rows, schema=schema, strict=False)
     frame = frame.sort(metric, descending=metric not in LOWER_IS_BETTER, nulls_last=True)
     return frame.with_row_index("rank", offset=1)
