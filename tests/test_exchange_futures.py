@@ -209,3 +209,16 @@ def test_resting_limit_entry_fills_on_the_path_and_then_its_triggers_arm():
         tp = next(o for o in c.futures_orders() if o.order_type == "take_profit_market")
         assert tp.status == "filled" and tp.avg_price == Decimal(51000)
         acct.close()
+
+
+def test_futures_instrument_gives_the_futures_sizing_rules(account):
+    market = account.client.futures_instrument(PAIR)
+    assert (market.kind, market.tick, market.step, market.max_leverage) == (
+        "futures",
+        TICK,
+        Decimal("0.001"),
+        Decimal(25),
+    )
+    assert market.round_quantity(Decimal("0.01234")) == Decimal("0.012")
+    with pytest.raises(InvalidRequest, match="divisible"):
+        account.client.futures_create_order(PAIR, "buy", "market_order", "0.0105")
