@@ -15,6 +15,8 @@ Simulator choices (real behaviour undocumented or unobservable here):
   when one candle touches both, the stop loss fills (`stop_loss_first`).
 - Liquidation (isolated): at avg × (1 ∓ 1/leverage ± maintenance rate); the position is closed
   there (or at the open on a gap through it) and the whole locked margin is lost — no more.
+- Fill prices land on the futures tick (B-BTC_USDT: 0.1): a replayed spot close such as 42298.61
+  fills at 42298.6 (half-even) — the one place futures fills differ from a backtest on spot closes.
 - create_tpsl refuses a leg that already exists ("TP already exists" / "SL already exists");
   cancel that trigger order first to move it.
 """
