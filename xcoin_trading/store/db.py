@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,6 +16,19 @@ from xcoin_trading.config import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _engines: dict[str, sa.Engine] = {}
+
+
+def _json_default(value):
+    # Exchange replies arrive with Decimal numbers and datetimes: keep them exact as strings.
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, default=_json_default)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -31,10 +47,12 @@ def engine_for(url: str) -> sa.Engine:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 30})
+            engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            engine = sa.create_engine(
+                url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_dumps
+            )
         _engines[url] = engine
     return engine
 

@@ -1,0 +1,1 @@
+"""Live trading: candle registry, locks, the execution coordinator (run once, fan out), order placement."""

@@ -1,0 +1,257 @@
+"""One candle close of one (symbol, resolution): each strategy on it runs once and its signal fans out.
+
+Exactly once per (strategy, candle): a Redis lock (TTL 10× the resolution, never released early)
+saves work; the unique `(strategy_id, interval_key)` row in `strategy_executions` is the guarantee.
+A run that finds the row RUNNING under a dead worker takes it over and resumes: the recorded
+signal is reused (the strategy never runs twice) and the recorded intents are resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.errors import ValidationError, XcoinError
+from xcoin_trading.exchange.client import CoinDCXClient
+from xcoin_trading.exchange.markets import Market
+from xcoin_trading.live import fanout
+from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_identity
+from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, make_registry
+from xcoin_trading.live.runner import Signal, last_signal, run_strategy
+from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.models import StrategyExecution
+from xcoin_trading.strategy.sandbox import SandboxLimits
+from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
+from xcoin_trading.vault import Vault
+
+TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")
+
+
+@dataclass
+class LiveContext:
+    settings: Settings
+    api_url: str
+    public_url: str
+    locks: Locks
+    registry: Registry
+    vault: Vault
+    worker_id: str = field(default_factory=worker_identity)
+    staleness_fraction: float = 1 / 3  # of the candle: later than this after the close, skip
+    fee_rate: Decimal = Decimal("0.001")  # sizing keeps margin + entry fee within capital
+    concurrency: int = 200
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+def exchange_urls(settings: Settings) -> tuple[str, str]:
+    """COINDCX_API_URL/COINDCX_PUBLIC_URL, else this process's embedded simulator."""
+    api, public = settings.api_url, settings.public_url
+    if api is None and public is None:
+        from xcoin_trading.marketdata.fetch import embedded_exchange_url
+
+        api = public = embedded_exchange_url()
+    return api or public, public or api
+
+
+def live_context(settings: Settings | None = None, **overrides: Any) -> LiveContext:
+    settings = settings or get_settings()
+    api, public = exchange_urls(settings)
+    return LiveContext(
+        settings=settings, api_url=api, public_url=public, locks=make_locks(settings.redis_url),
+        registry=make_registry(settings.redis_url), vault=Vault.from_settings(settings), **overrides,
+    )  # fmt: skip
+
+
+@dataclass
+class ExecutionReport:
+    strategy_id: int
+    strategy_code: str
+    interval_key: str
+    status: str  # an execution status, or LOCKED / ALREADY_DONE / IN_PROGRESS when we did nothing
+    signal: str | None = None
+    subscribers: int = 0
+    trades_created: int = 0
+    error: str | None = None
+    execution_id: int | None = None
+    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_candle_close(
+    ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None = None
+) -> list[ExecutionReport]:
+    """Run every strategy registered on this candle; one failing strategy never affects another."""
+    step = resolution_ms(resolution)
+    close_ms = to_ms(close_time)
+    if floor_ms(close_ms, resolution) != close_ms:
+        raise ValidationError("close_time", f"{close_time.isoformat()} is not a {resolution} candle boundary")
+    with session_scope(ctx.settings) as session:
+        strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
+    now = now or utcnow()
+    return [execute(ctx, s, close_time, now, step) for s in strategies]
+
+
+def _claim(
+    ctx: LiveContext, strategy: StrategySettings, key: str, close_time: datetime
+) -> tuple[int | None, bool, str]:
+    """(execution id, resumed, state). Inserting the row is the claim; a dead worker's row is taken over."""
+    try:
+        with session_scope(ctx.settings) as session:
+            row = StrategyExecution(strategy_id=strategy.id, interval_key=key, scheduled_at=close_time,
+                                    started_at=utcnow(), status="RUNNING", worker_id=ctx.worker_id)  # fmt: skip
+            session.add(row)
+            session.flush()
+            return row.id, False, "NEW"
+    except IntegrityError:
+        pass
+    with session_scope(ctx.settings) as session:
+        row = session.scalar(
+            select(StrategyExecution).where(
+                StrategyExecution.strategy_id == strategy.id, StrategyExecution.interval_key == key
+            )
+        )
+        if row.status in TERMINAL:
+            return row.id, False, "ALREADY_DONE"
+        if row.worker_id != ctx.worker_id and not holder_is_dead(row.worker_id or ""):
+            return row.id, False, "IN_PROGRESS"
+        taken = session.execute(
+            update(StrategyExecution)
+            .where(StrategyExecution.id == row.id, StrategyExecution.worker_id == row.worker_id)
+            .values(worker_id=ctx.worker_id, updated_at=utcnow())
+        ).rowcount
+        return row.id, bool(taken), "RESUMED" if taken else "IN_PROGRESS"
+
+
+def _finish(ctx: LiveContext, execution_id: int, started: float, **values: Any) -> None:
+    with session_scope(ctx.settings) as session:
+        row = session.get(StrategyExecution, execution_id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.finished_at = utcnow()
+        row.duration_ms = int((time.perf_counter() - started) * 1000)
+
+
+def _fetch_candles(
+    ctx: LiveContext, strategy: StrategySettings, close_time: datetime, step: int
+) -> pl.DataFrame:
+    end = to_ms(close_time)
+    start = end - strategy.lookback * step
+    with CoinDCXClient(ctx.api_url, ctx.public_url) as client:
+        candles = client.fetch_candles(strategy.symbol, strategy.resolution, start, end)
+    if candles.height == 0 or int(candles["open_time"][-1]) != end - step:
+        last = "none" if candles.height == 0 else str(int(candles["open_time"][-1]))
+        raise XcoinError(
+            f"the exchange has not published the {strategy.resolution} candle that closed at "
+            f"{close_time.isoformat()} (last candle open time: {last})"
+        )
+    return candles
+
+
+def _market(ctx: LiveContext, symbol: str) -> Market:
+    with CoinDCXClient(ctx.api_url, ctx.public_url) as client:
+        if "-" in symbol:  # futures pair: instrument metadata is served per pair
+            from xcoin_trading.exchange.markets import default_market
+
+            return default_market(symbol)
+        return client.market(symbol)
+
+
+def execute(
+    ctx: LiveContext, strategy: StrategySettings, close_time: datetime, now: datetime, step: int
+) -> ExecutionReport:
+    key = interval_key(close_time, strategy.resolution)
+    report = ExecutionReport(strategy.id, strategy.code, key, "LOCKED")
+    if not ctx.locks.acquire(f"{strategy.id}:{key}", ctx.worker_id, ttl_seconds=max(60, 10 * step // 1000)):
+        return report
+    execution_id, resumed, state = _claim(ctx, strategy, key, close_time)
+    report.execution_id = execution_id
+    if state in ("ALREADY_DONE", "IN_PROGRESS"):
+        report.status = state
+        return report
+    started = time.perf_counter()
+    late = now - close_time > timedelta(milliseconds=step * ctx.staleness_fraction)
+    try:
+        signal = _recorded_signal(ctx, execution_id) if resumed else None
+        if signal is None:
+            if late:
+                report.status, report.error = (
+                    "SKIPPED",
+                    f"started {now - close_time} after the close; limit {timedelta(milliseconds=step * ctx.staleness_fraction)}",
+                )
+                _finish(ctx, execution_id, started, status="SKIPPED", error=report.error)
+                return report
+            candles = _fetch_candles(ctx, strategy, close_time, step)
+            signal = last_signal(run_strategy(strategy, candles, ctx.sandbox), candles)
+            with session_scope(ctx.settings) as session:  # committed before any order: a resume reuses it
+                row = session.get(StrategyExecution, execution_id)
+                row.signal, row.signal_price = signal.action, signal.price
+                row.signal_stop_loss, row.signal_take_profit = signal.stop_loss, signal.take_profit
+        report.signal = signal.action
+        if signal.action == "HOLD":
+            report.status = "NO_SIGNAL"
+            _finish(ctx, execution_id, started, status="NO_SIGNAL")
+            return report
+        result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
+        report.status, report.outcomes = "COMPLETED", result.outcomes
+        report.subscribers, report.trades_created = len(result.outcomes), result.trades_created
+        failures = {k: v for k, v in result.outcomes.items() if v["status"] in ("FAILED", "UNKNOWN")}
+        with session_scope(ctx.settings) as session:
+            row = session.get(StrategyExecution, execution_id)
+            trades_before = row.trades_created if resumed else 0
+        _finish(
+            ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
+            trades_created=trades_before + result.trades_created,
+            details={"outcomes": {str(k): v for k, v in result.outcomes.items()}},
+            error=f"{len(failures)} subscriber(s) failed" if failures else None,
+        )  # fmt: skip
+    except XcoinError as exc:
+        report.status, report.error = "FAILED", str(exc)
+        _finish(ctx, execution_id, started, status="FAILED", error=str(exc)[:2000])
+    except Exception as exc:
+        report.status, report.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        _finish(ctx, execution_id, started, status="FAILED", error=report.error[:2000])
+        raise
+    return report
+
+
+def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
+    with session_scope(ctx.settings) as session:
+        row = session.get(StrategyExecution, execution_id)
+        if row.signal is None:
+            return None
+        return Signal(row.signal, row.signal_price, row.signal_stop_loss, row.signal_take_profit, 0)
+
+
+def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
+             allow_new: bool) -> fanout.FanoutResult:  # fmt: skip
+    market = _market(ctx, strategy.symbol)
+    result = fanout.FanoutResult()
+    plan_input = fanout.PlanInput(execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new)
+    with session_scope(ctx.settings) as session:
+        jobs = fanout.plan(session, plan_input, result)
+        fanout.mark_sending(session, jobs)
+    if not jobs:
+        return result
+    asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
+    with session_scope(ctx.settings) as session:
+        fanout.record(session, jobs, now, result)
+    if market.kind == "spot":
+        with session_scope(ctx.settings) as session:
+            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, jobs, market)
+            fanout.mark_sending(session, tp_jobs)
+        if tp_jobs:
+            asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency))
+            tp_result = fanout.FanoutResult()
+            with session_scope(ctx.settings) as session:
+                fanout.record(session, tp_jobs, now, tp_result)
+            for sub_id, outcome in tp_result.outcomes.items():
+                if outcome["status"] in ("FAILED", "UNKNOWN"):
+                    result.outcomes.setdefault(sub_id, {})["take_profit_error"] = outcome.get("reason")
+    return result

@@ -1,0 +1,409 @@
+"""Fan one signal out to every subscriber: plan in the store, send concurrently, record the answers.
+
+1. Plan (one transaction): per subscription, size the position with `risk.py`, check the limits,
+   and write the trade and its order intent with a deterministic `client_order_id` — or record why
+   not. Nothing is sent before the intents are committed.
+2. Mark the batch SENDING (one UPDATE), then send with bounded concurrency over async httpx; each
+   account's keys are decrypted just before its own request. `create_order_idempotent` never sends
+   twice: after an ambiguous failure it asks the exchange by client id first.
+3. Record every answer (one transaction). One subscriber's failure is recorded on that subscriber
+   and never stops the others.
+
+A resumed execution (its worker died) resolves its intents: SENDING/UNKNOWN ones are looked up by
+client id before anything is sent again; INTENT ones were never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from xcoin_trading.errors import ValidationError, XcoinError
+from xcoin_trading.exchange.auth import Credentials
+from xcoin_trading.exchange.client import AsyncCoinDCXClient, AsyncHttpPool
+from xcoin_trading.exchange.errors import ExchangeError
+from xcoin_trading.exchange.markets import Market
+from xcoin_trading.exchange.models import Order as ExchangeOrder
+from xcoin_trading.live.runner import Signal
+from xcoin_trading.live.trades import client_order_id, close_trade
+from xcoin_trading.risk import check_entry_limits, size_position
+from xcoin_trading.services.credentials import decrypt
+from xcoin_trading.store.models import BrokerCredential, Order, Subscription, Trade
+from xcoin_trading.vault import Vault
+
+OPEN_TRADE = ("PENDING", "OPEN")
+UNRESOLVED = ("INTENT", "SENDING", "UNKNOWN")
+
+
+@dataclass
+class Job:
+    """One order to send for one subscriber; `order` is its intent row."""
+
+    order: Order
+    kind: str  # spot / futures
+    credential: BrokerCredential
+    leverage: Decimal | None = None  # futures entry: set on the pair first
+    take_profit: Decimal | None = None  # futures entry: attached TP
+    stop_loss: Decimal | None = None  # futures entry: attached SL
+    cancel_first: str | None = None  # spot exit: client id of the take profit to cancel
+    result: ExchangeOrder | None = None
+    error: str | None = None
+    ambiguous: bool = False  # the failure leaves it unknown whether the order exists
+    cancelled_take_profit: bool = False
+
+    @property
+    def lookup_first(self) -> bool:
+        return self.order.status in ("SENDING", "UNKNOWN")
+
+
+@dataclass
+class FanoutResult:
+    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)  # subscription id -> outcome
+    trades_created: int = 0
+
+    def note(self, subscription_id: int, status: str, reason: str | None = None, **extra: Any) -> None:
+        self.outcomes[subscription_id] = {"status": status, **({"reason": reason} if reason else {}), **extra}
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    execution_id: int
+    strategy_id: int
+    signal: Signal
+    market: Market
+    fee_rate: Decimal
+    now: datetime
+    allow_new: bool  # False on a resumed execution past its staleness limit: only resolve intents
+
+
+def _subscribers(session: Session, strategy_id: int) -> list[tuple[Subscription, BrokerCredential | None]]:
+    rows = session.execute(
+        select(Subscription, BrokerCredential)
+        .outerjoin(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
+        .where(
+            Subscription.strategy_id == strategy_id,
+            Subscription.is_active.is_(True),
+            Subscription.is_paused.is_(False),
+        )
+        .order_by(Subscription.id)
+    ).all()
+    return [(s, c) for s, c in rows]
+
+
+def _grouped(session: Session, query) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for row in session.scalars(query):
+        out.setdefault(row.subscription_id, []).append(row)
+    return out
+
+
+def _pnl_today(session: Session, subscription_ids: list[int], day_start: datetime) -> dict[int, Decimal]:
+    out: dict[int, Decimal] = {}
+    for sub_id, pnl in session.execute(
+        select(Trade.subscription_id, Trade.pnl).where(
+            Trade.subscription_id.in_(subscription_ids),
+            Trade.status == "CLOSED",
+            Trade.exit_time >= day_start,
+        )
+    ):
+        out[sub_id] = out.get(sub_id, Decimal(0)) + (pnl or 0)
+    return out
+
+
+def _open_counts(session: Session, subscription_ids: list[int]) -> dict[int, int]:
+    rows = session.execute(
+        select(Trade.subscription_id, func.count())
+        .where(Trade.subscription_id.in_(subscription_ids), Trade.status.in_(OPEN_TRADE))
+        .group_by(Trade.subscription_id)
+    ).all()
+    return dict(rows)
+
+
+def _take_profit_of(session: Session, trade_id: int) -> str | None:
+    return session.scalar(
+        select(Order.client_order_id).where(
+            Order.trade_id == trade_id,
+            Order.leg == "TAKE_PROFIT",
+            Order.status.in_(("OPEN", "PARTIALLY_FILLED", *UNRESOLVED)),
+        )
+    )
+
+
+def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
+    """Write intents (and trades) for every subscriber; return what must be sent."""
+    market, signal, kind = p.market, p.signal, p.market.kind
+    subs = _subscribers(session, p.strategy_id)
+    sub_ids = [s.id for s, _ in subs]
+    existing = {
+        o.client_order_id: o
+        for o in session.scalars(select(Order).where(Order.execution_id == p.execution_id))
+    }
+    open_trades = _grouped(
+        session,
+        select(Trade).where(Trade.strategy_id == p.strategy_id, Trade.status == "OPEN").order_by(Trade.id),
+    )
+    counts = _open_counts(session, sub_ids)
+    pnl_today = _pnl_today(session, sub_ids, p.now.replace(hour=0, minute=0, second=0, microsecond=0))
+    entry_side = {"LONG": "buy", "SHORT": "sell"}.get(signal.action)
+    jobs: list[Job] = []
+    pending: list[tuple[Job, Trade | None]] = []
+
+    def intent(
+        cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any], trade: Trade | None = None
+    ) -> None:
+        """The order row for `cid`: written now if new (sent after commit), resolved if unresolved."""
+        order = existing.get(cid)
+        if order is None:
+            order = Order(execution_id=p.execution_id, client_order_id=cid, market=market.symbol,
+                          order_type="market_order", status="INTENT", **fields)  # fmt: skip
+            pending.append((Job(order, kind, cred, **job_kwargs), trade))
+        elif order.status in UNRESOLVED:
+            jobs.append(Job(order, kind, cred, **job_kwargs))
+
+    for sub, cred in subs:
+        if cred is None or not cred.is_active:
+            result.note(sub.id, "REFUSED", "no active broker keys")
+            continue
+        # EXIT, or an entry opposite to an open trade, closes that trade first (as the backtest does).
+        closing = [
+            t
+            for t in open_trades.get(sub.id, [])
+            if signal.action == "EXIT" or (entry_side and t.side != signal.action)
+        ]
+        for trade in closing:
+            cid = client_order_id(p.execution_id, sub.id, "EXIT", trade.id)
+            if cid not in existing and not p.allow_new:
+                continue
+            intent(
+                cid,
+                {"subscription_id": sub.id, "trade_id": trade.id, "leg": "EXIT", "quantity": trade.quantity,
+                 "side": "sell" if trade.side == "LONG" else "buy"},
+                {"cancel_first": _take_profit_of(session, trade.id) if kind == "spot" else None},
+            )  # fmt: skip
+            counts[sub.id] = counts.get(sub.id, 0) - 1
+        if signal.action == "EXIT":
+            if not closing:
+                result.note(sub.id, "NO_POSITION")
+            continue
+        if kind == "spot" and signal.action == "SHORT":
+            result.note(sub.id, "REFUSED", "spot markets are LONG only; SHORT needs a futures market")
+            continue
+        leverage = sub.leverage if kind == "futures" else Decimal(1)
+        entry_kwargs = {"leverage": leverage if kind == "futures" else None}
+        cid = client_order_id(p.execution_id, sub.id, "ENTRY")
+        if cid in existing:  # resumed: resolve the intent, never size again
+            order = existing[cid]
+            trade = session.get(Trade, order.trade_id)
+            if order.status in UNRESOLVED:
+                kw = (
+                    {**entry_kwargs, "take_profit": trade.take_profit, "stop_loss": trade.stop_loss}
+                    if kind == "futures"
+                    else {}
+                )
+                jobs.append(Job(order, kind, cred, **kw))
+            continue
+        if not p.allow_new:
+            result.note(sub.id, "SKIPPED", "resumed after the staleness limit: no new entries")
+            continue
+        limits = check_entry_limits(
+            open_positions=max(0, counts.get(sub.id, 0)),
+            max_open_positions=sub.max_positions,
+            realised_pnl_today=pnl_today.get(sub.id, Decimal(0)),
+            capital=sub.capital,
+            max_daily_loss_pct=min(Decimal(1), sub.max_daily_loss / sub.capital)
+            if sub.max_daily_loss
+            else None,
+        )
+        if not limits.allowed:
+            result.note(sub.id, "REFUSED", limits.reason)
+            continue
+        try:
+            size = size_position(
+                capital=sub.capital, risk_per_trade=sub.risk_per_trade, entry_price=signal.price,
+                stop_loss=signal.stop_loss, leverage=leverage, fee_rate=p.fee_rate, market=market,
+            )  # fmt: skip
+        except ValidationError as exc:
+            result.note(sub.id, "REFUSED", str(exc))
+            continue
+        levels = {k: None if v is None else market.round_price(v) for k, v in
+                  (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
+        trade = Trade(
+            subscription_id=sub.id, strategy_id=p.strategy_id, user_id=sub.user_id, execution_id=p.execution_id,
+            symbol=market.symbol, market_type=kind, side=signal.action, quantity=size.quantity,
+            leverage=leverage, status="PENDING", **levels,
+        )  # fmt: skip
+        intent(
+            cid,
+            {"subscription_id": sub.id, "leg": "ENTRY", "side": entry_side, "quantity": size.quantity,
+             "price": signal.price},
+            {**entry_kwargs, **(levels if kind == "futures" else {})},
+            trade,
+        )  # fmt: skip
+
+    new_trades = [t for _, t in pending if t is not None]
+    session.add_all(new_trades)
+    session.flush()
+    for job, trade in pending:
+        if trade is not None:
+            job.order.trade_id = trade.id
+        session.add(job.order)
+    session.flush()
+    result.trades_created += len(new_trades)
+    return jobs + [job for job, _ in pending]
+
+
+def mark_sending(session: Session, jobs: list[Job]) -> None:
+    """One UPDATE before any request: after a crash, SENDING means "ask the exchange first"."""
+    ids = [j.order.id for j in jobs if j.order.status == "INTENT"]
+    for start in range(0, len(ids), 500):
+        session.execute(
+            update(Order)
+            .where(Order.id.in_(ids[start : start + 500]))
+            .values(status="SENDING", attempts=Order.attempts + 1)
+        )
+    for job in jobs:
+        if job.order.status == "INTENT":
+            job.order.status = "SENDING"
+
+
+async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: asyncio.Semaphore) -> None:
+    order = job.order
+    async with sem:
+        try:
+            keys = decrypt(vault, job.credential)
+            client = base.with_credentials(Credentials(keys.api_key.reveal(), keys.api_secret.reveal()))
+            if job.lookup_first:
+                found = await client.find_order_by_client_id(
+                    order.client_order_id, order.market, kind=job.kind
+                )
+                if found is not None:
+                    job.result = found
+                    return
+            if job.cancel_first:
+                try:
+                    await client.cancel_order(client_order_id=job.cancel_first)
+                    job.cancelled_take_profit = True
+                except ExchangeError:
+                    pass  # already filled or cancelled: the reconciler settles the take profit
+            extra: dict[str, Any] = {}
+            if job.kind == "futures" and order.leg == "ENTRY":
+                if job.leverage is not None:
+                    await client.futures_set_leverage(order.market, job.leverage)
+                    extra["leverage"] = job.leverage
+                extra |= {"take_profit_price": job.take_profit, "stop_loss_price": job.stop_loss}
+            job.result = await client.create_order_idempotent(
+                order.market, order.side, order.order_type, order.quantity, order.price if order.order_type == "limit_order" else None,
+                client_order_id=order.client_order_id, kind=job.kind, **extra,
+            )  # fmt: skip
+        except ExchangeError as exc:
+            job.error, job.ambiguous = str(exc)[:500], exc.ambiguous
+        except XcoinError as exc:
+            job.error = str(exc)[:500]
+        except Exception as exc:  # noqa: BLE001 - one subscriber never stops the others
+            job.error, job.ambiguous = f"{type(exc).__name__}: {exc}"[:500], True
+
+
+async def send_all(
+    api_url: str, public_url: str, vault: Vault, jobs: list[Job], concurrency: int = 200
+) -> None:
+    pool = AsyncHttpPool(shards=min(256, max(1, len(jobs))))
+    base = AsyncCoinDCXClient(api_url, public_url, http_client=pool)
+    sem = asyncio.Semaphore(concurrency)
+    try:
+        await asyncio.gather(*(_send_one(base, vault, job, sem) for job in jobs))
+    finally:
+        await pool.aclose()
+
+
+def _order_status(ex: ExchangeOrder) -> str:
+    if ex.status == "filled":
+        return "FILLED"
+    if ex.status in ("rejected", "cancelled", "partially_cancelled"):
+        return {"rejected": "REJECTED", "cancelled": "CANCELLED", "partially_cancelled": "CANCELLED"}[
+            ex.status
+        ]
+    return "PARTIALLY_FILLED" if ex.filled_quantity > 0 else "OPEN"
+
+
+def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResult) -> None:
+    """Write each answer to its order and trade; close trades whose exit filled."""
+    trade_ids = {j.order.trade_id for j in jobs if j.order.trade_id}
+    trades = (
+        {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(trade_ids)))} if trade_ids else {}
+    )
+    for job in jobs:
+        order = session.merge(job.order, load=False) if job.order not in session else job.order
+        trade = trades.get(order.trade_id) if order.trade_id else None
+        sub_id = order.subscription_id
+        if job.error is not None:
+            # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
+            order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
+            if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
+                trade.status = "FAILED"
+            result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
+            continue
+        if job.cancelled_take_profit:
+            session.execute(
+                update(Order)
+                .where(Order.client_order_id == job.cancel_first)
+                .values(status="CANCELLED", updated_at=now)
+            )
+        ex = job.result
+        order.exchange_order_id, order.status = ex.id, _order_status(ex)
+        order.filled_quantity, order.avg_price, order.fee = (
+            ex.filled_quantity,
+            ex.avg_price or None,
+            ex.fee_amount,
+        )
+        order.raw_last_response = ex.raw
+        if trade is None:
+            continue
+        if order.leg == "ENTRY":
+            if ex.filled_quantity > 0:
+                trade.status, trade.quantity, trade.entry_price = "OPEN", ex.filled_quantity, ex.avg_price
+                trade.entry_fee = trade.fees = ex.fee_amount
+                trade.entry_time = ex.updated_at or now
+            elif order.status in ("REJECTED", "CANCELLED"):
+                trade.status = "FAILED"
+            result.note(sub_id, "PLACED", trade_id=trade.id, order_status=order.status)
+        elif order.leg == "EXIT" and order.status == "FILLED":
+            close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type="SIGNAL",
+                        exit_time=ex.updated_at or now)  # fmt: skip
+            if result.outcomes.get(sub_id, {}).get("status") != "PLACED":
+                result.note(sub_id, "CLOSED", trade_id=trade.id, pnl=str(trade.pnl))
+
+
+def spot_take_profit_jobs(
+    session: Session, execution_id: int, entries: list[Job], market: Market
+) -> list[Job]:
+    """Spot LONG entries that filled get their take profit as a resting limit sell (intent first).
+
+    The stop loss of a spot trade is not on the book (one sell cannot lock the same coins twice):
+    the reconciler watches it."""
+    jobs: list[Job] = []
+    for entry in entries:
+        order = entry.order
+        if order.leg != "ENTRY" or entry.kind != "spot" or order.trade_id is None:
+            continue
+        trade = session.get(Trade, order.trade_id)
+        if trade is None or trade.status != "OPEN" or trade.take_profit is None:
+            continue
+        cid = client_order_id(execution_id, order.subscription_id, "TAKE_PROFIT")
+        tp = session.scalar(select(Order).where(Order.client_order_id == cid))
+        if tp is None:
+            tp = Order(
+                execution_id=execution_id, subscription_id=order.subscription_id, trade_id=trade.id,
+                leg="TAKE_PROFIT", client_order_id=cid, market=market.symbol, side="sell", order_type="limit_order",
+                quantity=market.round_quantity(trade.quantity), price=trade.take_profit, status="INTENT",
+            )  # fmt: skip
+            session.add(tp)
+            session.flush()
+        if tp.status in UNRESOLVED:
+            jobs.append(Job(tp, "spot", entry.credential))
+    return jobs
