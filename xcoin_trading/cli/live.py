@@ -1,0 +1,56 @@
+"""`xcoin live tick`: run one candle close by hand (tests, demo, recovery)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from xcoin_trading.errors import ValidationError
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("--at", f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.group("live")
+def live_group() -> None:
+    """Live execution: one run per candle close, fanned out to every subscriber."""
+
+
+@live_group.command("tick")
+@click.option("--symbol", required=True)
+@click.option("--resolution", required=True)
+@click.option("--at", "at", default=None, help="Candle close time (UTC ISO); default: the last closed candle.")
+@click.option("--now", "now", default=None, help="Pretend it is this time (replays); default: --at, else the clock.")
+def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
+    """Run every strategy on SYMBOL/RESOLUTION for one candle close and place its orders."""
+    from xcoin_trading.live.coordinator import live_context, run_candle_close
+    from xcoin_trading.timeframes import floor_ms, from_ms, resolution_ms, to_ms, utcnow
+
+    resolution_ms(resolution)
+    close = _parse_time(at) or from_ms(floor_ms(to_ms(utcnow()), resolution))
+    moment = _parse_time(now) or (close if at else utcnow())
+    reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
+    if not reports:
+        click.echo(f"no active strategy trades {symbol} {resolution}")
+    for r in reports:
+        line = f"{r.strategy_code} {r.interval_key}: {r.status}"
+        if r.signal:
+            line += f" signal={r.signal} subscribers={r.subscribers} trades={r.trades_created}"
+        if r.error:
+            line += f" error={r.error}"
+        click.echo(line)
+        for sub_id, outcome in sorted(r.outcomes.items()):
+            reason = f" ({outcome['reason']})" if outcome.get("reason") else ""
+            click.echo(f"  subscription {sub_id}: {outcome['status']}{reason}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(live_group)
