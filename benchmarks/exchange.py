@@ -118,7 +118,9 @@ def main() -> None:
         rows.append(("create+status round trips/s", "async", 1, rate, pair_bound(1)))
         rate = asyncio.run(_async_round_trips(url, many, 6 * scale, True))
         rows.append(("create+status round trips/s", "async", len(many), rate, pair_bound(len(many))))
+        cpu0 = server.cpu_seconds()
         rate = asyncio.run(_async_round_trips(url, fan, scale, False))
+        server_ms = (server.cpu_seconds() - cpu0) * 1000 / (len(fan) * scale)
         rows.append(
             (
                 "order creates/s (fan-out)",
@@ -143,7 +145,10 @@ def main() -> None:
             f"{name:<30} {mode:<6} {keys or '-':>5} {measured:>11.1f} {bound:>19.1f} {measured / bound:>15.2f}"
         )
     print(
-        "\nBound: the published CoinDCX limits (16 req/s and 960/min per key; create/status 2000/min per key) — "
+        f"\nSimulator CPU per order create: {server_ms:.2f} ms (one core serves ~{1000 / server_ms:.0f} creates/s)."
+    )
+    print(
+        "Bound: the published CoinDCX limits (16 req/s and 960/min per key; create/status 2000/min per key) — "
         "a round trip is 2 requests; public candle pages are counted against one key's 16/s."
     )
 

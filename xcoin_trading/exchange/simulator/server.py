@@ -138,6 +138,16 @@ class SimulatorProcess:
         self.url = line.split("serving on ", 1)[1].split()[0]
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU time the simulator process has used (Linux /proc), to tell server from client cost."""
+        import os
+        from pathlib import Path
+
+        if self._proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
