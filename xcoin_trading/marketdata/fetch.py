@@ -24,7 +24,7 @@ from xcoin_trading.marketdata.candles import check_resolution, check_symbol, to_
 from xcoin_trading.marketdata.lake import partition_info, partition_path, read_partition, write_partition
 from xcoin_trading.marketdata.quality import QualityReport, check_candles
 from xcoin_trading.marketdata.resample import resample
-from xcoin_trading.timeframes import day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
+from xcoin_trading.timeframes import DAY_MS, day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
 
 Source = Literal["exchange", "resample"]
 CANDLES_PER_REQUEST = 1000  # CoinDCX caps a candles page at 1000
@@ -184,9 +184,16 @@ def embedded_exchange_url() -> str:
             from xcoin_trading.exchange.simulator.server import SimulatorServer
 
             # A live clock (sim time = wall time) so "today" and "closed day" mean what they will
-            # mean against CoinDCX; seeded walks cover EMBEDDED_HISTORY_DAYS back and forward.
+            # mean against CoinDCX. The seeded walks start at a UTC midnight EMBEDDED_HISTORY_DAYS
+            # back, so every process (each Dagster run starts one) serves the same prices that day.
+            now = to_ms(utcnow())
+            anchor = now - now % DAY_MS - EMBEDDED_HISTORY_DAYS * DAY_MS
             server = SimulatorServer.random_walk(
-                seed=0, realtime=True, history_days=EMBEDDED_HISTORY_DAYS, future_days=EMBEDDED_HISTORY_DAYS
+                seed=0,
+                realtime=True,
+                start_ms=now,
+                history_days=(now - anchor - 0.5) / DAY_MS,  # -0.5 ms: float error never crosses a minute
+                future_days=EMBEDDED_HISTORY_DAYS,
             ).start()
             atexit.register(server.stop)
             _embedded_server = server
