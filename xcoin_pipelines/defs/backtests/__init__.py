@@ -1,0 +1,1 @@
+"""Backtests launched from the Launchpad (one dynamic partition per run) and parameter sweeps."""
