@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from xcoin_trading.analytics.warehouse import connect
@@ -31,6 +33,19 @@ class QueryResult:
 
     def records(self) -> list[dict[str, Any]]:
         return self.table.to_pylist()
+
+
+def jsonable(value: Any) -> Any:
+    """JSON-safe without losing money: Decimals as exact strings, times as ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def _is_read(statement: Any) -> bool:

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
+from xcoin_trading.analytics.queries import jsonable as _plain
 from xcoin_trading.config import get_settings
 from xcoin_trading.errors import ValidationError
 
 TABLE_MAX_ROWS = 200
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe without losing money: Decimals as exact strings, times as ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _print_table(result: Any, max_rows: int) -> None:
