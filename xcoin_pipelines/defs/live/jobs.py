@@ -1,0 +1,145 @@
+"""`live_execution_job`: one run per candle close of one (symbol, resolution).
+
+One op runs the coordinator in process: every strategy on the candle runs once and its signal fans
+out to every subscriber inside the op (async, bounded), with the store as the source of truth.
+Run config holds only the candle (no keys, no ids of secrets); keys are decrypted inside the op.
+"""
+
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from xcoin_pipelines.resources import XcoinSettingsResource
+
+LIVE_OP = "live_candle_close"
+
+
+class CandleCloseConfig(dg.Config):
+    symbol: str = Field(description="market, e.g. BTCUSDT (spot) or B-BTC_USDT (futures)")
+    resolution: str = Field(description="candle resolution, e.g. 1m, 5m, 1h")
+    close_time: str = Field(description="candle close time, UTC ISO, e.g. 2024-01-01T10:05:00Z")
+    now: str | None = Field(
+        default=None,
+        description="pretend it is this time (replays and tests); default: the clock. "
+        "The coordinator skips a candle started later than its staleness limit after the close.",
+    )
+
+
+def _parse_utc(field: str, value: str):
+    from datetime import UTC, datetime
+
+    from xcoin_trading.errors import ValidationError
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            field, f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _summary_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| strategy | interval | status | signal | subscribers | trades | duration ms | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        error = (r["error"] or "").replace("|", "/").replace("\n", " ")[:200]
+        lines.append(
+            f"| {r['strategy']} | {r['interval_key']} | {r['status']} | {r['signal'] or '-'} | "
+            f"{r['subscribers']} | {r['trades_created']} | {r['duration_ms'] if r['duration_ms'] is not None else '-'} | {error} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
+def live_candle_close(
+    context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
+) -> dg.Output[list[dict]]:
+    """Run every strategy on the candle once and fan its signal out; one row per strategy."""
+    from collections import Counter
+
+    import sqlalchemy as sa
+
+    from xcoin_trading.live.coordinator import live_context, run_candle_close
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import StrategyExecution
+
+    close = _parse_utc("close_time", config.close_time)
+    now = _parse_utc("now", config.now) if config.now else None
+    settings = xcoin.get()
+    started = time.perf_counter()
+    reports = run_candle_close(
+        live_context(settings, dagster_run_id=context.run_id),
+        config.symbol,
+        config.resolution,
+        close,
+        now=now,
+    )
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    ids = [r.execution_id for r in reports if r.execution_id is not None]
+    durations: dict[int, int | None] = {}
+    if ids:
+        with session_scope(settings) as session:
+            durations = dict(
+                session.execute(
+                    sa.select(StrategyExecution.id, StrategyExecution.duration_ms).where(
+                        StrategyExecution.id.in_(ids)
+                    )
+                ).all()
+            )
+    rows = []
+    for r in reports:
+        outcome_counts = Counter(o.get("status", "?") for o in r.outcomes.values())
+        rows.append(
+            {
+                "strategy": r.strategy_code,
+                "strategy_id": r.strategy_id,
+                "execution_id": r.execution_id,
+                "interval_key": r.interval_key,
+                "status": r.status,
+                "signal": r.signal,
+                "subscribers": r.subscribers,
+                "trades_created": r.trades_created,
+                "duration_ms": durations.get(r.execution_id) if r.execution_id else None,
+                "subscriber_outcomes": dict(sorted(outcome_counts.items())),
+                "error": r.error,
+            }
+        )
+        if r.status == "FAILED":
+            context.log.warning(f"strategy {r.strategy_code} {r.interval_key} FAILED: {r.error}")
+    if not reports:
+        context.log.info(f"no active strategy trades {config.symbol} {config.resolution}")
+    statuses = Counter(r.status for r in reports)
+    return dg.Output(
+        rows,
+        metadata={
+            "strategies": dg.MetadataValue.md(_summary_markdown(rows)) if rows else "none",
+            "executions": dg.MetadataValue.json(rows),
+            "statuses": dg.MetadataValue.json(dict(sorted(statuses.items()))),
+            "subscribers": sum(r.subscribers for r in reports),
+            "trades_created": sum(r.trades_created for r in reports),
+            "failed_strategies": statuses.get("FAILED", 0),
+            "duration_ms": elapsed_ms,
+        },
+    )
+
+
+@dg.job(
+    name="live_execution_job",
+    executor_def=dg.in_process_executor,
+    tags={"xcoin/kind": "live"},
+    description="One candle close of one (symbol, resolution): every strategy once, fanned out to subscribers.",
+)
+def live_execution_job() -> None:
+    live_candle_close()
+
+
+def candle_run_config(symbol: str, resolution: str, close_time: str, now: str | None = None) -> dict:
+    """Run config for one candle (what the sensor emits and what a hand launch needs)."""
+    cfg: dict = {"symbol": symbol, "resolution": resolution, "close_time": close_time}
+    if now is not None:
+        cfg["now"] = now
+    return {"ops": {LIVE_OP: {"config": cfg}}}

@@ -1,0 +1,217 @@
+"""Trigger `live_execution_job` at every candle close, and record failed runs on their executions.
+
+`candle_close_sensor` (every 15 s): for each active candle key (`symbol:resolution`) of the
+registry, one run per candle that closed since the key's cursor. On a key's first evaluation only
+the latest closed candle runs (no catch-up storm after a deploy or a new strategy); after a pause
+at most `MAX_CATCH_UP` candles run, the newest ones: older candles would be skipped by the
+coordinator's staleness rule anyway. The run key `f"{candle_key}|{interval_key}"` makes a candle
+launch at most once per sensor even if the cursor write is lost (cursor writes follow submission).
+
+Two runs of the same candle key must never overlap. The sensor holds a key back while one of its
+runs is queued or in progress (its cursor does not move, so the candle is emitted on a later tick),
+and the run queue enforces it on the instance with one slot per `xcoin/live_lane` value — put this
+in `$DAGSTER_HOME/dagster.yaml` (full example: `dagster.example.yaml` beside this file):
+
+    run_queue:
+      dequeue_interval_seconds: 1
+      tag_concurrency_limits:
+        - key: xcoin/live_lane
+          value: {applyLimitPerUniqueValue: true}
+          limit: 1
+
+(Equivalent under `concurrency.runs.tag_concurrency_limits`; Dagster refuses both at once.)
+The database row per (strategy, candle) stays the exactly-once guarantee; these only save work.
+
+`live_run_failure_sensor`: when a live run fails, its executions still RUNNING (the worker was
+killed or lost the database before it could finish) are closed: with no order in flight they
+become FAILED with the Dagster error; with unresolved intents the candle is run once more
+(`xcoin/resume_of`), which takes the dead worker's rows over and resolves them by client order
+id. A resume run that fails too marks them FAILED; the reconciler resolves what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dagster as dg
+
+from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
+from xcoin_pipelines.resources import XcoinSettingsResource
+
+MAX_CATCH_UP = 3  # candles per key per evaluation after a pause; older ones are stale anyway
+LANE_TAG = "xcoin/live_lane"
+CANDLE_TAG = "xcoin/candle_key"
+INTERVAL_TAG = "xcoin/interval_key"
+RESUME_TAG = "xcoin/resume_of"
+ERROR_LIMIT = 2000
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def due_closes(candle_keys: set[str], cursor: dict[str, int], now_ms: int) -> dict[str, list[int]]:
+    """Close times (epoch ms) to run per candle key: since its cursor, bounded; the latest if new."""
+    from xcoin_trading.timeframes import floor_ms, resolution_ms
+
+    due: dict[str, list[int]] = {}
+    for key in sorted(candle_keys):
+        _, resolution = key.rsplit(":", 1)
+        step = resolution_ms(resolution)
+        latest = floor_ms(now_ms, resolution)  # the close of the last closed candle
+        last = cursor.get(key)
+        if last is None:
+            due[key] = [latest]
+        elif latest > last:
+            first = max(last + step, latest - (MAX_CATCH_UP - 1) * step)
+            due[key] = list(range(first, latest + step, step))
+    return due
+
+
+def _in_flight_keys(instance: dg.DagsterInstance) -> set[str]:
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=live_execution_job.name, statuses=list(IN_FLIGHT)), limit=500
+    )
+    return {r.tags[CANDLE_TAG] for r in runs if CANDLE_TAG in r.tags}
+
+
+def candle_run_request(candle_key: str, close_ms: int) -> dg.RunRequest:
+    from xcoin_trading.timeframes import from_ms, interval_key
+
+    symbol, resolution = candle_key.rsplit(":", 1)
+    close = from_ms(close_ms)
+    ikey = interval_key(close, resolution)
+    return dg.RunRequest(
+        run_key=f"{candle_key}|{ikey}",
+        run_config=candle_run_config(symbol, resolution, close.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        tags={CANDLE_TAG: candle_key, INTERVAL_TAG: ikey, LANE_TAG: candle_key},
+    )
+
+
+@dg.sensor(
+    name="candle_close_sensor",
+    job=live_execution_job,
+    minimum_interval_seconds=15,
+    description="One live_execution_job run per closed candle of every active candle key.",
+)
+def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSettingsResource):
+    from xcoin_trading.live.registry import registry_for
+    from xcoin_trading.store.db import session_scope
+
+    settings = xcoin.get()
+    with session_scope(settings) as session:
+        keys = registry_for(settings).active_candle_keys(session)
+    cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
+    due = due_closes(keys, cursor, _now_ms())
+    busy = _in_flight_keys(context.instance) if due else set()
+    requests = []
+    for key, closes in due.items():
+        if key in busy:
+            context.log.info(f"{key}: a run is still queued or in progress; its next candle waits")
+            continue
+        requests.extend(candle_run_request(key, close) for close in closes)
+        cursor[key] = closes[-1]
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    if not requests:
+        reason = "no active candle keys" if not keys else "no candle closed since the last evaluation"
+        if due:
+            reason = "every due candle key still has a run in flight"
+        return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def _provably_alive(worker_id: str) -> bool:
+    """The worker runs on this host and its process exists (elsewhere we cannot prove it lives)."""
+    import os
+    import socket
+
+    try:
+        host, pid, _ = worker_id.split(":")
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return bool(worker_id)  # unparsable: leave it alone; no worker at all: not alive
+    return True
+
+
+def record_run_failure(settings, run_id: str, message: str, may_resume: bool) -> tuple[list[int], list[int]]:
+    """(execution ids marked FAILED, execution ids left RUNNING for a resume run)."""
+    import sqlalchemy as sa
+
+    from xcoin_trading.live.fanout import UNRESOLVED
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import Order, StrategyExecution
+    from xcoin_trading.timeframes import utcnow
+
+    failed, resumable = [], []
+    with session_scope(settings) as session:
+        rows = session.scalars(
+            sa.select(StrategyExecution).where(
+                StrategyExecution.dagster_run_id == run_id, StrategyExecution.status == "RUNNING"
+            )
+        ).all()
+        for row in rows:
+            if _provably_alive(row.worker_id or ""):
+                continue
+            in_flight = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Order)
+                .where(Order.execution_id == row.id, Order.status.in_(UNRESOLVED))
+            )
+            note = f"Dagster run {run_id} failed: {message}"
+            if in_flight and may_resume:
+                row.error = (note + f" ({in_flight} order(s) in flight: resuming)")[:ERROR_LIMIT]
+                resumable.append(row.id)
+                continue
+            if in_flight:
+                note += f" ({in_flight} order(s) left for the reconciler)"
+            row.status, row.error, row.finished_at = "FAILED", note[:ERROR_LIMIT], utcnow()
+            failed.append(row.id)
+    return failed, resumable
+
+
+def _failure_message(context: dg.RunFailureSensorContext) -> str:
+    """The user-facing cause (e.g. the op's exception), not Dagster's wrapper around it."""
+    causes = []
+    for event in context.get_step_failure_events():
+        error = event.event_specific_data.error if event.event_specific_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            causes.append(f"{event.step_key}: {error.message.strip()}")
+    return "; ".join(causes) or (context.failure_event.message or "run failed")
+
+
+@dg.run_failure_sensor(
+    name="live_run_failure_sensor",
+    monitored_jobs=[live_execution_job],
+    request_job=live_execution_job,
+    minimum_interval_seconds=15,
+    description="Marks a failed live run's unfinished executions FAILED, or resumes them once.",
+)
+def live_run_failure_sensor(context: dg.RunFailureSensorContext, xcoin: XcoinSettingsResource):
+    run = context.dagster_run
+    message = _failure_message(context)
+    may_resume = RESUME_TAG not in run.tags
+    failed, resumable = record_run_failure(xcoin.get(), run.run_id, message, may_resume)
+    if failed:
+        context.log.info(f"run {run.run_id}: executions {failed} marked FAILED")
+    if not resumable:
+        return None
+    context.log.info(f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle")
+    tags = {k: v for k, v in run.tags.items() if k in (CANDLE_TAG, INTERVAL_TAG, LANE_TAG)}
+    return dg.RunRequest(
+        run_key=f"{tags.get(CANDLE_TAG, '')}|{tags.get(INTERVAL_TAG, '')}|resume-{run.run_id}",
+        run_config=run.run_config,
+        tags={**tags, RESUME_TAG: run.run_id},
+    )
