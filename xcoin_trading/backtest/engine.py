@@ -227,13 +227,14 @@ def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> p
     qty, entry_price = trades[:, k.T_QTY], trades[:, k.T_ENTRY_PRICE]
     fees = trades[:, k.T_ENTRY_FEE] + trades[:, k.T_EXIT_FEE]
     pnl = trades[:, k.T_PNL]
-    reasons = np.array(k.REASONS)[trades[:, k.T_REASON].astype(np.int64)]
     # Entry at the close of the signal candle; an exit is stamped at the close of its candle
     # (a stop filled inside the candle has no finer time at this resolution).
     return pl.DataFrame(
         {
             "trade_id": np.arange(1, trades.shape[0] + 1, dtype=np.int64),
-            "side": np.where(trades[:, k.T_SIDE] > 0, "LONG", "SHORT"),
+            "side": pl.Series(trades[:, k.T_SIDE] > 0).replace_strict(
+                {True: "LONG", False: "SHORT"}, return_dtype=pl.String
+            ),
             "entry_time": open_time[entry_idx] + candle_ms,
             "exit_time": open_time[exit_idx] + candle_ms,
             "entry_index": entry_idx,
@@ -248,7 +249,9 @@ def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> p
             "gross_pnl": pnl + fees,
             "pnl": pnl,
             "pnl_pct": pnl / (qty * entry_price) * 100 if trades.shape[0] else pnl,
-            "exit_reason": reasons.astype(str) if trades.shape[0] else np.array([], dtype=str),
+            "exit_reason": pl.Series(trades[:, k.T_REASON].astype(np.int8)).replace_strict(
+                dict(enumerate(k.REASONS)), return_dtype=pl.String
+            ),
             "ambiguous": trades[:, k.T_AMBIGUOUS] > 0,
             "intrabar_resolved": trades[:, k.T_INTRABAR] > 0,
         },

@@ -10,9 +10,12 @@ it may keep indicator columns for debugging.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+from numba import njit
 
 from xcoin_trading.errors import ValidationError
 
@@ -24,6 +27,62 @@ HOLD, LONG, SHORT, EXIT = range(4)
 PRICE_COLUMNS = ("open", "high", "low", "close")
 CANDLE_COLUMNS = ("open_time", *PRICE_COLUMNS, "volume")
 SIGNAL_COLUMNS = ("action", "stop_loss", "take_profit")
+
+
+@njit(cache=True, nogil=True)
+def _candle_faults_nb(t, o, h, lo, c, v):
+    """Counts of (non-finite, non-positive, unsorted, inverted) candles in one pass."""
+    nonfinite = nonpositive = unsorted = inverted = 0
+    for i in range(t.shape[0]):
+        if not (math.isfinite(o[i]) and math.isfinite(h[i]) and math.isfinite(lo[i]) and math.isfinite(c[i])
+                and math.isfinite(v[i])):  # fmt: skip
+            nonfinite += 1
+            continue
+        if o[i] <= 0 or h[i] <= 0 or lo[i] <= 0 or c[i] <= 0:
+            nonpositive += 1
+        if i > 0 and t[i] <= t[i - 1]:
+            unsorted += 1
+        if h[i] < lo[i] or h[i] < max(o[i], c[i]) or lo[i] > min(o[i], c[i]):
+            inverted += 1
+    return nonfinite, nonpositive, unsorted, inverted
+
+
+@njit(cache=True, nogil=True)
+def _check_level(level: float, valid: bool, row: int, first: np.ndarray) -> float:
+    if not valid:
+        return np.nan
+    if not math.isfinite(level):
+        if first[0] < 0:
+            first[0] = row
+        return np.nan
+    if level <= 0 and first[1] < 0:
+        first[1] = row
+    return level
+
+
+@njit(cache=True, nogil=True)
+def _level_faults_nb(action, close, stop, stop_valid, take, take_valid):
+    """Levels of entry rows (NaN elsewhere) and the first bad row per check (-1: none).
+
+    Checks: non-finite, <= 0, LONG levels on the wrong side, SHORT levels on the wrong side.
+    """
+    n = action.shape[0]
+    first = np.full(4, -1, np.int64)
+    out_stop = np.full(n, np.nan)
+    out_take = np.full(n, np.nan)
+    for i in range(n):
+        a = action[i]
+        if a != 1 and a != 2:  # noqa: SIM109 (numba)
+            continue
+        sl = _check_level(stop[i], stop_valid[i], i, first)
+        tp = _check_level(take[i], take_valid[i], i, first)
+        out_stop[i] = sl
+        out_take[i] = tp
+        if a == 1 and (sl >= close[i] or tp <= close[i]) and first[2] < 0:
+            first[2] = i
+        if a == 2 and (sl <= close[i] or tp >= close[i]) and first[3] < 0:
+            first[3] = i
+    return first, out_stop, out_take
 
 
 class StrategyError(ValidationError):
@@ -63,27 +122,19 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
     out = candles.select(
         open_time.alias("open_time"), *(pl.col(c).cast(pl.Float64) for c in CANDLE_COLUMNS[1:])
     )
-    bad = out.select(
-        nulls=pl.any_horizontal(pl.all().is_null()).sum(),
-        nonfinite=pl.any_horizontal(~pl.col(*PRICE_COLUMNS, "volume").is_finite()).sum(),
-        nonpositive=pl.any_horizontal(pl.col(*PRICE_COLUMNS) <= 0).sum(),
-        unsorted=(pl.col("open_time").diff() <= 0).sum(),
-        inverted=(
-            (pl.col("high") < pl.col("low"))
-            | (pl.col("high") < pl.max_horizontal("open", "close"))
-            | (pl.col("low") > pl.min_horizontal("open", "close"))
-        ).sum(),
-    ).row(0, named=True)
-    reasons = {
-        "nulls": "has null values",
-        "nonfinite": "has NaN or infinite prices/volumes",
-        "nonpositive": "has prices <= 0",
-        "unsorted": "open_time is not strictly increasing (duplicates or unsorted rows)",
-        "inverted": "has candles whose high/low do not bound open/close",
-    }
-    for key, reason in reasons.items():
-        if bad[key]:
-            raise ValidationError(name, f"{reason} ({bad[key]} rows)")
+    nulls = sum(out.null_count().row(0))
+    if nulls:
+        raise ValidationError(name, f"has null values ({nulls} cells)")
+    counts = _candle_faults_nb(*(out.get_column(c).to_numpy() for c in CANDLE_COLUMNS))
+    reasons = (
+        "has NaN or infinite prices/volumes",
+        "has prices <= 0",
+        "open_time is not strictly increasing (duplicates or unsorted rows)",
+        "has candles whose high/low do not bound open/close",
+    )
+    for count, reason in zip(counts, reasons, strict=True):
+        if count:
+            raise ValidationError(name, f"{reason} ({count} rows)")
     return out
 
 
@@ -139,43 +190,23 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         dtype = signals.schema[col]
         if not (dtype.is_numeric() or dtype == pl.Null):
             raise StrategyError(strategy, f"{col} must be numeric or null, got dtype {dtype}")
-        levels.append(signals.get_column(col).cast(pl.Float64))
-    frame = pl.DataFrame({"action": action, "stop_loss": levels[0], "take_profit": levels[1]})
-    entry = pl.col("action").is_in(["LONG", "SHORT"])
-    frame = frame.with_columns(
-        pl.when(entry).then(pl.col(c)).otherwise(None).alias(c) for c in ("stop_loss", "take_profit")
+        series = signals.get_column(col).cast(pl.Float64)
+        levels += [series.fill_null(0.0).to_numpy(), series.is_not_null().to_numpy()]
+    codes = action.to_physical().cast(pl.Int8).to_numpy()
+    first, stop, take = _level_faults_nb(codes, candles.get_column("close").to_numpy(), *levels)
+    messages = (
+        "returned NaN or infinite stop_loss/take_profit on an entry row {row} (use null for none)",
+        "returned a stop_loss/take_profit <= 0 at row {row}",
+        "returned a LONG at row {row} whose stop_loss is not below or take_profit not above the close",
+        "returned a SHORT at row {row} whose stop_loss is not above or take_profit not below the close",
     )
-    checks = (
-        frame.with_columns(close=candles.get_column("close"), row=pl.int_range(pl.len()))
-        .select(
-            nan=pl.col("row")
-            .filter(~pl.col("stop_loss").is_finite() | ~pl.col("take_profit").is_finite())
-            .first(),
-            nonpositive=pl.col("row")
-            .filter((pl.col("stop_loss") <= 0) | (pl.col("take_profit") <= 0))
-            .first(),
-            long_side=pl.col("row")
-            .filter(
-                (pl.col("action") == "LONG")
-                & ((pl.col("stop_loss") >= pl.col("close")) | (pl.col("take_profit") <= pl.col("close")))
-            )
-            .first(),
-            short_side=pl.col("row")
-            .filter(
-                (pl.col("action") == "SHORT")
-                & ((pl.col("stop_loss") <= pl.col("close")) | (pl.col("take_profit") >= pl.col("close")))
-            )
-            .first(),
-        )
-        .row(0, named=True)
+    for row, message in zip(first, messages, strict=True):
+        if row >= 0:
+            raise StrategyError(strategy, message.format(row=row))
+    return pl.DataFrame(
+        [
+            action.alias("action"),
+            pl.Series("stop_loss", stop, nan_to_null=True),
+            pl.Series("take_profit", take, nan_to_null=True),
+        ]
     )
-    messages = {
-        "nan": "returned NaN or infinite stop_loss/take_profit on an entry row {row} (use null for none)",
-        "nonpositive": "returned a stop_loss/take_profit <= 0 at row {row}",
-        "long_side": "returned a LONG at row {row} whose stop_loss is not below or take_profit not above the close",
-        "short_side": "returned a SHORT at row {row} whose stop_loss is not above or take_profit not below the close",
-    }
-    for key, message in messages.items():
-        if checks[key] is not None:
-            raise StrategyError(strategy, message.format(row=checks[key]))
-    return frame

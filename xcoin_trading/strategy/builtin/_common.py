@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from xcoin_trading.errors import ValidationError
@@ -75,3 +76,16 @@ def build_signals(
 def pct_levels(sl_pct: float, tp_pct: float) -> tuple[tuple[pl.Expr, pl.Expr], tuple[pl.Expr, pl.Expr]]:
     close = pl.col("close")
     return (close * (1 - sl_pct), close * (1 + tp_pct)), (close * (1 + sl_pct), close * (1 - tp_pct))
+
+
+def frame_from_codes(codes: np.ndarray, stop: np.ndarray, take: np.ndarray) -> pl.DataFrame:
+    """The signal frame from int codes (HOLD=0, LONG=1, SHORT=2, EXIT=3) and NaN-for-none levels."""
+
+    def lit(action: str) -> pl.Expr:
+        return pl.lit(action, dtype=ACTION_DTYPE)
+
+    c = pl.col("_code")
+    action = pl.when(c == 1).then(lit("LONG")).when(c == 2).then(lit("SHORT")).when(c == 3).then(lit("EXIT"))
+    return pl.DataFrame({"_code": codes, "stop_loss": stop, "take_profit": take}, nan_to_null=True).select(
+        action.otherwise(lit("HOLD")).alias("action"), "stop_loss", "take_profit"
+    )

@@ -1,0 +1,298 @@
+"""Backtest engine vs vectorbt (numba and Rust engines) and backtesting.py, measured in the same run.
+
+Workload (every engine runs the same one): SMA crossover 20/50 long-only on 1-minute candles,
+stop loss 2 %, take profit 4 %, no fee (with 0.1 % fees this strategy loses
+its whole capital within months of 1m candles, and engines then differ only in how they treat
+dust-sized orders), all-in sizing, entries at the close, metrics
+at the end. Candles: real BTCUSDT 1m from ../shared/data (923,040), extended past that by a seeded
+bootstrap of the real candles' returns and ranges. Each measurement runs in its own process, so
+"peak RSS" is that engine's alone (interpreter and libraries included). Times are end to end
+(signals + simulation + metrics), warm (best of --repeat); the first, cold call is reported as
+JIT/compile.
+
+    .venv/bin/python benchmarks/backtest.py            # 100k, 1M, 5M; backtesting.py up to 1M (a few minutes)
+    .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
+    .venv/bin/python benchmarks/backtest.py --full     # backtesting.py at 5M too
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "BTCUSDT-1m-2023-04_2024-12.parquet"
+CACHE = Path(os.environ.get("XCOIN_BENCH_CACHE", "/tmp/xcoin-bench"))
+FAST, SLOW, SL, TP, FEE = 20, 50, 0.02, 0.04, 0.0
+SWEEP_FAST = list(range(5, 55, 5))
+SWEEP_SLOW = list(range(60, 260, 20))
+
+
+def candles_file(n: int) -> Path:
+    """The first n real candles, extended by a seeded bootstrap when n exceeds the real file."""
+    import numpy as np
+    import polars as pl
+
+    path = CACHE / f"btc_1m_{n}.parquet"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    real = pl.read_parquet(DATA)
+    real = real.with_columns(pl.col("open_time").dt.epoch("ms"))
+    if n <= real.height:
+        real.head(n).write_parquet(path)
+        return path
+    rng = np.random.default_rng(20240101)
+    o, h, lo, c = (real.get_column(x).to_numpy() for x in ("open", "high", "low", "close"))
+    prev = np.r_[c[0], c[:-1]]
+    extra = n - real.height
+    pick = rng.integers(1, real.height, extra)
+    ret = c[pick] / prev[pick]
+    close = c[-1] * np.cumprod(ret)
+    open_ = np.r_[c[-1], close[:-1]]
+    high = np.maximum(open_, close) * (h[pick] / np.maximum(o[pick], c[pick]))
+    low = np.minimum(open_, close) * (lo[pick] / np.minimum(o[pick], c[pick]))
+    t0 = int(real.get_column("open_time")[-1]) + 60_000
+    ext = pl.DataFrame(
+        {
+            "open_time": t0 + np.arange(extra, dtype=np.int64) * 60_000,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": real.get_column("volume").to_numpy()[pick],
+        }
+    )
+    pl.concat([real, ext]).write_parquet(path)
+    return path
+
+
+# ---- engines (each runs in a worker process) -------------------------------------------------
+
+
+def run_xcoin(candles):
+    from xcoin_trading.backtest import SimulationConfig, run_backtest
+
+    cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+    r = run_backtest(candles, "sma_crossover", {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP,
+                                                "mode": "long_only"}, cfg)  # fmt: skip
+    return r.metrics["totalTrades"], r.metrics["finalCapital"]
+
+
+def _vbt_arrays(candles):
+    return tuple(candles.get_column(x).to_numpy() for x in ("open", "high", "low", "close"))
+
+
+def run_vectorbt(candles, engine):
+    import vectorbt as vbt
+
+    o, h, lo, c = _vbt_arrays(candles)
+    fast, slow = vbt.MA.run(c, FAST), vbt.MA.run(c, SLOW)
+    entries, exits = fast.ma_crossed_above(slow), fast.ma_crossed_below(slow)
+    pf = vbt.Portfolio.from_signals(
+        c,
+        entries,
+        exits,
+        open=o,
+        high=h,
+        low=lo,
+        sl_stop=SL,
+        tp_stop=TP,
+        fees=FEE,
+        size=1.0,
+        size_type="percent",
+        init_cash=10_000.0,
+        freq="1min",
+        engine=engine,
+    )
+    pf.sharpe_ratio(), pf.max_drawdown(), pf.total_return()
+    return int(pf.trades.count()), float(pf.final_value())
+
+
+def run_backtesting_py(candles):
+    import pandas as pd
+    from backtesting import Strategy
+    from backtesting.lib import FractionalBacktest, crossover
+
+    df = candles.to_pandas()
+    df.index = pd.to_datetime(df.pop("open_time"), unit="ms", utc=True)
+    df.columns = ["Open", "High", "Low", "Close", "Volume"]
+
+    def sma(values, n):
+        return pd.Series(values).rolling(n).mean().to_numpy()
+
+    class SmaCross(Strategy):
+        def init(self):
+            self.fast = self.I(sma, self.data.Close, FAST)
+            self.slow = self.I(sma, self.data.Close, SLOW)
+
+        def next(self):
+            price = self.data.Close[-1]
+            if crossover(self.fast, self.slow):
+                if not self.position:
+                    self.buy(size=0.9999, sl=price * (1 - SL), tp=price * (1 + TP))
+            elif crossover(self.slow, self.fast) and self.position:
+                self.position.close()
+
+    bt = FractionalBacktest(
+        df, SmaCross, cash=10_000, commission=FEE, trade_on_close=True, finalize_trades=True
+    )
+    stats = bt.run()
+    return int(stats["# Trades"]), float(stats["Equity Final [$]"])
+
+
+def run_xcoin_sweep(candles):
+    from xcoin_trading.backtest import SimulationConfig
+    from xcoin_trading.backtest.sweep import run_sweep
+    from xcoin_trading.strategy import load_strategy
+
+    cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+    ranking = run_sweep(candles, load_strategy("sma_crossover"), {"fast": SWEEP_FAST, "slow": SWEEP_SLOW}, cfg,
+                        base_params={"sl_pct": SL, "tp_pct": TP, "mode": "long_only"})  # fmt: skip
+    return ranking.height, float(ranking.get_column("sharpeRatio")[0])
+
+
+def run_vectorbt_sweep(candles, engine):
+    import numpy as np
+    import vectorbt as vbt
+
+    o, h, lo, c = _vbt_arrays(candles)
+    fasts = np.repeat(SWEEP_FAST, len(SWEEP_SLOW))
+    slows = np.tile(SWEEP_SLOW, len(SWEEP_FAST))
+    fast = vbt.MA.run(c, window=list(fasts)).ma.to_numpy()
+    slow = vbt.MA.run(c, window=list(slows)).ma.to_numpy()
+    prev_f, prev_s = np.roll(fast, 1, axis=0), np.roll(slow, 1, axis=0)
+    entries = (fast > slow) & (prev_f <= prev_s)
+    exits = (fast < slow) & (prev_f >= prev_s)
+    entries[0] = exits[0] = False
+    pf = vbt.Portfolio.from_signals(
+        c,
+        entries,
+        exits,
+        open=o,
+        high=h,
+        low=lo,
+        sl_stop=SL,
+        tp_stop=TP,
+        fees=FEE,
+        size=1.0,
+        size_type="percent",
+        init_cash=10_000.0,
+        freq="1min",
+        engine=engine,
+    )
+    sharpe = pf.sharpe_ratio()
+    return int(np.asarray(sharpe).shape[0]), float(np.nanmax(np.asarray(sharpe)))
+
+
+ENGINES = {
+    "xcoin": run_xcoin,
+    "vectorbt": lambda c: run_vectorbt(c, "numba"),
+    "vectorbt-rust": lambda c: run_vectorbt(c, "rust"),
+    "backtesting.py": run_backtesting_py,
+    "xcoin-sweep": run_xcoin_sweep,
+    "vectorbt-sweep": lambda c: run_vectorbt_sweep(c, "numba"),
+    "vectorbt-rust-sweep": lambda c: run_vectorbt_sweep(c, "rust"),
+}
+
+
+def worker(engine: str, n: int, repeat: int) -> None:
+    import polars as pl
+
+    candles = pl.read_parquet(candles_file(n))
+    fn = ENGINES[engine]
+    t = time.perf_counter()
+    out = fn(candles)
+    cold = time.perf_counter() - t
+    warm = cold
+    for _ in range(repeat - 1 if repeat > 1 else 0):
+        t = time.perf_counter()
+        out = fn(candles)
+        warm = min(warm, time.perf_counter() - t)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "rss_mb": rss_mb, "out": out}))
+
+
+def measure(engine: str, n: int, repeat: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", engine, str(n), str(repeat)], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    if proc.returncode != 0:
+        return {"engine": engine, "n": n, "error": proc.stderr.strip().splitlines()[-1][:120]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100k and 1M only, no sweep")
+    ap.add_argument("--full", action="store_true", help="backtesting.py at 5M too (slow)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best warm one counts")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
+        return
+
+    sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 5_000_000]
+    for n in sizes:
+        candles_file(n)
+    rows = []
+    for n in sizes:
+        for engine in ("xcoin", "vectorbt", "vectorbt-rust", "backtesting.py"):
+            repeat = args.repeat
+            if engine == "backtesting.py":
+                if n > 1_000_000 and not args.full:
+                    continue
+                repeat = 1 if n > 100_000 else 2  # tens of seconds per run: no warm repeats at scale
+            r = measure(engine, n, repeat)
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    sweeps = []
+    if not args.quick:
+        for engine in ("xcoin-sweep", "vectorbt-sweep", "vectorbt-rust-sweep"):
+            r = measure(engine, 1_000_000, 2)
+            sweeps.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    report(rows, sweeps)
+
+
+def report(rows: list[dict], sweeps: list[dict]) -> None:
+    ours = {r["n"]: r for r in rows if r["engine"] == "xcoin" and "warm" in r}
+    print(
+        f"\nSMA 20/50 long-only, SL 2 % / TP 4 %, no fee; {os.cpu_count()} cores; end to end, warm (best of runs)\n"
+    )
+    print(f"{'candles':>10}  {'engine':<15} {'warm s':>8} {'candles/s':>13} {'xcoin ×':>8} {'cold s':>8} "
+          f"{'peak RSS MB':>11}  trades")  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            print(f"{r['n']:>10,}  {r['engine']:<15} failed: {r['error']}")
+            continue
+        speed = r["n"] / r["warm"]
+        ratio = r["warm"] / ours[r["n"]]["warm"] if r["n"] in ours else float("nan")
+        print(f"{r['n']:>10,}  {r['engine']:<15} {r['warm']:>8.3f} {speed:>13,.0f} {ratio:>8.1f} {r['cold']:>8.2f} "
+              f"{r['rss_mb']:>11.0f}  {r['out'][0]}")  # fmt: skip
+    if sweeps:
+        base = next((s for s in sweeps if s["engine"] == "xcoin-sweep" and "warm" in s), None)
+        print(f"\n{len(SWEEP_FAST) * len(SWEEP_SLOW)}-combination sweep (fast {SWEEP_FAST[0]}..{SWEEP_FAST[-1]} × slow "
+              f"{SWEEP_SLOW[0]}..{SWEEP_SLOW[-1]}) on 1,000,000 candles\n")  # fmt: skip
+        print(f"{'engine':<20} {'warm s':>8} {'xcoin ×':>8} {'cold s':>8} {'peak RSS MB':>11}")
+        for s in sweeps:
+            if "error" in s:
+                print(f"{s['engine']:<20} failed: {s['error']}")
+                continue
+            ratio = s["warm"] / base["warm"] if base else float("nan")
+            print(f"{s['engine']:<20} {s['warm']:>8.2f} {ratio:>8.1f} {s['cold']:>8.2f} {s['rss_mb']:>11.0f}")
+    print(
+        "\n'xcoin ×' = that engine's time / xcoin's time (above 1: xcoin is faster). Cold = first call in a fresh "
+        "process (JIT compile or cache load included)."
+    )
+
+
+if __name__ == "__main__":
+    main()
