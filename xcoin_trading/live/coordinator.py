@@ -49,6 +49,7 @@ class LiveContext:
     fee_rate: Decimal = Decimal("0.001")  # sizing keeps margin + entry fee within capital
     concurrency: int = 200
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
 
 
 def exchange_urls(settings: Settings) -> tuple[str, str]:
@@ -105,7 +106,8 @@ def _claim(
     try:
         with session_scope(ctx.settings) as session:
             row = StrategyExecution(strategy_id=strategy.id, interval_key=key, scheduled_at=close_time,
-                                    started_at=utcnow(), status="RUNNING", worker_id=ctx.worker_id)  # fmt: skip
+                                    started_at=utcnow(), status="RUNNING", worker_id=ctx.worker_id,
+                                    dagster_run_id=ctx.dagster_run_id)  # fmt: skip
             session.add(row)
             session.flush()
             return row.id, False, "NEW"
@@ -124,7 +126,7 @@ def _claim(
         taken = session.execute(
             update(StrategyExecution)
             .where(StrategyExecution.id == row.id, StrategyExecution.worker_id == row.worker_id)
-            .values(worker_id=ctx.worker_id, updated_at=utcnow())
+            .values(worker_id=ctx.worker_id, dagster_run_id=ctx.dagster_run_id, updated_at=utcnow())
         ).rowcount
         return row.id, bool(taken), "RESUMED" if taken else "IN_PROGRESS"
 
