@@ -165,6 +165,9 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     from xcoin_trading.marketdata.demo import ingest_demo_candles
 
     ingest_demo_candles(settings, echo, [str(s["symbol"]) for s in DEMO_STRATEGIES])
+    from xcoin_trading.backtest.demo import run_demo_backtest
+
+    run_demo_backtest(settings, echo)
     echo("")
     echo("Where things live:")
     echo(f"  store (SQLite)     {settings.database_url}")
