@@ -8,9 +8,8 @@ SELECT
     count(*) FILTER (WHERE o.status = 'CANCELLED') AS cancelled_orders,
     count(*) FILTER (WHERE o.status = 'REJECTED') AS rejected_orders,
     count(*) FILTER (WHERE o.status = 'LOST') AS lost_orders,
-    coalesce(
-        sum(CAST(o.filled_quantity AS DECIMAL(38, 10)) * CAST(o.avg_price AS DECIMAL(38, 10))), 0
-    ) AS volume,
+    -- filled_notional = filled_quantity x avg_price, computed exactly by the snapshot
+    coalesce(sum(o.filled_notional), 0) AS volume,
     sum(o.fee) AS fees,
     min(o.created_at) AS first_order_at,
     max(o.created_at) AS last_order_at

@@ -147,12 +147,17 @@ def run_data_test(
     body = _body(test.sql)
     with connect(settings) as con:
         try:
-            failing = con.execute(f"SELECT count(*) FROM (\n{body})").fetchone()[0]
-            cur = con.execute(f"SELECT * FROM (\n{body}) LIMIT {int(sample)}")
+            # one pass: the window counts every failing row, the limit keeps a sample
+            cur = con.execute(
+                f"SELECT *, count(*) OVER () AS _failing_rows FROM (\n{body}) LIMIT {int(sample)}"
+            )
         except duckdb.Error as exc:
             raise ModelError(f"test {name} ({test.path}) failed in DuckDB: {exc}") from None
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    failing = rows[0]["_failing_rows"] if rows else 0
+    for row in rows:
+        del row["_failing_rows"]
     return DataTestResult(
         name, project.test_target(name), failing == 0, failing, rows, _description(test.sql)
     )
