@@ -515,12 +515,51 @@ def test_backtest_history_shows_only_the_caller_s_runs(api):
     assert api.get(f"/api/backtest/history/{private['id']}", headers=other.headers).status_code == 404
 
 
-def test_backtest_run_is_refused_clearly_until_it_is_available(api):
-    user = signup(api)
-    sid = new_strategy(api, user)["id"]
-    body = {"strategyId": sid, "start": "2024-01-02", "end": "2024-01-03"}
+def test_backtest_run_on_lake_candles_is_stored_in_the_caller_s_history(api):
+    from tests.conftest import shared_data_file
+    from tests.fixtures.marketdata import BTC_1M_JAN
+    from xcoin_trading.marketdata.importer import import_candles
+
+    user, other = signup(api), signup(api)
+    sid = new_strategy(api, user, resolution="1m", is_public=True)["id"]
+    body = {"strategyId": sid, "start": "2024-01-02", "end": "2024-01-02", "initialCapital": 5000}
+    missing = api.post("/api/backtest/run", json=body, headers=user.headers)
+    assert missing.status_code in (404, 422) and "BTCUSDT" in missing.json()["error"]  # no candles yet
+    import_candles(shared_data_file(BTC_1M_JAN), "BTCUSDT", "1m",
+                   start=datetime(2024, 1, 2, tzinfo=UTC), end=datetime(2024, 1, 3, tzinfo=UTC), settings=get_settings())  # fmt: skip
     response = api.post("/api/backtest/run", json=body, headers=user.headers)
-    assert response.status_code == 501 and "not available yet" in response.json()["error"]
+    assert response.status_code == 201, response.text
+    result = response.json()
+    assert result["strategyId"] == sid and result["config"]["start"] == "2024-01-02"
+    seed_fields = {"totalTrades", "winningTrades", "losingTrades", "winRate", "totalPnl", "totalPnlPct", "avgWin",
+                   "avgLoss", "largestWin", "largestLoss", "profitFactor", "sharpeRatio", "maxDrawdown",
+                   "maxDrawdownPct", "averageTradeDuration", "totalCommission", "netPnl", "finalCapital"}  # fmt: skip
+    assert seed_fields <= set(result["metrics"])
+    metrics = result["metrics"]
+    assert metrics["winningTrades"] + metrics["losingTrades"] <= metrics["totalTrades"]
+    assert abs(metrics["finalCapital"] - (5000 + metrics["netPnl"])) < 1e-6  # capital moves by the net P&L
+    history = api.get(f"/api/backtest/history/{sid}", headers=user.headers).json()["backtests"]
+    assert [b["id"] for b in history] == [result["id"]]
+    assert api.get(f"/api/backtest/history/{sid}", headers=other.headers).json()["backtests"] == []
+
+
+def test_backtest_run_refuses_uploaded_code_huge_ranges_and_reversed_dates(api):
+    user = signup(api)
+    uploaded = new_strategy(api, user, builtin=None, source=LOOKAHEAD_SOURCE, params={})["id"]
+    builtin = new_strategy(api, user, resolution="1m")["id"]
+    cases = [
+        ({"strategyId": uploaded, "start": "2024-01-02", "end": "2024-01-03"}, "strategyId"),
+        ({"strategyId": builtin, "start": "2020-01-01", "end": "2024-01-01"}, "end"),
+        ({"strategyId": builtin, "start": "2024-01-03", "end": "2024-01-02"}, "start"),
+        (
+            {"strategyId": builtin, "start": "2024-01-02", "end": "2024-01-03", "intrabar": "sometimes"},
+            "intrabar",
+        ),
+    ]
+    for body, field in cases:
+        response = api.post("/api/backtest/run", json=body, headers=user.headers)
+        assert response.status_code == 422 and response.json()["error"].startswith(field), response.json()
+    assert api.get(f"/api/backtest/history/{builtin}", headers=user.headers).json()["backtests"] == []
 
 
 # ---- health ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Path, Query
@@ -10,22 +11,70 @@ from sqlalchemy import or_, select
 from xcoin_trading.api import convert
 from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
-from xcoin_trading.api.errors import NotAvailableYet
-from xcoin_trading.api.routing import NOT_FOUND, NOT_YET
+from xcoin_trading.api.routing import NOT_FOUND
 from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.errors import ValidationError
 from xcoin_trading.services.strategies import visible_strategy
 from xcoin_trading.store.models import BacktestResult
+from xcoin_trading.timeframes import resolution_ms
 
 router = make_router(["backtests"], prefix="/api/backtest")
 
 
-@router.post("/run", response_model=s.BacktestOut, responses={**NOT_FOUND, **NOT_YET})
+MAX_SYNC_CANDLES = 500_000  # about a year of 1m candles: seconds of work, fine inside a request
+
+
+@router.post("/run", status_code=201, response_model=s.BacktestOut, responses=NOT_FOUND)
 def run(
     body: s.BacktestRunRequest, user: UserDep, session: SessionDep, settings: SettingsDep
 ) -> s.BacktestOut:
-    """Runs synchronously and returns the stored result (see README for the size limit)."""
-    visible_strategy(session, user.id, body.strategy_id)
-    raise NotAvailableYet("running backtests through the API (stored backtest runs)")
+    """Runs synchronously on the lake's candles and returns the stored result (history lists it).
+    Built-in strategies only: uploaded code never runs inside the API process (it runs in the
+    sandbox, through the Dagster backtest asset). Ranges above MAX_SYNC_CANDLES are refused."""
+    from xcoin_trading.backtest.engine import run_backtest
+    from xcoin_trading.backtest.results import save_result
+    from xcoin_trading.backtest.service import BacktestRequest, prepare
+
+    strategy = visible_strategy(session, user.id, body.strategy_id)
+    if strategy.builtin is None:
+        raise ValidationError(
+            "strategy_id",
+            "is uploaded code: it is backtested in the sandbox through the Dagster backtest asset, not by the API",
+        )
+    if body.end < body.start:
+        raise ValidationError("start", f"must not be after end ({body.end}), got {body.start}")
+    resolution = body.resolution or strategy.resolution
+    candles = ((body.end - body.start).days + 1) * 86_400_000 // resolution_ms(resolution)
+    if candles > MAX_SYNC_CANDLES:
+        raise ValidationError(
+            "end", f"range has {candles} {resolution} candles; at most {MAX_SYNC_CANDLES} run through the API"
+        )
+    request = BacktestRequest(
+        strategy=strategy.code,
+        symbol=body.symbol or strategy.symbol,
+        resolution=resolution,
+        start=body.start,
+        end=body.end,
+        params=dict(body.params or {}),
+        initial_capital=body.initial_capital,
+        risk_per_trade=body.risk_per_trade,
+        leverage=body.leverage,
+        commission=body.commission,
+        intrabar=body.intrabar,
+    )
+    began = time.perf_counter()
+    _, config, resolved, params, frame, intrabar = prepare(request, settings)
+    result = run_backtest(frame, resolved.strategy, params, config, intrabar_candles=intrabar)
+    saved = save_result(
+        result,
+        strategy_id=strategy.id,
+        user_id=user.id,
+        context=request.context(),
+        execution_time_ms=(time.perf_counter() - began) * 1000,
+        settings=settings,
+    )
+    row = session.get(BacktestResult, saved.id)
+    return convert.backtest(row)
 
 
 @router.get("/history/{strategy_id}", response_model=s.BacktestHistoryOut, responses=NOT_FOUND)

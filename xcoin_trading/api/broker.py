@@ -10,7 +10,7 @@ from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.routing import CONFLICT, ERROR, NOT_FOUND, UPSTREAM
 from xcoin_trading.api.routing import router as make_router
-from xcoin_trading.errors import Conflict, NotFound
+from xcoin_trading.errors import Conflict, NotFound, ValidationError
 from xcoin_trading.services import credentials
 from xcoin_trading.store.models import Subscription
 from xcoin_trading.vault import Vault
@@ -49,6 +49,8 @@ def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request
     credential = credentials.active_credential(session, user.id)
     keys = credentials.decrypt(Vault.from_settings(settings), credential)
     creds = Credentials(keys.api_key.reveal(), keys.api_secret.reveal())
+    if not (creds.api_key.isascii() and creds.api_secret.isascii()):  # stored before the API checked it
+        raise ValidationError("apiKey", "must be printable ASCII: store the keys again")
     with CoinDCXClient.from_settings(settings, credentials=creds, timeout=10.0, read_attempts=2) as client:
         balances = client.balances()
     credentials.mark_tested(credential)

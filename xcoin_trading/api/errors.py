@@ -56,14 +56,13 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "decimal", "none", "list", "dict", "literal", "date", "datetime"}
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    # pydantic reports union branches and validators as extra loc entries; keep the field path.
-    parts = [
-        p
-        for p in parts
-        if not p.startswith(("function-", "decimal", "str", "int", "float", "bool", "constrained"))
-    ]
+    # pydantic adds union branches and validator names to loc ("str", "function-after[...]"): drop them
+    parts = [p for p in parts if p not in _TYPE_TAGS and "[" not in p and not p.startswith("constrained-")]
     return ".".join(parts) or str(loc[0] if loc else "body")
 
 

@@ -32,11 +32,27 @@ class DecimalJSONRequest(Request):
         return self._json
 
 
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 class DecimalRoute(APIRoute):
+    """Exact-decimal JSON bodies, and unknown query parameters refused: a typo such as
+    `?stauts=FILLED` must not silently return unfiltered results."""
+
     def get_route_handler(self) -> Callable[[Request], Any]:
         handler = super().get_route_handler()
+        known = _query_names(self.dependant)
 
         async def route(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - known)
+            if unknown:
+                from xcoin_trading.api.errors import error_response
+
+                return error_response(422, f"{unknown[0]!r} is not a known query parameter of this route")
             return await handler(DecimalJSONRequest(request.scope, request.receive))
 
         return route

@@ -123,7 +123,8 @@ class OAuthStartOut(Response):
 
 # ---- broker ---------------------------------------------------------------------------------
 
-KeyText = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NOT_BLANK)]
+# Exchange keys travel in HTTP headers: printable ASCII, no spaces.
+KeyText = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]
 
 
 class BrokerKeysRequest(Request):
