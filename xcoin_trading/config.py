@@ -35,6 +35,7 @@ class Settings:
     public_url: str | None = None
     max_leverage: Decimal = Decimal("20")
     jwt_secret: str | None = field(default=None, repr=False)
+    fanout_concurrency: int = 200  # requests in flight during one signal's fan-out
     # OAuth login with Google (all three set → enabled); see README "REST API".
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
@@ -53,6 +54,7 @@ class Settings:
             public_url=_env("COINDCX_PUBLIC_URL"),
             max_leverage=Decimal(_env("XCOIN_MAX_LEVERAGE") or "20"),
             jwt_secret=_env("XCOIN_JWT_SECRET"),
+            fanout_concurrency=int(_env("XCOIN_FANOUT_CONCURRENCY") or "200"),
             google_client_id=_env("XCOIN_GOOGLE_CLIENT_ID"),
             google_client_secret=_env("XCOIN_GOOGLE_CLIENT_SECRET"),
             google_redirect_uri=_env("XCOIN_GOOGLE_REDIRECT_URI"),

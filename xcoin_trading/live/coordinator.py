@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import polars as pl
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from xcoin_trading.config import Settings, get_settings
@@ -25,10 +25,10 @@ from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live import fanout
 from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_identity
-from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, make_registry
+from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, make_registry, store_namespace
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
-from xcoin_trading.store.models import StrategyExecution
+from xcoin_trading.store.models import StrategyExecution, Trade
 from xcoin_trading.strategy.sandbox import SandboxLimits
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
@@ -49,6 +49,7 @@ class LiveContext:
     fee_rate: Decimal = Decimal("0.001")  # sizing keeps margin + entry fee within capital
     concurrency: int = 200
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    namespace: str = "default"  # store_namespace(settings): prefixes lock keys
     dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
 
 
@@ -65,9 +66,11 @@ def exchange_urls(settings: Settings) -> tuple[str, str]:
 def live_context(settings: Settings | None = None, **overrides: Any) -> LiveContext:
     settings = settings or get_settings()
     api, public = exchange_urls(settings)
+    ns = store_namespace(settings)
     return LiveContext(
         settings=settings, api_url=api, public_url=public, locks=make_locks(settings.redis_url),
-        registry=make_registry(settings.redis_url), vault=Vault.from_settings(settings), **overrides,
+        registry=make_registry(settings.redis_url, ns), vault=Vault.from_settings(settings), namespace=ns,
+        **{"concurrency": settings.fanout_concurrency, **overrides},
     )  # fmt: skip
 
 
@@ -170,7 +173,9 @@ def execute(
 ) -> ExecutionReport:
     key = interval_key(close_time, strategy.resolution)
     report = ExecutionReport(strategy.id, strategy.code, key, "LOCKED")
-    if not ctx.locks.acquire(f"{strategy.id}:{key}", ctx.worker_id, ttl_seconds=max(60, 10 * step // 1000)):
+    if not ctx.locks.acquire(
+        f"{ctx.namespace}:{strategy.id}:{key}", ctx.worker_id, ttl_seconds=max(60, 10 * step // 1000)
+    ):
         return report
     execution_id, resumed, state = _claim(ctx, strategy, key, close_time)
     report.execution_id = execution_id
@@ -202,14 +207,15 @@ def execute(
             return report
         result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
         report.status, report.outcomes = "COMPLETED", result.outcomes
-        report.subscribers, report.trades_created = len(result.outcomes), result.trades_created
         failures = {k: v for k, v in result.outcomes.items() if v["status"] in ("FAILED", "UNKNOWN")}
-        with session_scope(ctx.settings) as session:
-            row = session.get(StrategyExecution, execution_id)
-            trades_before = row.trades_created if resumed else 0
+        with session_scope(ctx.settings) as session:  # counted from the store: right after a resume too
+            trades = session.scalar(
+                select(func.count()).select_from(Trade).where(Trade.execution_id == execution_id)
+            )
+        report.subscribers, report.trades_created = len(result.outcomes), trades
         _finish(
             ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
-            trades_created=trades_before + result.trades_created,
+            trades_created=trades,
             details={"outcomes": {str(k): v for k, v in result.outcomes.items()}},
             error=f"{len(failures)} subscriber(s) failed" if failures else None,
         )  # fmt: skip
@@ -239,14 +245,13 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
     with session_scope(ctx.settings) as session:
         jobs = fanout.plan(session, plan_input, result)
         fanout.mark_sending(session, jobs)
-    if not jobs:
-        return result
-    asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
-    with session_scope(ctx.settings) as session:
-        fanout.record(session, jobs, now, result)
+    if jobs:
+        asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
+        with session_scope(ctx.settings) as session:
+            fanout.record(session, jobs, now, result)
     if market.kind == "spot":
         with session_scope(ctx.settings) as session:
-            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, jobs, market)
+            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
             asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency))
@@ -255,5 +260,7 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
                 fanout.record(session, tp_jobs, now, tp_result)
             for sub_id, outcome in tp_result.outcomes.items():
                 if outcome["status"] in ("FAILED", "UNKNOWN"):
-                    result.outcomes.setdefault(sub_id, {})["take_profit_error"] = outcome.get("reason")
+                    result.outcomes.setdefault(sub_id, {"status": "PLACED"})["take_profit_error"] = (
+                        outcome.get("reason")
+                    )
     return result

@@ -125,14 +125,23 @@ def _open_counts(session: Session, subscription_ids: list[int]) -> dict[int, int
     return dict(rows)
 
 
-def _take_profit_of(session: Session, trade_id: int) -> str | None:
-    return session.scalar(
-        select(Order.client_order_id).where(
-            Order.trade_id == trade_id,
+def _take_profits_of(session: Session, strategy_id: int) -> dict[int, str]:
+    """Open trade id -> client id of its live take profit, for every open trade of the strategy."""
+    rows = session.execute(
+        select(Order.trade_id, Order.client_order_id)
+        .join(Trade, Trade.id == Order.trade_id)
+        .where(
+            Trade.strategy_id == strategy_id,
+            Trade.status == "OPEN",
             Order.leg == "TAKE_PROFIT",
             Order.status.in_(("OPEN", "PARTIALLY_FILLED", *UNRESOLVED)),
         )
-    )
+        .order_by(Order.id)
+    ).all()
+    out: dict[int, str] = {}
+    for trade_id, cid in rows:
+        out.setdefault(trade_id, cid)
+    return out
 
 
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
@@ -149,6 +158,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         select(Trade).where(Trade.strategy_id == p.strategy_id, Trade.status == "OPEN").order_by(Trade.id),
     )
     counts = _open_counts(session, sub_ids)
+    take_profits = _take_profits_of(session, p.strategy_id) if market.kind == "spot" else {}
     pnl_today = _pnl_today(session, sub_ids, p.now.replace(hour=0, minute=0, second=0, microsecond=0))
     entry_side = {"LONG": "buy", "SHORT": "sell"}.get(signal.action)
     jobs: list[Job] = []
@@ -184,7 +194,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
                 cid,
                 {"subscription_id": sub.id, "trade_id": trade.id, "leg": "EXIT", "quantity": trade.quantity,
                  "side": "sell" if trade.side == "LONG" else "buy"},
-                {"cancel_first": _take_profit_of(session, trade.id) if kind == "spot" else None},
+                {"cancel_first": take_profits.get(trade.id) if kind == "spot" else None},
             )  # fmt: skip
             counts[sub.id] = counts.get(sub.id, 0) - 1
         if signal.action == "EXIT":
@@ -337,73 +347,104 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
     trades = (
         {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(trade_ids)))} if trade_ids else {}
     )
-    for job in jobs:
-        order = session.merge(job.order, load=False) if job.order not in session else job.order
-        trade = trades.get(order.trade_id) if order.trade_id else None
-        sub_id = order.subscription_id
-        if job.error is not None:
-            # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
-            order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
-            if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
-                trade.status = "FAILED"
-            result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
-            continue
-        if job.cancelled_take_profit:
-            session.execute(
-                update(Order)
-                .where(Order.client_order_id == job.cancel_first)
-                .values(status="CANCELLED", updated_at=now)
+    # Subscriptions whose trade closes now, locked in one ordered query (not one query per close).
+    closing = sorted({trades[j.order.trade_id].subscription_id for j in jobs if j.error is None
+                      and j.result is not None and j.order.leg == "EXIT" and j.order.trade_id in trades
+                      and _order_status(j.result) == "FILLED"})  # fmt: skip
+    subscriptions = {}
+    for start in range(0, len(closing), 500):
+        subscriptions |= {
+            s.id: s
+            for s in session.scalars(
+                select(Subscription)
+                .where(Subscription.id.in_(closing[start : start + 500]))
+                .order_by(Subscription.id)
+                .with_for_update()
             )
-        ex = job.result
-        order.exchange_order_id, order.status = ex.id, _order_status(ex)
-        order.filled_quantity, order.avg_price, order.fee = (
-            ex.filled_quantity,
-            ex.avg_price or None,
-            ex.fee_amount,
+        }
+    cancelled: list[str] = []
+    with session.no_autoflush:  # one flush at the end, not one per order
+        for job in jobs:
+            _record_one(session, job, trades, subscriptions, cancelled, now, result)
+    for start in range(0, len(cancelled), 500):
+        session.execute(
+            update(Order)
+            .where(Order.client_order_id.in_(cancelled[start : start + 500]))
+            .values(status="CANCELLED", updated_at=now)
         )
-        order.raw_last_response = ex.raw
-        if trade is None:
-            continue
-        if order.leg == "ENTRY":
-            if ex.filled_quantity > 0:
-                trade.status, trade.quantity, trade.entry_price = "OPEN", ex.filled_quantity, ex.avg_price
-                trade.entry_fee = trade.fees = ex.fee_amount
-                trade.entry_time = ex.updated_at or now
-            elif order.status in ("REJECTED", "CANCELLED"):
-                trade.status = "FAILED"
-            result.note(sub_id, "PLACED", trade_id=trade.id, order_status=order.status)
-        elif order.leg == "EXIT" and order.status == "FILLED":
-            close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type="SIGNAL",
-                        exit_time=ex.updated_at or now)  # fmt: skip
-            if result.outcomes.get(sub_id, {}).get("status") != "PLACED":
-                result.note(sub_id, "CLOSED", trade_id=trade.id, pnl=str(trade.pnl))
 
 
-def spot_take_profit_jobs(
-    session: Session, execution_id: int, entries: list[Job], market: Market
-) -> list[Job]:
-    """Spot LONG entries that filled get their take profit as a resting limit sell (intent first).
+def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscriptions: dict[int, Subscription],
+                cancelled: list[str], now: datetime, result: FanoutResult) -> None:  # fmt: skip
+    order = session.merge(job.order, load=False) if job.order not in session else job.order
+    trade = trades.get(order.trade_id) if order.trade_id else None
+    sub_id = order.subscription_id
+    if job.error is not None:
+        # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
+        order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
+        if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
+            trade.status = "FAILED"
+        result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
+        return
+    if job.cancelled_take_profit:
+        cancelled.append(job.cancel_first)
+    ex = job.result
+    order.exchange_order_id, order.status = ex.id, _order_status(ex)
+    order.filled_quantity, order.avg_price, order.fee = (
+        ex.filled_quantity,
+        ex.avg_price or None,
+        ex.fee_amount,
+    )
+    order.raw_last_response = ex.raw
+    if trade is None:
+        return
+    if order.leg == "ENTRY":
+        if ex.filled_quantity > 0:
+            trade.status, trade.quantity, trade.entry_price = "OPEN", ex.filled_quantity, ex.avg_price
+            trade.entry_fee = trade.fees = ex.fee_amount
+            trade.entry_time = ex.updated_at or now
+        elif order.status in ("REJECTED", "CANCELLED"):
+            trade.status = "FAILED"
+        result.note(sub_id, "PLACED", trade_id=trade.id, order_status=order.status)
+    elif order.leg == "EXIT" and order.status == "FILLED":
+        close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type="SIGNAL",
+                    exit_time=ex.updated_at or now, subscription=subscriptions.get(trade.subscription_id))  # fmt: skip
+        if result.outcomes.get(sub_id, {}).get("status") != "PLACED":
+            result.note(sub_id, "CLOSED", trade_id=trade.id, pnl=str(trade.pnl))
+
+
+def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -> list[Job]:
+    """Every spot LONG of this execution that is open gets its take profit as a resting limit sell
+    (intent first). Read from the store, so a resumed execution finishes what a dead worker began.
 
     The stop loss of a spot trade is not on the book (one sell cannot lock the same coins twice):
     the reconciler watches it."""
+    rows = session.execute(
+        select(Trade, BrokerCredential)
+        .join(Subscription, Subscription.id == Trade.subscription_id)
+        .join(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
+        .where(Trade.execution_id == execution_id, Trade.status == "OPEN", Trade.take_profit.is_not(None),
+               Trade.market_type == "spot", Trade.side == "LONG")
+        .order_by(Trade.id)
+    ).all()  # fmt: skip
+    existing = {
+        o.trade_id: o
+        for o in session.scalars(
+            select(Order).where(Order.execution_id == execution_id, Order.leg == "TAKE_PROFIT")
+        )
+    }
     jobs: list[Job] = []
-    for entry in entries:
-        order = entry.order
-        if order.leg != "ENTRY" or entry.kind != "spot" or order.trade_id is None:
-            continue
-        trade = session.get(Trade, order.trade_id)
-        if trade is None or trade.status != "OPEN" or trade.take_profit is None:
-            continue
-        cid = client_order_id(execution_id, order.subscription_id, "TAKE_PROFIT")
-        tp = session.scalar(select(Order).where(Order.client_order_id == cid))
+    for trade, credential in rows:
+        tp = existing.get(trade.id)
         if tp is None:
             tp = Order(
-                execution_id=execution_id, subscription_id=order.subscription_id, trade_id=trade.id,
-                leg="TAKE_PROFIT", client_order_id=cid, market=market.symbol, side="sell", order_type="limit_order",
+                execution_id=execution_id, subscription_id=trade.subscription_id, trade_id=trade.id,
+                leg="TAKE_PROFIT", client_order_id=client_order_id(execution_id, trade.subscription_id, "TAKE_PROFIT"),
+                market=market.symbol, side="sell", order_type="limit_order",
                 quantity=market.round_quantity(trade.quantity), price=trade.take_profit, status="INTENT",
             )  # fmt: skip
             session.add(tp)
-            session.flush()
         if tp.status in UNRESOLVED:
-            jobs.append(Job(tp, "spot", entry.credential))
+            jobs.append(Job(tp, "spot", credential))
+    session.flush()
     return jobs

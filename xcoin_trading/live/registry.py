@@ -95,27 +95,29 @@ class StoreRegistry:
 
 
 class RedisRegistry(StoreRegistry):
-    """Redis sets shared by every worker, rebuilt from the store when absent or invalidated."""
+    """Redis sets shared by every worker, rebuilt from the store when absent or invalidated.
 
-    CANDLES = "xcoin:candles"
-    BUILT = "xcoin:registry:built"
+    Keys are namespaced by the store they describe, so deployments sharing a Redis never mix."""
 
-    def __init__(self, url: str, ttl_seconds: float = 5.0):
+    def __init__(self, url: str, namespace: str, ttl_seconds: float = 5.0):
         import redis
 
         super().__init__(ttl_seconds)
         self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self.ns = f"xcoin:{namespace}"
+        self.CANDLES = f"{self.ns}:candles"
+        self.BUILT = f"{self.ns}:registry:built"
 
     def rebuild(self, session: Session) -> None:
         rows = [StrategySettings.from_row(r) for r in _runnable(session)]
         pipe = self._redis.pipeline(transaction=True)
         for key in self._redis.smembers(self.CANDLES):
-            pipe.delete(f"xcoin:candle:{key}")
+            pipe.delete(f"{self.ns}:candle:{key}")
         pipe.delete(self.CANDLES)
         for s in rows:
             pipe.sadd(self.CANDLES, s.candle_key)
-            pipe.sadd(f"xcoin:candle:{s.candle_key}", s.id)
-            pipe.set(f"xcoin:strategy:{s.id}", json.dumps(asdict(s)))
+            pipe.sadd(f"{self.ns}:candle:{s.candle_key}", s.id)
+            pipe.set(f"{self.ns}:strategy:{s.id}", json.dumps(asdict(s)))
         pipe.set(self.BUILT, "1")
         pipe.execute()
 
@@ -127,14 +129,14 @@ class RedisRegistry(StoreRegistry):
             self.rebuild(session)
         table: dict[str, list[StrategySettings]] = {}
         for key in self._redis.smembers(self.CANDLES):
-            for sid in self._redis.smembers(f"xcoin:candle:{key}"):
-                raw = self._redis.get(f"xcoin:strategy:{sid}")
+            for sid in self._redis.smembers(f"{self.ns}:candle:{key}"):
+                raw = self._redis.get(f"{self.ns}:strategy:{sid}")
                 if raw is None:  # settings deleted on update: reload this one from the store
                     row = session.get(Strategy, int(sid))
                     if row is None or not row.is_active or row.deleted_at is not None:
                         continue
                     s = StrategySettings.from_row(row)
-                    self._redis.set(f"xcoin:strategy:{sid}", json.dumps(asdict(s)))
+                    self._redis.set(f"{self.ns}:strategy:{sid}", json.dumps(asdict(s)))
                 else:
                     s = StrategySettings(**json.loads(raw))
                 table.setdefault(key, []).append(s)
@@ -147,13 +149,27 @@ class RedisRegistry(StoreRegistry):
         if strategy_id is None:
             self._redis.delete(self.BUILT)
         else:
-            self._redis.delete(f"xcoin:strategy:{strategy_id}")
+            self._redis.delete(f"{self.ns}:strategy:{strategy_id}")
             self._redis.delete(self.BUILT)  # symbol/resolution/is_active may have moved
         super().invalidate(strategy_id)
 
 
-_store_registry = StoreRegistry()
+_store_registries: dict[str, StoreRegistry] = {}
 
 
-def make_registry(redis_url: str | None) -> Registry:
-    return RedisRegistry(redis_url) if redis_url else _store_registry
+def store_namespace(settings) -> str:
+    """Short stable name of the store, so lock and registry keys never collide across stores."""
+    import hashlib
+
+    return hashlib.sha256(settings.database_url.encode()).hexdigest()[:10]
+
+
+def registry_for(settings) -> Registry:
+    return make_registry(settings.redis_url, store_namespace(settings))
+
+
+def make_registry(redis_url: str | None, namespace: str = "default") -> Registry:
+    """Shared Redis registry, or this process's registry of the store named by `namespace`."""
+    if redis_url:
+        return RedisRegistry(redis_url, namespace)
+    return _store_registries.setdefault(namespace, StoreRegistry())

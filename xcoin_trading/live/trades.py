@@ -44,7 +44,9 @@ def close_trade(
     exit_fee: Decimal,
     exit_type: str,
     exit_time: datetime,
+    subscription: Subscription | None = None,
 ) -> Trade:
+    """`subscription`: the trade's subscription already locked (FOR UPDATE) by the caller."""
     if exit_type not in EXIT_TYPES:
         raise ValueError(f"exit_type must be one of {EXIT_TYPES}, got {exit_type!r}")
     if trade.status == "CLOSED":
@@ -56,9 +58,11 @@ def close_trade(
     trade.pnl, trade.pnl_pct = pnl, pnl_pct
     trade.exit_type, trade.exit_time, trade.status = exit_type, exit_time, "CLOSED"
     # Row lock on Postgres; SQLite serialises writers. Python arithmetic keeps Decimal exact on both.
-    sub = session.scalars(
-        select(Subscription).where(Subscription.id == trade.subscription_id).with_for_update()
-    ).one()
+    sub = subscription
+    if sub is None or sub.id != trade.subscription_id:
+        sub = session.scalars(
+            select(Subscription).where(Subscription.id == trade.subscription_id).with_for_update()
+        ).one()
     sub.total_trades += 1
     sub.winning_trades += 1 if pnl > 0 else 0
     sub.losing_trades += 0 if pnl > 0 else 1

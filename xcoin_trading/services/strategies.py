@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -21,6 +21,19 @@ EDITABLE = {
     "name", "description", "version", "source", "builtin", "symbol", "resolution", "lookback",
     "params", "tags", "is_public", "is_active", "git_repo", "git_branch", "git_commit",
 }  # fmt: skip
+
+
+def _invalidate_after_commit(session: Session, strategy_id: int | None) -> None:
+    """Delete-on-update for the live registry, once the change is committed (never before: a worker
+    could re-cache the old row in between)."""
+
+    def invalidate(_session: Session) -> None:
+        from xcoin_trading.config import get_settings
+        from xcoin_trading.live.registry import registry_for
+
+        registry_for(get_settings()).invalidate(strategy_id)
+
+    event.listen(session, "after_commit", invalidate, once=True)
 
 
 def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +108,7 @@ def create_strategy(
     )
     session.add(strategy)
     session.flush()
+    _invalidate_after_commit(session, None)
     return strategy
 
 
@@ -158,6 +172,7 @@ def update_strategy(session: Session, actor_id: int, strategy_id: int, **changes
         strategy.validation_status = "PENDING"  # code or inputs changed: validate again
         strategy.validated_at = None
     session.flush()
+    _invalidate_after_commit(session, strategy.id)
     return strategy
 
 
@@ -178,4 +193,5 @@ def delete_strategy(session: Session, actor_id: int, strategy_id: int) -> Strate
     strategy.is_active = False
     strategy.deleted_at = utcnow()
     session.flush()
+    _invalidate_after_commit(session, strategy.id)
     return strategy

@@ -1,0 +1,191 @@
+"""Live execution on the simulator: one run per candle, sized entries, protective orders, exits with
+P&L from real fills, and every refusal recorded on its subscriber."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import ROUND_DOWN, Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from tests.fixtures.live import CONSTANT_SIGNAL, START
+from xcoin_trading.live.coordinator import live_context, run_candle_close
+from xcoin_trading.services import credentials as creds_service
+from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.models import Order, StrategyExecution, Subscription, Trade
+
+CLOSE = START + timedelta(hours=1)
+
+
+def _tick(world, close=CLOSE, now=None):
+    world.admin.advance(to_ms=int(close.timestamp() * 1000))
+    ctx = live_context(world.settings)
+    return run_candle_close(ctx, "BTCUSDT", "1m", close, now=now or close + timedelta(seconds=2))
+
+
+def _rows(world, model, *where):
+    with session_scope(world.settings) as session:
+        return list(session.scalars(sa.select(model).where(*where).order_by(model.id)))
+
+
+def test_a_long_signal_gives_each_subscriber_one_sized_entry_and_a_resting_take_profit(live_world_factory):
+    world = live_world_factory(3)
+    [report] = _tick(world)
+    assert (report.status, report.signal, report.trades_created) == ("COMPLETED", "LONG", 3), report.error
+    execution = _rows(world, StrategyExecution)[0]
+    price = execution.signal_price
+    # Seed formula by hand: risk = 1000 × 1 % = 10 USDT; stop 2 % below → 10 / (0.02 × price), BTC step 0.00001.
+    expected_qty = (Decimal(10) / (price - execution.signal_stop_loss)).quantize(
+        Decimal("0.00001"), ROUND_DOWN
+    )
+    trades = _rows(world, Trade)
+    assert [t.status for t in trades] == ["OPEN"] * 3
+    for trade in trades:
+        assert trade.quantity == expected_qty
+        [fill] = world.fills(trade.subscription_id, "buy")
+        assert trade.entry_price == fill.price and trade.entry_fee == fill.fee_amount
+        tp = _rows(world, Order, Order.trade_id == trade.id, Order.leg == "TAKE_PROFIT")
+        assert len(tp) == 1 and tp[0].status == "OPEN" and tp[0].order_type == "limit_order"
+        assert tp[0].price == trade.take_profit and tp[0].quantity == trade.quantity
+    assert execution.subscribers_count == 3 and execution.trades_created == 3 and execution.duration_ms >= 0
+
+
+def test_exit_closes_every_trade_at_market_with_pnl_from_the_fills(live_world_factory):
+    world = live_world_factory(2)
+    _tick(world)
+    world.set_action("EXIT")
+    later = CLOSE + timedelta(minutes=3)
+    [report] = _tick(world, later)
+    assert report.status == "COMPLETED"
+    for trade in _rows(world, Trade):
+        [buy], [sell] = world.fills(trade.subscription_id, "buy"), world.fills(trade.subscription_id, "sell")
+        assert trade.status == "CLOSED" and trade.exit_type == "SIGNAL"
+        expected = (sell.price - buy.price) * trade.quantity - buy.fee_amount - sell.fee_amount
+        assert trade.pnl == expected
+        tp = _rows(world, Order, Order.trade_id == trade.id, Order.leg == "TAKE_PROFIT")[0]
+        assert tp.status == "CANCELLED"  # cancelled before the sell, or the coins would be locked twice
+        with session_scope(world.settings) as session:
+            sub = session.get(Subscription, trade.subscription_id)
+            assert (sub.total_trades, sub.total_pnl) == (1, expected)
+
+
+def test_hold_records_no_signal_and_places_nothing(live_world_factory):
+    world = live_world_factory(2)
+    world.set_action("HOLD")
+    [report] = _tick(world)
+    assert report.status == "NO_SIGNAL"
+    assert _rows(world, Order) == []
+
+
+def test_a_run_started_too_late_after_the_close_is_skipped(live_world_factory):
+    world = live_world_factory(2)
+    [report] = _tick(world, now=CLOSE + timedelta(seconds=25))  # a third of 1m is 20 s
+    assert report.status == "SKIPPED" and "after the close" in report.error
+    assert _rows(world, StrategyExecution)[0].status == "SKIPPED"
+    assert _rows(world, Order) == []
+
+
+def test_spot_short_is_refused_per_subscriber_and_recorded(live_world_factory):
+    world = live_world_factory(2)
+    world.set_action("SHORT")
+    [report] = _tick(world)
+    assert {o["status"] for o in report.outcomes.values()} == {"REFUSED"}
+    assert all("LONG only" in o["reason"] for o in report.outcomes.values())
+    details = _rows(world, StrategyExecution)[0].details["outcomes"]
+    assert all(v["status"] == "REFUSED" for v in details.values())
+
+
+def test_futures_short_opens_with_exchange_side_stop_loss_and_take_profit(live_world_factory):
+    world = live_world_factory(2, symbol="B-BTC_USDT")
+    world.set_action("SHORT")
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    [report] = run_candle_close(
+        live_context(world.settings), "B-BTC_USDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2)
+    )
+    assert report.status == "COMPLETED" and report.trades_created == 2
+    from xcoin_trading.exchange.client import CoinDCXClient
+
+    for trade in _rows(world, Trade):
+        assert trade.side == "SHORT" and trade.status == "OPEN" and trade.leverage == 2
+        with CoinDCXClient(world.sim.url, world.sim.url, world.keys[trade.subscription_id]) as client:
+            [position] = [p for p in client.futures_positions() if p.active_pos != 0]
+        assert position.active_pos == -trade.quantity
+        assert (
+            position.stop_loss_trigger == trade.stop_loss
+            and position.take_profit_trigger == trade.take_profit
+        )
+        assert trade.stop_loss > trade.entry_price > trade.take_profit
+
+
+def test_one_subscribers_bad_keys_low_balance_or_tiny_size_never_stops_the_others(live_world_factory):
+    world = live_world_factory(4)
+    subs = sorted(world.keys)
+    with session_scope(world.settings) as session:
+        # 1: keys the exchange does not know; 2: no money; 3: size below the market minimum
+        row = session.get(Subscription, subs[0])
+        from xcoin_trading.vault import Vault
+
+        creds_service.add_credential(
+            session, Vault.from_settings(world.settings), row.user_id, "revoked-key-000000", "x"
+        )
+        session.get(Subscription, subs[2]).capital = Decimal("0.5")
+    world.admin.add_account("poor-key-1234567", "poor-secret", {"USDT": "1"})
+    with session_scope(world.settings) as session:
+        from xcoin_trading.vault import Vault
+
+        creds_service.add_credential(session, Vault.from_settings(world.settings), session.get(Subscription, subs[1]).user_id,
+                                     "poor-key-1234567", "poor-secret")  # fmt: skip
+    [report] = _tick(world)
+    out = report.outcomes
+    assert out[subs[0]]["status"] == "FAILED" and "nvalid credentials" in out[subs[0]]["reason"]
+    assert out[subs[1]]["status"] == "FAILED" and "nsufficient" in out[subs[1]]["reason"]
+    assert out[subs[2]]["status"] == "REFUSED" and "below the minimum" in out[subs[2]]["reason"]
+    assert out[subs[3]]["status"] == "PLACED"
+    assert len(world.fills(subs[3])) == 1
+
+
+BAD_STRATEGIES = {
+    "raises": ("def signals(c, p):\n    raise RuntimeError('strategy bug')\n", "RuntimeError: strategy bug"),
+    "hangs": ("import time\ndef signals(c, p):\n    time.sleep(600)\n", "timed out"),
+    "eats_memory": ("def signals(c, p):\n    return bytearray(4 * 1024**3)\n", "memory limit"),
+    "prints_garbage": (
+        "import sys\ndef signals(c, p):\n    print('\\x00{garbage')\n    return 42\n",
+        "must return a polars DataFrame",
+    ),
+    "reads_master_key": (
+        "import os\ndef signals(c, p):\n    return os.environ['XCOIN_ENCRYPTION_KEY']\n",
+        "KeyError",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STRATEGIES))
+def test_a_bad_strategy_fails_with_a_clear_error_and_no_orders_while_others_trade(
+    live_world_factory, name, monkeypatch
+):
+    from xcoin_trading.strategy.sandbox import SandboxLimits
+
+    source, message = BAD_STRATEGIES[name]
+    good = live_world_factory(2)
+    bad = live_world_factory(2, source=source)  # same store, same candle key, its own simulator
+    bad.sim.stop()
+    bad.sim = good.sim
+    good.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ctx = live_context(good.settings, sandbox=SandboxLimits(wall_seconds=5, cpu_seconds=3))
+    ctx.api_url = ctx.public_url = good.sim.url
+    reports = {
+        r.strategy_id: r
+        for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
+    }
+    assert reports[bad.strategy_id].status == "FAILED"
+    assert message in reports[bad.strategy_id].error
+    assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
+    assert _rows(good, Order, Order.subscription_id.in_(list(bad.keys))) == []
+    assert "c2Vj" not in reports[bad.strategy_id].error
+
+
+def test_constant_signal_source_is_valid_under_the_upload_validation():
+    from xcoin_trading.strategy.validation import validate_strategy
+
+    assert validate_strategy("constant", CONSTANT_SIGNAL, {}).ok
