@@ -172,22 +172,10 @@ def run_vectorbt_sweep(candles, engine):
     entries = (fast > slow) & (prev_f <= prev_s)
     exits = (fast < slow) & (prev_f >= prev_s)
     entries[0] = exits[0] = False
-    pf = vbt.Portfolio.from_signals(
-        c,
-        entries,
-        exits,
-        open=o,
-        high=h,
-        low=lo,
-        sl_stop=SL,
-        tp_stop=TP,
-        fees=FEE,
-        size=1.0,
-        size_type="percent",
-        init_cash=10_000.0,
-        freq="1min",
-        engine=engine,
-    )
+    col = (c[:, None], o[:, None], h[:, None], lo[:, None])  # (n, 1): broadcast against the 100 columns
+    pf = vbt.Portfolio.from_signals(col[0], entries, exits, open=col[1], high=col[2], low=col[3], sl_stop=SL,
+                                    tp_stop=TP, fees=FEE, size=1.0, size_type="percent", init_cash=10_000.0,
+                                    freq="1min", engine=engine)  # fmt: skip
     sharpe = pf.sharpe_ratio()
     return int(np.asarray(sharpe).shape[0]), float(np.nanmax(np.asarray(sharpe)))
 
@@ -203,10 +191,19 @@ ENGINES = {
 }
 
 
+def peak_rss_mb() -> float:
+    """VmHWM: this process image's peak resident memory (ru_maxrss would carry the parent's peak
+    from before the exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(engine: str, n: int, repeat: int) -> None:
     import polars as pl
 
-    candles = pl.read_parquet(candles_file(n))
+    candles = pl.read_parquet(candles_file(n)).rechunk()  # contiguous, as a loaded frame usually is
     fn = ENGINES[engine]
     t = time.perf_counter()
     out = fn(candles)
@@ -216,7 +213,7 @@ def worker(engine: str, n: int, repeat: int) -> None:
         t = time.perf_counter()
         out = fn(candles)
         warm = min(warm, time.perf_counter() - t)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "rss_mb": rss_mb, "out": out}))
 
 

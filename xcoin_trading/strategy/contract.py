@@ -119,9 +119,10 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
     for c in (*PRICE_COLUMNS, "volume"):
         if not candles.schema[c].is_numeric():
             raise ValidationError(f"{name}.{c}", f"must be numeric, got {candles.schema[c]}")
+    # One contiguous copy here (none for contiguous input), so every later to_numpy() is zero-copy.
     out = candles.select(
         open_time.alias("open_time"), *(pl.col(c).cast(pl.Float64) for c in CANDLE_COLUMNS[1:])
-    )
+    ).rechunk()
     nulls = sum(out.null_count().row(0))
     if nulls:
         raise ValidationError(name, f"has null values ({nulls} cells)")
@@ -190,7 +191,7 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         dtype = signals.schema[col]
         if not (dtype.is_numeric() or dtype == pl.Null):
             raise StrategyError(strategy, f"{col} must be numeric or null, got dtype {dtype}")
-        series = signals.get_column(col).cast(pl.Float64)
+        series = signals.get_column(col).cast(pl.Float64).rechunk()
         levels += [series.fill_null(0.0).to_numpy(), series.is_not_null().to_numpy()]
     codes = action.to_physical().cast(pl.Int8).to_numpy()
     first, stop, take = _level_faults_nb(codes, candles.get_column("close").to_numpy(), *levels)
