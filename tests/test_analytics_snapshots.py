@@ -83,3 +83,19 @@ def test_rows_changed_after_the_snapshot_instant_wait_for_the_next_run(sqlite_st
     assert results["orders"].total == len(book.orders) - 1  # the order changed after the instant waits
     later = snapshot_table(sqlite_store, "orders")
     assert later.inserted == 1
+
+
+def test_a_snapshot_written_with_an_older_schema_is_copied_again_in_full(sqlite_store):
+    from xcoin_trading.analytics.snapshot import snapshot_path, snapshot_table
+
+    book = seed_trade_book(sqlite_store, trades_per_subscription=1)
+    snapshot_table(sqlite_store, "orders")
+    path = snapshot_path(sqlite_store, "orders")
+    pq.write_table(
+        pq.read_table(path).drop_columns(["filled_notional"]), path
+    )  # as an older release wrote it
+    again = snapshot_table(sqlite_store, "orders")
+    assert again.full and again.total == len(book.orders)
+    table = pq.read_table(path).to_pylist()
+    expected = sorted(o["filled"] * o["avg_price"] for o in book.orders if o["avg_price"] is not None)
+    assert sorted(r["filled_notional"] for r in table if r["filled_notional"] is not None) == expected

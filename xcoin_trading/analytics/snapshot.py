@@ -141,6 +141,10 @@ def _to_arrow(table: str, columns: list[sa.Column], rows: list[Any], schema):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _shape(schema) -> list[tuple[str, str]]:
+    return [(f.name, str(f.type)) for f in schema]  # names and types; DuckDB drops NOT NULL on rewrite
+
+
 def _state_path(settings: Settings) -> Path:
     return snapshot_dir(settings) / "_watermarks.json"
 
@@ -210,6 +214,7 @@ def snapshot_table(
     order copied later than the trades would otherwise point at a trade the snapshot lacks).
     """
     import duckdb
+    import pyarrow.parquet as pq
     from filelock import FileLock
 
     _table(table)
@@ -217,7 +222,9 @@ def snapshot_table(
     folder.mkdir(parents=True, exist_ok=True)
     final = snapshot_path(settings, table)
     with FileLock(str(folder / f".{table}.lock")):
-        previous = None if full or not final.exists() else watermark(settings, table)
+        # a stored file with another schema (a column added since) is copied again in full
+        same_schema = final.exists() and _shape(pq.read_schema(final)) == _shape(arrow_schema(table))
+        previous = watermark(settings, table) if same_schema and not full else None
         since = None if previous is None else previous - overlap
         delta = folder / f".{table}.delta.parquet"
         merged = folder / f".{table}.merged.parquet"
