@@ -1,0 +1,396 @@
+"""Fan-out of one signal to N subscribers: candle close → last order acknowledged.
+
+For N = 10, 100, 1000, 5000 subscribers (each with their own simulator account and keys), the real
+coordinator (`run_candle_close`: claim, candles from the exchange, the user strategy in its
+sandbox, plan + intents, async fan-out, record, spot take profits) runs several candle closes,
+alternating LONG (market entry, then a resting take profit: 2 orders per subscriber) and EXIT
+(cancel the take profit, market exit: 2 requests per subscriber). Reported per N: p50/p95 of
+the whole candle (close → last acknowledgement) and of the fan-out part, orders/s, and the seed
+design in the same run: 3 orders × 100 ms global delay × N (computed; for N ≤ 100 also measured
+with a sequential implementation of it, to show the figure is real).
+
+The simulator replays real BTCUSDT 1m candles (../shared/data) in its own process, rate limits off: the published limits are per API
+key (16 req/s) and each subscriber sends ≤ 3 requests, so they would not bind; the client keeps
+its per-key limiter on. Store: Postgres when XCOIN_TEST_POSTGRES_URL is set (`. /tmp/xcoin/dev.env`),
+otherwise SQLite. Locks and registry are in-process (one SET NX per strategy in Redis is noise).
+
+`--launch` also times a real Dagster launch of `live_execution_job` through a local instance
+(queued run coordinator + daemon, dagster.example.yaml): submit → run start → step start → end.
+
+    .venv/bin/python benchmarks/fanout.py            # N = 10, 100, 1000, 5000
+    .venv/bin/python benchmarks/fanout.py --quick    # N ≤ 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+SEED_DELAY = 0.1  # seconds before each order in the seed design (a global sleep)
+SEED_ORDERS = 3  # entry, stop loss, take profit
+SIGNAL = """
+import polars as pl
+DEFAULT_PARAMS = {"action": "LONG"}
+def signals(candles, params):
+    return candles.select(pl.lit(params["action"]).alias("action"),
+        (pl.col("close") * 0.98).alias("stop_loss"), (pl.col("close") * 1.04).alias("take_profit"))
+"""
+
+
+def fresh_store(tag: str):
+    """Settings for an empty migrated store: a new Postgres database, else SQLite in a temp home."""
+    from xcoin_trading.config import get_settings, reset_settings
+    from xcoin_trading.store.db import upgrade
+
+    os.environ["XCOIN_HOME"] = tempfile.mkdtemp(prefix=f"xcoin-fanout-{tag}-")
+    server = os.environ.get("XCOIN_TEST_POSTGRES_URL")
+    os.environ.pop("XCOIN_DATABASE_URL", None)
+    if server:
+        import sqlalchemy as sa
+
+        name = f"bench_fanout_{tag}_{uuid.uuid4().hex[:6]}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        os.environ["XCOIN_DATABASE_URL"] = f"{server.rpartition('/')[0]}/{name}"
+    reset_settings()
+    settings = get_settings()
+    upgrade(settings)
+    return settings
+
+
+def drop_store(settings) -> None:
+    from xcoin_trading.store.db import dispose_engines
+
+    dispose_engines()
+    url = os.environ.get("XCOIN_DATABASE_URL")
+    server = os.environ.get("XCOIN_TEST_POSTGRES_URL")
+    if url and server:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(settings, admin, n: int) -> tuple[int, list]:
+    """One strategy and n subscribers (user, encrypted keys, subscription), accounts on the simulator."""
+    from xcoin_trading.exchange.client import Credentials
+    from xcoin_trading.services import strategies, users
+    from xcoin_trading.services.credentials import _context, mask
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import BrokerCredential, Subscription, User
+    from xcoin_trading.vault import Vault
+
+    vault = Vault.from_settings(settings)
+    creds = [Credentials(f"fan-{uuid.uuid4().hex[:16]}", uuid.uuid4().hex) for _ in range(n)]
+    with session_scope(settings) as session:
+        author = users.register_user(session, "author@bench.io", "password-123")
+        strategy = strategies.create_strategy(
+            session, author.id, name="constant", code="constant", symbol="BTCUSDT", resolution="1m",
+            source=SIGNAL, lookback=30, is_public=True,
+        )  # fmt: skip
+        strategy.validation_status = "VALID"
+        people = [User(email=f"s{i}@bench.io") for i in range(n)]  # no password: sign-in is not measured
+        session.add_all(people)
+        session.flush()
+        keys = [
+            BrokerCredential(
+                user_id=u.id,
+                broker="coindcx",
+                key_id=vault.active.key_id,
+                api_key_hint=mask(c.api_key),
+                api_key_encrypted=vault.encrypt(c.api_key, _context(u.id, "coindcx", "api_key")),
+                api_secret_encrypted=vault.encrypt(c.api_secret, _context(u.id, "coindcx", "api_secret")),
+            )  # fmt: skip
+            for u, c in zip(people, creds, strict=True)
+        ]
+        session.add_all(keys)
+        session.flush()
+        session.add_all(
+            Subscription(
+                user_id=u.id,
+                strategy_id=strategy.id,
+                broker_credential_id=k.id,
+                capital=Decimal(1000),
+                risk_per_trade=Decimal("0.01"),
+            )  # fmt: skip
+            for u, k in zip(people, keys, strict=True)
+        )
+        strategy_id = strategy.id
+    for i in range(0, n, 1000):
+        admin.add_accounts(
+            [
+                {"api_key": c.api_key, "api_secret": c.api_secret, "balances": {"USDT": "10000", "BTC": "1"}}
+                for c in creds[i : i + 1000]
+            ]  # fmt: skip
+        )
+    return strategy_id, creds
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run_candles(url: str, admin, n: int, candles: int, profile: str | None) -> dict:
+    import sqlalchemy as sa
+
+    from xcoin_trading.live import coordinator
+    from xcoin_trading.live.coordinator import LiveContext, run_candle_close
+    from xcoin_trading.live.locks import LocalLocks
+    from xcoin_trading.live.registry import StoreRegistry
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import Order, Strategy
+    from xcoin_trading.vault import Vault
+
+    settings = fresh_store(str(n))
+    try:
+        t = time.perf_counter()
+        strategy_id, _ = seed(settings, admin, n)
+        seed_s = time.perf_counter() - t
+        ctx = LiveContext(settings=settings, api_url=url, public_url=url, locks=LocalLocks(),
+                          registry=StoreRegistry(ttl_seconds=0), vault=Vault.from_settings(settings))  # fmt: skip
+        fan_times: list[float] = []
+        original = coordinator._fan_out
+
+        def timed_fan_out(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                fan_times.append(time.perf_counter() - t0)
+
+        coordinator._fan_out = timed_fan_out
+        totals, orders, served = [], 0, []
+        base = datetime.fromtimestamp(admin.now_ms() // 60_000 * 60 + 60, UTC)  # the clock only moves forward
+        profiler = None
+        try:
+            for i in range(candles):
+                action = "LONG" if i % 2 == 0 else "EXIT"
+                with session_scope(settings) as session:
+                    session.get(Strategy, strategy_id).params = {"action": action}
+                close = base + timedelta(minutes=i)
+                admin.advance(to_ms=int(close.timestamp() * 1000))
+                if profile and i == candles - 2:  # a LONG candle when candles is odd... either kind is fine
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                t0 = time.perf_counter()
+                [report] = run_candle_close(ctx, "BTCUSDT", "1m", close, now=close + timedelta(seconds=1))
+                totals.append(time.perf_counter() - t0)
+                if profiler:
+                    profiler.disable()
+                    profiler.dump_stats(profile)
+                    profiler = None
+                with session_scope(settings) as session:
+                    acked = session.scalar(
+                        sa.select(sa.func.count())
+                        .select_from(Order)
+                        .where(
+                            Order.execution_id == report.execution_id, Order.exchange_order_id.is_not(None)
+                        )
+                    )
+                ok = sum(1 for o in report.outcomes.values() if o["status"] in ("PLACED", "CLOSED"))
+                if report.status != "COMPLETED" or ok != n:
+                    raise SystemExit(
+                        f"N={n} candle {i} {action}: {report.status} {ok}/{n} served: {report.error}"
+                    )
+                orders += acked
+                served.append(ok)
+        finally:
+            coordinator._fan_out = original
+        return {
+            "n": n, "candles": candles, "seed_s": seed_s, "orders": orders,
+            "p50": statistics.median(totals), "p95": percentile(totals, 0.95),
+            "fan_p50": statistics.median(fan_times), "fan_p95": percentile(fan_times, 0.95),
+            "orders_per_s": orders / sum(fan_times),
+        }  # fmt: skip
+    finally:
+        drop_store(settings)
+
+
+def seed_sequential(url: str, admin, n: int) -> float:
+    """The seed design, measured: per subscriber, 3 orders each after a global 100 ms sleep."""
+    from xcoin_trading.exchange.client import CoinDCXClient, Credentials
+    from xcoin_trading.exchange.ratelimit import RateLimiter
+
+    creds = [Credentials(f"seq-{uuid.uuid4().hex[:16]}", uuid.uuid4().hex) for _ in range(n)]
+    admin.add_accounts(
+        [
+            {"api_key": c.api_key, "api_secret": c.api_secret, "balances": {"USDT": "10000", "BTC": "1"}}
+            for c in creds
+        ]
+    )
+    with CoinDCXClient(url, url, rate_limiter=RateLimiter.disabled()) as base:
+        price = next(t.last_price for t in base.ticker() if t.market == "BTCUSDT")
+        t0 = time.perf_counter()
+        for c in creds:
+            client = base.with_credentials(c)
+            legs = [("buy", "market_order", None),  # entry, then stop loss and take profit as resting sells
+                    ("sell", "limit_order", (price * Decimal("1.04")).quantize(Decimal("0.01"))),
+                    ("sell", "limit_order", (price * Decimal("1.08")).quantize(Decimal("0.01")))]  # fmt: skip
+            for side, kind, limit in legs:
+                time.sleep(SEED_DELAY)
+                client.create_order("BTCUSDT", side, kind, "0.0002", limit)
+        return time.perf_counter() - t0
+
+
+def dagster_launch(url: str) -> dict | None:
+    """A real queued launch of live_execution_job: DAGSTER_HOME with dagster.example.yaml + daemon."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    store = fresh_store("launch")  # empty: the run measures Dagster's overhead, not the fan-out above
+    home = Path(tempfile.mkdtemp(prefix="xcoin-dagster-"))
+    shutil.copy(root / "xcoin_pipelines/defs/live/dagster.example.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "COINDCX_API_URL": url, "COINDCX_PUBLIC_URL": url}
+    bin_dir = Path(sys.executable).parent
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import json
+
+        import dagster as dg
+
+        close = START + timedelta(hours=2)
+        config = {"ops": {"live_candle_close": {"config": {
+            "symbol": "BTCUSDT", "resolution": "1m", "close_time": close.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "now": (close + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}}}}  # fmt: skip
+        time.sleep(8)  # the daemon and its code server start
+        submitted = time.time()
+        subprocess.run(
+            [str(bin_dir / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "live_execution_job",
+             "--config-json", json.dumps(config)],
+            cwd=root, env=env, check=True, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        launched = time.time()
+        os.environ["DAGSTER_HOME"] = str(home)
+        instance = dg.DagsterInstance.get()
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            runs = instance.get_runs(limit=1)
+            if runs and runs[0].is_finished:
+                break
+            time.sleep(0.5)
+        else:
+            return None
+        run = runs[0]
+        stamps = {}
+        for entry in instance.all_logs(run.run_id):
+            kind = entry.dagster_event.event_type_value if entry.dagster_event else None
+            if kind in ("RUN_DEQUEUED", "RUN_STARTING", "RUN_START", "STEP_START", "STEP_SUCCESS",
+                        "RUN_SUCCESS", "RUN_FAILURE") and kind not in stamps:  # fmt: skip
+                stamps[kind] = entry.timestamp
+        instance.dispose()
+        out = {"status": run.status.value, "cli_submit": launched - submitted}
+        for kind, stamp in stamps.items():
+            out[kind] = stamp - submitted
+        return out
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        os.environ.pop("DAGSTER_HOME", None)
+        shutil.rmtree(home, ignore_errors=True)
+        drop_store(store)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N ≤ 100 only")
+    parser.add_argument("--sizes", type=int, nargs="*", help="subscriber counts (default 10 100 1000 5000)")
+    parser.add_argument("--candles", type=int, default=None, help="candles per size (default by size)")
+    parser.add_argument("--launch", action="store_true", help="also time a real queued Dagster launch")
+    parser.add_argument("--profile", help="write cProfile stats of the largest size's last candle here")
+    args = parser.parse_args()
+    sizes = args.sizes or ([10, 100] if args.quick else [10, 100, 1000, 5000])
+    os.environ.setdefault("XCOIN_ENCRYPTION_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    for var in ("XCOIN_REDIS_URL", "COINDCX_API_URL", "COINDCX_PUBLIC_URL"):
+        os.environ.pop(var, None)
+
+    from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess
+
+    start_ms = int(START.timestamp() * 1000)
+    candles_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
+    if not candles_file.exists():
+        raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
+    sim = SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
+                            "--start-ms", str(start_ms)]).start()  # fmt: skip
+    rows, measured_seed, launch = [], {}, None
+    store = "Postgres" if os.environ.get("XCOIN_TEST_POSTGRES_URL") else "SQLite"
+    try:
+        with SimulatorAdmin(sim.url, timeout=120) as admin:
+            for _ in range(100):  # "serving on" is printed just before uvicorn listens
+                try:
+                    admin.now_ms()
+                    break
+                except Exception:  # noqa: BLE001
+                    time.sleep(0.1)
+            admin.advance(to_ms=start_ms + 2 * 3600_000)
+            for n in sizes:
+                candles = args.candles or (6 if n <= 100 else 4 if n <= 1000 else 2)
+                profile = args.profile if n == max(sizes) else None
+                rows.append(run_candles(sim.url, admin, n, candles, profile))
+                print(f"N={n}: done ({rows[-1]['p50']:.2f} s p50)", file=sys.stderr)
+            for n in (s for s in sizes if s <= 100):
+                measured_seed[n] = seed_sequential(sim.url, admin, n)
+        if args.launch:
+            launch = dagster_launch(sim.url)
+    finally:
+        sim.stop()
+
+    print(f"\nFan-out of one signal: candle close → last order acknowledged ({store} store, simulator in its own "
+          f"process, rate limits off, {os.cpu_count()} cores)\n")  # fmt: skip
+    head = (f"{'N':>5} {'candles':>7} {'orders':>7} {'close→last ack p50':>19} {'p95':>7} {'fan-out p50':>12} "
+            f"{'p95':>7} {'orders/s':>9} {'seed design':>12} {'seed measured':>14} {'speed-up':>9}")  # fmt: skip
+    print(head)
+    for r in rows:
+        seed_s = SEED_ORDERS * SEED_DELAY * r["n"]
+        meas = f"{measured_seed[r['n']]:.1f} s" if r["n"] in measured_seed else "-"
+        print(f"{r['n']:>5} {r['candles']:>7} {r['orders']:>7} {r['p50']:>17.2f} s {r['p95']:>5.2f} s "
+              f"{r['fan_p50']:>10.2f} s {r['fan_p95']:>5.2f} s {r['orders_per_s']:>9.0f} {seed_s:>10.1f} s "
+              f"{meas:>14} {seed_s / r['p50']:>8.0f}x")  # fmt: skip
+    print(
+        "\nclose→last ack: the whole coordinator (claim, candles from the exchange, strategy in its sandbox, "
+        "plan + intents, fan-out, record, take profits); fan-out: from the signal to the last answer recorded."
+    )
+    print(
+        f"seed design: {SEED_ORDERS} orders × {SEED_DELAY * 1000:.0f} ms global delay × N (computed); "
+        "'seed measured' runs that loop for real. Targets: N=1000 ≤ 2 s, N=5000 ≤ 10 s."
+    )
+    if launch:
+        print(
+            "\nDagster launch (queued coordinator + daemon, dequeue every 1 s, in-process executor), "
+            "seconds after `dagster job launch` was called:"
+        )
+        for key, value in launch.items():
+            print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
+    elif args.launch:
+        print("\nDagster launch: the run did not finish within 180 s")
+
+
+if __name__ == "__main__":
+    main()
