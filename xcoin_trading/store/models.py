@@ -243,6 +243,8 @@ class Order(Timestamped, Base):
     raw_last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, nullable=False)
+    # Reconciler passes in which the exchange said it has no such order (LOST after a few).
+    lookup_misses: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0", nullable=False)
 
     __table_args__ = (sa.Index("ix_orders_status_market", "status", "market"),)
 
