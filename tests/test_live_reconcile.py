@@ -147,3 +147,24 @@ def test_an_order_placed_outside_xcoin_is_flagged_external(live_world_factory):
     with session_scope(world.settings) as session:
         external = session.scalar(sa.select(Order).where(Order.status == "EXTERNAL"))
     assert external.raw_last_response["client_order_id"] == "manual-by-user"
+
+
+def test_the_dagster_reconcile_job_closes_trades_and_reports_its_pass(live_world_factory):
+    import dagster as dg
+
+    from xcoin_pipelines.defs.reconcile.jobs import reconcile_every_minute, reconcile_job
+    from xcoin_pipelines.resources import XcoinSettingsResource
+
+    world = live_world_factory(2)
+    _enter(world, sl="0.5", tp="0.0005")
+    world.admin.advance(to_ms=_ms(CLOSE + timedelta(minutes=30)))
+    result = reconcile_job.execute_in_process(resources={"xcoin": XcoinSettingsResource()})
+    assert result.success
+    [observation] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    metadata = observation.event_specific_data.asset_observation.metadata
+    assert metadata["accounts"].value == 2 and metadata["transitions/closed_take_profit"].value == 2
+    assert {t.exit_type for t in _trades(world)} == {"TAKE_PROFIT"}
+    ctx = dg.build_schedule_context(scheduled_execution_time=CLOSE)
+    [request] = reconcile_every_minute.evaluate_tick(ctx).run_requests
+    assert request.run_key == "reconcile|2024-01-01T01:00Z"
+    assert request.run_config["ops"]["reconcile_pass"]["config"]["audit"] is True
