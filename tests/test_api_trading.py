@@ -260,6 +260,28 @@ def test_delete_is_refused_while_subscribed_then_soft(api):
     assert [s["strategyId"] for s in subs] == [sid]
 
 
+def test_updates_and_deletes_reach_live_execution_s_registry_at_once(api_factory, redis_url, monkeypatch):
+    from xcoin_trading.live.registry import registry_for
+
+    monkeypatch.setenv("XCOIN_REDIS_URL", redis_url)
+    reset_settings()
+    client = api_factory()
+    user = signup(client)
+    sid = new_strategy(client, user)["id"]
+    base = f"/api/strategy-upload/strategies/{sid}"
+    with session_scope(get_settings()) as session:
+        assert registry_for(get_settings()).active_candle_keys(session) == {"BTCUSDT:5m"}  # built in Redis
+    assert (
+        client.put(base, json={"symbol": "ETHUSDT", "resolution": "1h"}, headers=user.headers).status_code
+        == 200
+    )
+    with session_scope(get_settings()) as session:  # another worker: a fresh registry on the same Redis
+        assert registry_for(get_settings()).active_candle_keys(session) == {"ETHUSDT:1h"}
+    assert client.delete(base, headers=user.headers).status_code == 200
+    with session_scope(get_settings()) as session:
+        assert registry_for(get_settings()).active_candle_keys(session) == set()
+
+
 # ---- subscriptions --------------------------------------------------------------------------
 
 

@@ -104,7 +104,6 @@ def update_strategy(
     if strategy.validation_status == "PENDING":  # code or its inputs changed
         validate(strategy)
     session.flush()
-    invalidate_live_caches(strategy.id)
     return convert.strategy(strategy, user.id)
 
 
@@ -112,18 +111,7 @@ def update_strategy(
     "/{strategy_id}", response_model=s.MessageOut, responses={**NOT_FOUND, **FORBIDDEN, **CONFLICT}
 )
 def delete_strategy(strategy_id: StrategyId, user: UserDep, session: SessionDep) -> s.MessageOut:
-    """Soft delete; refused while anyone is subscribed. The strategy stops being scheduled."""
+    """Soft delete; refused while anyone is subscribed. The service drops it from live execution's
+    registry once committed (as it does on every update)."""
     strategy = strategies.delete_strategy(session, user.id, strategy_id)
-    invalidate_live_caches(strategy.id)
     return s.MessageOut(message=f"strategy {strategy.code!r} deleted")
-
-
-def invalidate_live_caches(strategy_id: int) -> None:
-    """Live execution reads strategies through its settings cache and candle registry: tell it."""
-    try:
-        from xcoin_trading.live import cache  # type: ignore[attr-defined]
-    except ImportError:
-        return  # live execution not installed yet: nothing caches strategies
-    invalidate = getattr(cache, "invalidate_strategy", None)
-    if invalidate is not None:
-        invalidate(strategy_id)
