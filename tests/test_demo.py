@@ -19,6 +19,12 @@ def test_demo_runs_with_no_environment_and_is_rerunnable(tmp_path):
     assert (tmp_path / ".xcoin" / "xcoin.sqlite").exists()
     assert (tmp_path / ".xcoin" / "master.key").exists()
     assert "alice@demo.xcoin" in first.stdout and "****" in first.stdout
+    # Live over a replayed window: every account's realised P&L equals its exchange ledger change.
+    ledger_lines = [line.split() for line in first.stdout.splitlines() if " trades " in line and " ledger " in line]
+    assert len(ledger_lines) == 3
+    for parts in ledger_lines:
+        assert parts[parts.index("trades") + 1] == parts[parts.index("ledger") + 1], parts
+    assert "COMPLETED" in first.stdout and "P&L summary for alice@demo.xcoin" in first.stdout
     second = subprocess.run(
         [str(xcoin), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

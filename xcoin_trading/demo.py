@@ -147,6 +147,36 @@ def report_store(state: DemoState, echo: Echo) -> None:
     echo(f"Broker keys are AES-256-GCM encrypted; shown masked only: {', '.join(hints)}")
 
 
+def report_analytics(state: DemoState, echo: Echo) -> None:
+    """Snapshots → dbt_like_sql models in DuckDB, then the P&L summary and one SQL query."""
+    from xcoin_trading.analytics import build_all
+    from xcoin_trading.analytics.pnl import pnl_summary
+    from xcoin_trading.analytics.queries import run_query
+
+    summary = build_all(state.settings)
+    echo("")
+    echo(f"Analytics: {summary.describe()}")
+    alice = state.user_ids[DEMO_USERS[0].email]
+    pnl = pnl_summary(state.settings, alice, "all")
+    echo(f"  P&L summary for {DEMO_USERS[0].email} (xcoin pnl --user {DEMO_USERS[0].email} --period all):")
+    for key in ("totalRealizedPnl", "totalUnrealizedPnl", "totalPnl", "totalTrades", "winRate", "activeStrategies",
+                "averageWin", "profitFactor"):  # fmt: skip
+        echo(f"    {key:<20} {pnl.get(key)}")
+    sql = (
+        "SELECT strategy_code, sum(trades) AS trades, sum(wins) AS wins, sum(realized_pnl) AS realized_pnl "
+        "FROM strategy_performance GROUP BY strategy_code ORDER BY realized_pnl DESC"
+    )
+    try:
+        result = run_query(state.settings, sql)
+    except Exception as exc:  # noqa: BLE001 - the demo reports, it does not hide
+        echo(f"  xcoin sql: {exc}")
+        return
+    echo(f'  xcoin sql "{sql}"')
+    echo("    " + " | ".join(result.columns))
+    for record in result.records():
+        echo("    " + " | ".join(str(v) for v in record.values()))
+
+
 def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     settings = settings or get_settings()
     settings.ensure_dirs()
@@ -168,6 +198,10 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     from xcoin_trading.backtest.demo import run_demo_backtest
 
     run_demo_backtest(settings, echo)
+    from xcoin_trading.live.demo import run_demo_live
+
+    run_demo_live(state, vault, echo)
+    report_analytics(state, echo)
     echo("")
     echo("Where things live:")
     echo(f"  store (SQLite)     {settings.database_url}")

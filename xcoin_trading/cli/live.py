@@ -15,7 +15,9 @@ def _parse_time(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationError("--at", f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}") from None
+        raise ValidationError(
+            "--at", f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -27,8 +29,12 @@ def live_group() -> None:
 @live_group.command("tick")
 @click.option("--symbol", required=True)
 @click.option("--resolution", required=True)
-@click.option("--at", "at", default=None, help="Candle close time (UTC ISO); default: the last closed candle.")
-@click.option("--now", "now", default=None, help="Pretend it is this time (replays); default: --at, else the clock.")
+@click.option(
+    "--at", "at", default=None, help="Candle close time (UTC ISO); default: the last closed candle."
+)
+@click.option(
+    "--now", "now", default=None, help="Pretend it is this time (replays); default: --at, else the clock."
+)
 def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
     """Run every strategy on SYMBOL/RESOLUTION for one candle close and place its orders."""
     from xcoin_trading.live.coordinator import live_context, run_candle_close
@@ -50,6 +56,27 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
         for sub_id, outcome in sorted(r.outcomes.items()):
             reason = f" ({outcome['reason']})" if outcome.get("reason") else ""
             click.echo(f"  subscription {sub_id}: {outcome['status']}{reason}")
+
+
+@live_group.command("flatten")
+@click.option("--strategy", "code", required=True, help="Strategy code.")
+def flatten_cmd(code: str) -> None:
+    """Close every open trade of a strategy at market now (subscribers keep their subscriptions)."""
+    from xcoin_trading.live.coordinator import flatten, live_context
+    from xcoin_trading.live.registry import StrategySettings
+    from xcoin_trading.services.strategies import get_by_code
+    from xcoin_trading.store.db import session_scope
+
+    ctx = live_context()
+    with session_scope(ctx.settings) as session:
+        strategy = StrategySettings.from_row(get_by_code(session, code))
+    report = flatten(ctx, strategy)
+    click.echo(f"{code} {report.interval_key}: {report.status}")
+    for sub_id, outcome in sorted(report.outcomes.items()):
+        click.echo(
+            f"  subscription {sub_id}: {outcome['status']}"
+            + (f" pnl={outcome['pnl']}" if outcome.get("pnl") else "")
+        )
 
 
 def register(main: click.Group) -> None:

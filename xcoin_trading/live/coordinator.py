@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -264,3 +264,26 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
                         outcome.get("reason")
                     )
     return result
+
+
+def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None = None) -> ExecutionReport:
+    """Close every open trade of a strategy at market now (an operator's EXIT), through the same
+    intent-first fan-out, recorded as its own execution keyed `<time>_flatten`."""
+    now = now or utcnow()
+    key = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") + "_flatten"
+    report = ExecutionReport(strategy.id, strategy.code, key, "COMPLETED", signal="EXIT")
+    execution_id, _, state = _claim(ctx, strategy, key, now)
+    report.execution_id = execution_id
+    if state in ("ALREADY_DONE", "IN_PROGRESS"):
+        report.status = state
+        return report
+    started = time.perf_counter()
+    signal = Signal("EXIT", Decimal(0), None, None, 0)
+    with session_scope(ctx.settings) as session:
+        row = session.get(StrategyExecution, execution_id)
+        row.signal, row.signal_price = signal.action, signal.price
+    result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=True)
+    report.outcomes, report.subscribers = result.outcomes, len(result.outcomes)
+    _finish(ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
+            details={"outcomes": {str(k): v for k, v in result.outcomes.items()}})  # fmt: skip
+    return report

@@ -260,6 +260,7 @@ def _flag_external(session: Session, w: AccountWork, report: ReconcileReport) ->
 def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileReport) -> list[fanout.Job]:
     """Spot LONG trades whose stop was crossed: STOP_LOSS market-sell intents (cancel the TP first)."""
     jobs: list[fanout.Job] = []
+    take_profits: dict[int, dict[int, str]] = {}  # strategy id -> open trade id -> TP client id
     rows = session.execute(
         select(Trade, BrokerCredential)
         .join(Subscription, Subscription.id == Trade.subscription_id)
@@ -280,7 +281,9 @@ def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileRe
             session.add(order)
             report.count("stop_triggered")
         if order.status in ("INTENT", "SENDING", "UNKNOWN"):
-            tp = fanout._take_profit_of(session, trade.id)
+            if trade.strategy_id not in take_profits:
+                take_profits[trade.strategy_id] = fanout._take_profits_of(session, trade.strategy_id)
+            tp = take_profits[trade.strategy_id].get(trade.id)
             jobs.append(fanout.Job(order, "spot", cred, cancel_first=tp))
     session.flush()
     return jobs
