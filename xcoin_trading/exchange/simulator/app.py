@@ -102,6 +102,17 @@ class SimulatorApp:
         try:
             if kind == "public":
                 result = handler(request.query_params)
+                if (
+                    decision is not None
+                    and decision.action == "duplicate_candles"
+                    and isinstance(result, list)
+                    and result
+                ):
+                    first = result[0]
+                    result = [
+                        *result,
+                        {**first, "close": first["close"] * 1.001, "volume": first["volume"] + 1},
+                    ]
             else:
                 raw = await request.body()
                 acct, body = self._authenticate(request, raw)

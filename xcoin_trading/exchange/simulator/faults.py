@@ -24,6 +24,9 @@ class FaultRule:
     error_5xx: float = 0.0
     timeout: float = 0.0
     lost_reply: float = 0.0
+    # A faulty exchange's data: the candle reply repeats its first time with other values (not an
+    # exact duplicate, which the client drops), so the market-data checks must catch it.
+    duplicate_candles: float = 0.0
     endpoints: tuple[str, ...] = ()
     count: int | None = None  # injections left; None = unlimited
     timeout_s: float = 5.0  # how long a "timeout" hangs before answering 504
@@ -47,7 +50,10 @@ class FaultRule:
                 value = None if value is None else int(value)
             else:
                 value = float(value)
-                if name in ("error_429", "error_5xx", "timeout", "lost_reply") and not 0 <= value <= 1:
+                if (
+                    name in ("error_429", "error_5xx", "timeout", "lost_reply", "duplicate_candles")
+                    and not 0 <= value <= 1
+                ):
                     raise ValueError(f"fault rate {key} must be in [0, 1], got {value}")
             kwargs[name] = value
         return cls(**kwargs)
@@ -59,7 +65,7 @@ class FaultRule:
 @dataclass
 class Decision:
     latency_s: float = 0.0
-    action: str | None = None  # "429" | "5xx" | "timeout" | "lost_reply"
+    action: str | None = None  # "429" | "5xx" | "timeout" | "lost_reply" | "duplicate_candles"
     rule: FaultRule | None = None
 
 
@@ -94,6 +100,7 @@ class Faults:
                 ("5xx", rule.error_5xx),
                 ("timeout", rule.timeout),
                 ("lost_reply", rule.lost_reply),
+                ("duplicate_candles", rule.duplicate_candles),
             ):
                 if rate and self._rng.random() < rate:
                     decision.action, decision.rule = action, rule
