@@ -47,8 +47,27 @@ def test_nightly_close_requests_yesterday_for_every_registered_symbol(instance):
     assert market_data_daily_close_schedule.execution_timezone == "UTC"
 
 
-def test_topup_requests_today_and_a_distinct_run_per_tick(instance):
-    add_symbols(instance, ["BTCUSDT"])
+def _subscribe_someone_to(settings, symbol: str, *, paused: bool = False) -> None:
+    from xcoin_trading.services import credentials, strategies, subscriptions, users
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.vault import Vault
+
+    with session_scope(settings) as session:
+        user = users.register_user(session, f"{symbol.lower()}@x.io", "password-123")
+        credentials.add_credential(
+            session, Vault.from_settings(settings), user.id, f"key-{symbol}-12345", "secret"
+        )
+        strategy = strategies.create_strategy(session, user.id, name=symbol, code=f"s-{symbol.lower()}", symbol=symbol,
+                                              resolution="1m", builtin="sma_crossover")  # fmt: skip
+        sub = subscriptions.subscribe(session, user.id, strategy.id, capital=100, risk_per_trade="0.01")
+        if paused:
+            subscriptions.pause(session, user.id, sub.id)
+
+
+def test_topup_requests_today_and_a_distinct_run_per_tick(instance, sqlite_store):
+    add_symbols(instance, ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    _subscribe_someone_to(sqlite_store, "BTCUSDT")
+    _subscribe_someone_to(sqlite_store, "SOLUSDT", paused=True)  # paused: nobody trades it live
     first = _requests(
         market_data_topup_schedule, instance, datetime(2024, 3, 1, 13, 5, tzinfo=UTC)
     ).run_requests

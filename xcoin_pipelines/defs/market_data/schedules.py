@@ -28,6 +28,14 @@ def registered(context: dg.ScheduleEvaluationContext) -> list[str]:
     return registered_symbols(context.instance)
 
 
+def with_live_subscribers(context: dg.ScheduleEvaluationContext) -> list[str]:
+    """Registered symbols that some active, unpaused subscription trades (read from the store)."""
+    from xcoin_trading.marketdata.symbols import live_subscriber_symbols
+
+    known = set(registered_symbols(context.instance))
+    return [s for s in live_subscriber_symbols() if s in known]
+
+
 candles_job = dg.define_asset_job(
     "market_data_candles_job",
     selection=dg.AssetSelection.assets(*CANDLE_ASSETS.values()),
@@ -98,4 +106,4 @@ def build_topup_schedule(
 
 
 market_data_daily_close_schedule = build_daily_close_schedule()
-market_data_topup_schedule = build_topup_schedule()
+market_data_topup_schedule = build_topup_schedule(with_live_subscribers)
