@@ -331,7 +331,7 @@ async def send_all(
         await pool.aclose()
 
 
-def _order_status(ex: ExchangeOrder) -> str:
+def order_status_of(ex: ExchangeOrder) -> str:
     if ex.status == "filled":
         return "FILLED"
     if ex.status in ("rejected", "cancelled", "partially_cancelled"):
@@ -350,7 +350,7 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
     # Subscriptions whose trade closes now, locked in one ordered query (not one query per close).
     closing = sorted({trades[j.order.trade_id].subscription_id for j in jobs if j.error is None
                       and j.result is not None and j.order.leg == "EXIT" and j.order.trade_id in trades
-                      and _order_status(j.result) == "FILLED"})  # fmt: skip
+                      and order_status_of(j.result) == "FILLED"})  # fmt: skip
     subscriptions = {}
     for start in range(0, len(closing), 500):
         subscriptions |= {
@@ -389,7 +389,7 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
     if job.cancelled_take_profit:
         cancelled.append(job.cancel_first)
     ex = job.result
-    order.exchange_order_id, order.status = ex.id, _order_status(ex)
+    order.exchange_order_id, order.status = ex.id, order_status_of(ex)
     order.filled_quantity, order.avg_price, order.fee = (
         ex.filled_quantity,
         ex.avg_price or None,

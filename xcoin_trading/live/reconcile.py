@@ -143,7 +143,7 @@ async def _ticker(api_url: str, public_url: str) -> dict[str, Decimal]:
 
 def _apply_order(order: Order, ex: ExchangeOrder) -> None:
     order.exchange_order_id = ex.id
-    order.status = fanout._order_status(ex)
+    order.status = fanout.order_status_of(ex)
     order.filled_quantity, order.avg_price, order.fee = (
         ex.filled_quantity,
         ex.avg_price or None,
