@@ -149,7 +149,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def run_candles(url: str, admin, n: int, candles: int, profile: str | None) -> dict:
+def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_cpu=lambda: 0.0) -> dict:
     import sqlalchemy as sa
 
     from xcoin_trading.live import coordinator
@@ -178,7 +178,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None) -> d
                 fan_times.append(time.perf_counter() - t0)
 
         coordinator._fan_out = timed_fan_out
-        totals, orders, served = [], 0, []
+        totals, orders, served, client_cpu, server_cpu = [], 0, [], [], []
         base = datetime.fromtimestamp(admin.now_ms() // 60_000 * 60 + 60, UTC)  # the clock only moves forward
         profiler = None
         try:
@@ -193,9 +193,11 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None) -> d
 
                     profiler = cProfile.Profile()
                     profiler.enable()
-                t0 = time.perf_counter()
+                t0, cpu0, sim0 = time.perf_counter(), time.process_time(), sim_cpu()
                 [report] = run_candle_close(ctx, "BTCUSDT", "1m", close, now=close + timedelta(seconds=1))
                 totals.append(time.perf_counter() - t0)
+                client_cpu.append(time.process_time() - cpu0)
+                server_cpu.append(sim_cpu() - sim0)
                 if profiler:
                     profiler.disable()
                     profiler.dump_stats(profile)
@@ -222,6 +224,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None) -> d
             "p50": statistics.median(totals), "p95": percentile(totals, 0.95),
             "fan_p50": statistics.median(fan_times), "fan_p95": percentile(fan_times, 0.95),
             "orders_per_s": orders / sum(fan_times),
+            "client_cpu": statistics.median(client_cpu), "server_cpu": statistics.median(server_cpu),
         }  # fmt: skip
     finally:
         drop_store(settings)
@@ -353,7 +356,7 @@ def main() -> None:
             for n in sizes:
                 candles = args.candles or (6 if n <= 100 else 4 if n <= 1000 else 2)
                 profile = args.profile if n == max(sizes) else None
-                rows.append(run_candles(sim.url, admin, n, candles, profile))
+                rows.append(run_candles(sim.url, admin, n, candles, profile, sim.cpu_seconds))
                 print(f"N={n}: done ({rows[-1]['p50']:.2f} s p50)", file=sys.stderr)
             for n in (s for s in sizes if s <= 100):
                 measured_seed[n] = seed_sequential(sim.url, admin, n)
@@ -365,13 +368,14 @@ def main() -> None:
     print(f"\nFan-out of one signal: candle close → last order acknowledged ({store} store, simulator in its own "
           f"process, rate limits off, {os.cpu_count()} cores)\n")  # fmt: skip
     head = (f"{'N':>5} {'candles':>7} {'orders':>7} {'close→last ack p50':>19} {'p95':>7} {'fan-out p50':>12} "
-            f"{'p95':>7} {'orders/s':>9} {'seed design':>12} {'seed measured':>14} {'speed-up':>9}")  # fmt: skip
+            f"{'p95':>7} {'orders/s':>9} {'client CPU':>10} {'sim CPU':>8} {'seed design':>12} {'seed measured':>14} {'speed-up':>9}")  # fmt: skip
     print(head)
     for r in rows:
         seed_s = SEED_ORDERS * SEED_DELAY * r["n"]
         meas = f"{measured_seed[r['n']]:.1f} s" if r["n"] in measured_seed else "-"
         print(f"{r['n']:>5} {r['candles']:>7} {r['orders']:>7} {r['p50']:>17.2f} s {r['p95']:>5.2f} s "
-              f"{r['fan_p50']:>10.2f} s {r['fan_p95']:>5.2f} s {r['orders_per_s']:>9.0f} {seed_s:>10.1f} s "
+              f"{r['fan_p50']:>10.2f} s {r['fan_p95']:>5.2f} s {r['orders_per_s']:>9.0f} {r['client_cpu']:>8.2f} s "
+              f"{r['server_cpu']:>6.2f} s {seed_s:>10.1f} s "
               f"{meas:>14} {seed_s / r['p50']:>8.0f}x")  # fmt: skip
     print(
         "\nclose→last ack: the whole coordinator (claim, candles from the exchange, strategy in its sandbox, "
