@@ -9,6 +9,7 @@ signal is reused (the strategy never runs twice) and the recorded intents are re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from xcoin_trading.strategy.sandbox import SandboxLimits
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
 
+log = logging.getLogger(__name__)
 TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")
 
 
@@ -222,10 +224,10 @@ def execute(
     except XcoinError as exc:
         report.status, report.error = "FAILED", str(exc)
         _finish(ctx, execution_id, started, status="FAILED", error=str(exc)[:2000])
-    except Exception as exc:
+    except Exception as exc:  # a bug of ours: recorded and logged, and the candle's other strategies still run
+        log.exception("execution %s of %s failed", key, strategy.code)
         report.status, report.error = "FAILED", f"{type(exc).__name__}: {exc}"
         _finish(ctx, execution_id, started, status="FAILED", error=report.error[:2000])
-        raise
     return report
 
 

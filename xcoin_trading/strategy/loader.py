@@ -6,9 +6,9 @@ sandboxed subprocess behind this same function, so nothing else may call `signal
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
-import importlib.util
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ class Strategy:
     check_params_fn: Callable[[dict], None] | None = field(default=None, repr=False)
     source_path: Path | None = None
     source_sha256: str | None = None
+    source: str | None = field(default=None, repr=False)  # user code: only ever run in the sandbox
 
     def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with `params`, coerced to the defaults' types; unknown names refused.
@@ -96,15 +97,46 @@ def _from_module(
     return Strategy(code, kind, fn, dict(defaults), check if callable(check) else None, path, digest)
 
 
+def _literal_defaults(code: str, tree: ast.Module) -> dict[str, Any]:
+    """`DEFAULT_PARAMS = {...}` read as a literal: user code is never executed in this process."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "DEFAULT_PARAMS" for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                raise StrategyError(
+                    code, "DEFAULT_PARAMS must be a literal dict (numbers, strings, booleans)"
+                ) from None
+            if not isinstance(value, dict):
+                raise StrategyError(code, f"DEFAULT_PARAMS must be a dict, got {type(value).__name__}")
+            return value
+    return {}
+
+
+def _sandboxed_signals(code: str, source: str) -> SignalsFn:
+    def run(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
+        from xcoin_trading.strategy.sandbox import run_sandboxed
+
+        return run_sandboxed(code, source, candles, params).signals
+
+    return run
+
+
 def load_source(code: str, source: str, *, path: Path | None = None) -> Strategy:
-    """A strategy from Python source text (a stored strategy, or a file's contents)."""
-    module = types.ModuleType(f"xcoin_user_strategy_{hashlib.sha256(source.encode()).hexdigest()[:12]}")
-    module.__file__ = str(path) if path else f"<strategy {code}>"
+    """A user strategy from Python source text (a stored strategy, or a file's contents).
+
+    The source is parsed, never executed here: `signals` runs in the sandbox (`sandbox.py`)."""
     try:
-        exec(compile(source, module.__file__, "exec"), module.__dict__)
-    except Exception as exc:  # the user's code: report it, with its own message
-        raise StrategyError(code, f"failed to load: {type(exc).__name__}: {exc}") from exc
-    return _from_module(code, "file" if path else "source", module, path, source)
+        tree = ast.parse(source, filename=str(path) if path else f"<strategy {code}>")
+    except SyntaxError as exc:
+        raise StrategyError(code, f"failed to load: SyntaxError: {exc.msg} (line {exc.lineno})") from None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "signals" for n in tree.body):
+        raise StrategyError(code, "does not define a function signals(candles, params)")
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    return Strategy(code, "file" if path else "source", _sandboxed_signals(code, source), _literal_defaults(code, tree),
+                    None, path, digest, source)  # fmt: skip
 
 
 def load_strategy(ref: str) -> Strategy:
@@ -135,6 +167,8 @@ def compute_signals(
     """
     try:
         raw = strategy.signals_fn(candles, dict(params or {}))
+    except StrategyError:
+        raise  # the sandbox already named what the user's code did
     except Exception as exc:  # user code: any failure is the strategy's, named as such
         raise StrategyError(strategy.code, f"raised {type(exc).__name__}: {exc}") from exc
     return validate_signals(raw, candles, strategy.code)
