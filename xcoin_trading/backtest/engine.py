@@ -75,6 +75,7 @@ class SimulationConfig:
     intrabar: IntrabarRule = "sl_first"
     gap_fill: GapFill = "open"
     market: Market | None = None  # quantity rounding and minimums; None: fractional, no minimums
+    levels_on_tick: bool = False  # SL/TP rounded to the market's tick, as live places them (parity)
     resolution: str | None = None  # annualisation; None: inferred from the candle spacing
 
     def __post_init__(self) -> None:
@@ -104,6 +105,8 @@ class SimulationConfig:
             raise ValidationError("gap_fill", f"must be one of {GAP_FILLS}, got {self.gap_fill!r}")
         if self.resolution is not None:
             resolution_ms(self.resolution)
+        if self.levels_on_tick and self.market is None:
+            raise ValidationError("levels_on_tick", "needs a market whose tick the levels are rounded to")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -184,6 +187,14 @@ def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nda
     return codes, stop, take
 
 
+def _on_tick(levels: np.ndarray, market: Market) -> np.ndarray:
+    """Levels rounded to the tick exactly as the fan-out rounds them (Decimal, half-even)."""
+    out = levels.copy()
+    for i in np.flatnonzero(~np.isnan(levels)):
+        out[i] = float(market.round_price(D(float(levels[i]))))
+    return out
+
+
 def run_kernel(
     candles: pl.DataFrame,
     signals: pl.DataFrame,
@@ -202,6 +213,8 @@ def run_kernel(
         else (empty, empty, empty, np.empty(0, np.int64))
     )
     action, stop, take = signal_arrays(signals)
+    if config.levels_on_tick:
+        stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
     return k.simulate_nb(
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),

@@ -220,18 +220,37 @@ def _apply_futures(session: Session, w: AccountWork, now: datetime, report: Reco
         position = (w.positions or {}).get(trade.symbol)
         if position is not None and position.active_pos != 0:
             continue
+        # Created at or after the entry (a trigger is created when the entry fills), and not already
+        # the exit of an earlier trade: that one may have closed in the very millisecond we re-entered.
         closing = [
             o for o in (w.futures_orders or [])
             if o.market == trade.symbol and o.stage in ("tpsl_exit", "liquidate", "exit")
-            and (trade.entry_time is None or o.updated_at >= trade.entry_time)
+            and (trade.entry_time is None or (o.created_at or o.updated_at) >= trade.entry_time)
         ]  # fmt: skip
+        if closing:
+            taken = set(
+                session.scalars(
+                    select(Order.exchange_order_id).where(
+                        Order.exchange_order_id.in_([o.id for o in closing])
+                    )
+                )
+            )
+            closing = [o for o in closing if o.id not in taken]
         if not closing:
             if "FLAT_WITHOUT_CLOSE" not in trade.flags:
                 trade.flags = [*trade.flags, "FLAT_WITHOUT_CLOSE"]
                 report.count("futures_flat_unexplained")
             continue
         ex = min(closing, key=lambda o: o.updated_at)
-        close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type=_exit_type(ex),
+        exit_type = _exit_type(ex)
+        leg = exit_type if exit_type in ("TAKE_PROFIT", "STOP_LOSS") else "EXIT"
+        session.add(Order(execution_id=trade.execution_id, subscription_id=trade.subscription_id, trade_id=trade.id,
+                          leg=leg, client_order_id=client_order_id(trade.execution_id or 0, trade.subscription_id, leg, trade.id),
+                          exchange_order_id=ex.id, market=trade.symbol, side=ex.side, order_type=ex.order_type,
+                          stop_price=ex.stop_price or None, quantity=ex.total_quantity, filled_quantity=ex.filled_quantity,
+                          avg_price=ex.avg_price, fee=ex.fee_amount, status="FILLED", raw_last_response=ex.raw))  # fmt: skip
+        session.flush()  # the next trade of this account must see this order as taken
+        close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type=exit_type,
                     exit_time=ex.updated_at or now)  # fmt: skip
         report.count(f"closed_{_exit_type(ex).lower()}")
 
@@ -280,6 +299,8 @@ def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileRe
                           order_type="market_order", quantity=market.round_quantity(trade.quantity), status="INTENT")  # fmt: skip
             session.add(order)
             report.count("stop_triggered")
+        if order.status == "LOST":  # an intent that never reached the exchange must not disarm the stop
+            order.status = "UNKNOWN"  # asked by client id first, then sent
         if order.status in ("INTENT", "SENDING", "UNKNOWN"):
             if trade.strategy_id not in take_profits:
                 take_profits[trade.strategy_id] = fanout._take_profits_of(session, trade.strategy_id)
@@ -319,7 +340,11 @@ def reconcile_once(ctx, now: datetime | None = None, *, audit: bool = False) -> 
         )
     if needs_stop is not None:
         report.api_calls += 1
-        prices = asyncio.run(_ticker(ctx.api_url, ctx.public_url))
+        try:
+            prices = asyncio.run(_ticker(ctx.api_url, ctx.public_url))
+        except ExchangeError:  # no price is not "not crossed" either: the stops are watched next pass
+            report.count("ticker_unavailable")
+            prices = {}
         with session_scope(ctx.settings) as session:
             jobs = _stop_outs(session, prices, report)
             fanout.mark_sending(session, jobs)
