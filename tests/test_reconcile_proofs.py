@@ -98,18 +98,21 @@ def _rows(world, model, *where):
         return list(session.scalars(sa.select(model).where(*where).order_by(model.id)))
 
 
-def _replay(world, symbol: str, start: datetime, minutes: int, *, tick: bool = True, each=None) -> None:
-    """Minute by minute: the exchange moves, the reconciler passes, then the candle's live tick."""
+def _replay(world, symbol: str, start: datetime, minutes: int, *, tick: bool = True, each=None) -> int:
+    """Minute by minute: the exchange moves, the reconciler passes, then the candle's live tick.
+    Returns how many accounts the reconciler could not ask, summed over the passes."""
     ctx = live_context(world.settings)
+    unreachable = 0
     for m in range(1, minutes + 1):
         moment = start + timedelta(minutes=m)
         if each is not None:
             each(m, moment)
         world.admin.advance(to_ms=_ms(moment))
-        reconcile_once(ctx, now=moment)
+        unreachable += reconcile_once(ctx, now=moment).failed_accounts
         if tick:
             [report] = run_candle_close(ctx, symbol, "1m", moment, now=moment + timedelta(seconds=1))
             assert report.status in ("COMPLETED", "NO_SIGNAL"), (moment, report.status, report.error)
+    return unreachable
 
 
 def _ledger_change(world, sub_id: int) -> dict[str, Decimal]:
@@ -333,3 +336,58 @@ def test_crash_reconciler_killed_mid_batch_then_restarted_ends_as_an_uninterrupt
         assert counters == (1, 0, 1, trade[8])
         assert ledger["USDT"] == trade[8] and ledger["BTC"] == 0
         assert not [o for o in orders if o[3] in UNRESOLVED]
+
+
+# ---- faults ---------------------------------------------------------------------------------------
+
+STATUS_CALLS = ["status_multiple", "ticker"]
+FLAKY = {"error_5xx": 0.04, "timeout": 0.03, "error_429": 0.03, "timeout_s": 0.2, "retry_after_s": 0.05}
+
+
+def test_faults_on_a_tenth_of_status_calls_close_no_trade_wrongly_and_every_trade_in_the_end(
+    live_world_factory,
+):
+    world = _world(live_world_factory, 3)
+    _use_sma(world, "long_only")
+    subs = _set_subscriptions(world, [("500", "0.02"), ("2000", "0.001"), ("5000", "0.01")])
+    world.admin.advance(to_ms=_ms(T0))
+    world.admin.set_faults({**FLAKY, "endpoints": STATUS_CALLS}, seed=7)
+
+    def outage(minute: int, _moment: datetime) -> None:  # minutes 40-45: status calls fully down
+        if minute == 40:
+            world.admin.set_faults({"error_5xx": 1.0, "endpoints": STATUS_CALLS})
+        elif minute == 46:
+            world.admin.set_faults({**FLAKY, "endpoints": STATUS_CALLS}, seed=8)
+
+    unreachable = _replay(world, "BTCUSDT", T0, 180, each=outage)
+    # Then no more live ticks: the reconciler, still under faults, follows what is open until it closes.
+    later = T0 + timedelta(minutes=180)
+    for _ in range(60):
+        if not [t for t in _rows(world, Trade) if t.status != "CLOSED"]:
+            break
+        unreachable += _replay(world, "BTCUSDT", later, 10, tick=False)
+        later += timedelta(minutes=10)
+    injected = world.admin.faults()["injected"]
+    world.admin.clear_faults()
+    assert unreachable >= 3 and sum(injected.values()) >= 20, (unreachable, injected)  # the outage was felt
+
+    trades = _rows(world, Trade)
+    assert len(trades) >= 3 * 5 and {t.status for t in trades} == {"CLOSED"}, [t.status for t in trades]
+    for sub_id in subs:
+        mine = [t for t in trades if t.subscription_id == sub_id]
+        sells = world.fills(sub_id, "sell")
+        assert len(sells) == len(mine) == len(world.fills(sub_id, "buy")), "one entry and one exit per trade"
+        for trade in mine:
+            # The close is the exchange's: the filled exit order of this trade, its price and fee.
+            [exit_order] = [o for o in _rows(world, Order, Order.trade_id == trade.id, Order.status == "FILLED")
+                            if o.leg != "ENTRY"]  # fmt: skip
+            on_exchange = world.order_by_client_id(sub_id, exit_order.client_order_id)
+            assert on_exchange.status == "filled" and on_exchange.filled_quantity == trade.quantity
+            assert (trade.exit_price, trade.exit_fee) == (on_exchange.avg_price, on_exchange.fee_amount)
+            assert (
+                trade.exit_type
+                == {"TAKE_PROFIT": "TAKE_PROFIT", "STOP_LOSS": "STOP_LOSS", "EXIT": "SIGNAL"}[exit_order.leg]
+            )
+        change = _ledger_change(world, sub_id)
+        assert change["USDT"] == sum((t.pnl for t in mine), Decimal(0)) and change["BTC"] == 0
+        assert not [o for o in _rows(world, Order, Order.subscription_id == sub_id) if o.status in UNRESOLVED]
