@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -218,13 +219,15 @@ def execute(
         _finish(
             ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
             trades_created=trades,
-            details={"outcomes": {str(k): v for k, v in result.outcomes.items()}},
+            details={"outcomes": {str(k): v for k, v in result.outcomes.items()}, "timings": result.timings},
             error=f"{len(failures)} subscriber(s) failed" if failures else None,
         )  # fmt: skip
     except XcoinError as exc:
         report.status, report.error = "FAILED", str(exc)
         _finish(ctx, execution_id, started, status="FAILED", error=str(exc)[:2000])
-    except Exception as exc:  # a bug of ours: recorded and logged, and the candle's other strategies still run
+    except (
+        Exception
+    ) as exc:  # a bug of ours: recorded and logged, and the candle's other strategies still run
         log.exception("execution %s of %s failed", key, strategy.code)
         report.status, report.error = "FAILED", f"{type(exc).__name__}: {exc}"
         _finish(ctx, execution_id, started, status="FAILED", error=report.error[:2000])
@@ -244,21 +247,24 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
     market = _market(ctx, strategy.symbol)
     result = fanout.FanoutResult()
     plan_input = fanout.PlanInput(execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new)
-    with session_scope(ctx.settings) as session:
+    clock = _Phases(result.timings)
+    with clock("plan_ms"), session_scope(ctx.settings) as session:
         jobs = fanout.plan(session, plan_input, result)
         fanout.mark_sending(session, jobs)
     if jobs:
-        asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
-        with session_scope(ctx.settings) as session:
+        with clock("send_ms"):
+            asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
+        with clock("record_ms"), session_scope(ctx.settings) as session:
             fanout.record(session, jobs, now, result)
     if market.kind == "spot":
-        with session_scope(ctx.settings) as session:
+        with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
             tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
-            asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency))
+            with clock("tp_send_ms"):
+                asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency))
             tp_result = fanout.FanoutResult()
-            with session_scope(ctx.settings) as session:
+            with clock("tp_record_ms"), session_scope(ctx.settings) as session:
                 fanout.record(session, tp_jobs, now, tp_result)
             for sub_id, outcome in tp_result.outcomes.items():
                 if outcome["status"] in ("FAILED", "UNKNOWN"):
@@ -266,6 +272,21 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
                         outcome.get("reason")
                     )
     return result
+
+
+class _Phases:
+    """Wall time per fan-out phase, kept on the execution row (`details.timings`)."""
+
+    def __init__(self, into: dict[str, int]):
+        self.into = into
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[name] = self.into.get(name, 0) + int((time.perf_counter() - started) * 1000)
 
 
 def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None = None) -> ExecutionReport:

@@ -66,6 +66,7 @@ class Job:
 class FanoutResult:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)  # subscription id -> outcome
     trades_created: int = 0
+    timings: dict[str, int] = field(default_factory=dict)  # wall ms per phase
 
     def note(self, subscription_id: int, status: str, reason: str | None = None, **extra: Any) -> None:
         self.outcomes[subscription_id] = {"status": status, **({"reason": reason} if reason else {}), **extra}
