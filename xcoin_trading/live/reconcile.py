@@ -157,8 +157,12 @@ def _apply_spot(session: Session, w: AccountWork, now: datetime, report: Reconci
     trades = (
         {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(trade_ids)))} if trade_ids else {}
     )
+    # One query for the account's orders (not one per order), and no write where nothing moved:
+    # a resting order asked every minute must not cost an UPDATE every minute.
+    ids = [o.id for o in w.orders]
+    fresh = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(ids)))} if ids else {}
     for stale in w.orders:
-        order = session.get(Order, stale.id)
+        order = fresh[stale.id]
         if order.status not in WATCHED:  # another pass or the fan-out got there first
             continue
         ex = w.spot.get(order.client_order_id)
@@ -176,6 +180,9 @@ def _apply_spot(session: Session, w: AccountWork, now: datetime, report: Reconci
                     trade.flags = [*trade.flags, "ENTRY_LOST"]
             continue
         before = order.status
+        seen = (order.exchange_order_id, order.status, order.filled_quantity, order.fee, order.lookup_misses)
+        if seen == (ex.id, fanout.order_status_of(ex), ex.filled_quantity, ex.fee_amount, 0):
+            continue
         _apply_order(order, ex)
         if order.status == before:
             continue
