@@ -80,6 +80,7 @@ class RateLimiter:
         }
         self.process_wide = tuple(scaled(x) for x in process_wide)
         self._buckets: dict[tuple[str, str, int], _Bucket] = {}
+        self._chains: dict[tuple[str, str], list[_Bucket]] = {}  # (key, endpoint) -> its buckets
         self._lock = threading.Lock()
 
     @classmethod
@@ -100,15 +101,26 @@ class RateLimiter:
             bucket = self._buckets[ident] = _Bucket(limit, now)
         return bucket
 
+    def _chain(self, key: str, endpoint: str, now: float) -> list[_Bucket]:
+        """The buckets one call counts against, looked up once per (key, endpoint): the fan-out
+        reserves tens of thousands of times per candle."""
+        chain = self._chains.get((key, endpoint))
+        if chain is None:
+            chain = self._chains[key, endpoint] = [
+                self._bucket(i, lim, now) for i, lim in self._limits(key, endpoint)
+            ]
+        return chain
+
     def reserve(self, key: str, endpoint: str) -> float:
         """Take a token from every bucket this call counts against; seconds to wait first."""
         if not self.enabled:
             return 0.0
         now = time.monotonic()
+        wait = 0.0
         with self._lock:
-            return max(
-                (self._bucket(i, lim, now).take(now) for i, lim in self._limits(key, endpoint)), default=0.0
-            )
+            for bucket in self._chain(key, endpoint, now):
+                wait = max(wait, bucket.take(now))
+        return wait
 
     def check(self, key: str, endpoint: str) -> float:
         """Server side: 0.0 and the tokens are taken, or the seconds until a retry can pass."""
@@ -116,7 +128,7 @@ class RateLimiter:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            buckets = [self._bucket(i, lim, now) for i, lim in self._limits(key, endpoint)]
+            buckets = self._chain(key, endpoint, now)
             wait = max((b.peek(now) for b in buckets), default=0.0)
             if wait == 0.0:
                 for b in buckets:
