@@ -39,12 +39,41 @@ def test_account_flow_from_the_command_line(tmp_path, master_key_env):
     )
     assert out.exit_code == 0 and "****7890" in out.output and "SECRET-abc" not in out.output
     strategy_file = tmp_path / "mine.py"
-    strategy_file.write_text("import polars as pl\n\ndef signals(candles, params):\n    return candles\n")
+    strategy_file.write_text(
+        "import polars as pl\n\ndef signals(candles, params):\n"
+        "    return candles.with_columns(pl.lit('HOLD').alias('action'), pl.lit(None, pl.Float64).alias('stop_loss'),"
+        " pl.lit(None, pl.Float64).alias('take_profit'))\n"
+    )
     out = _run("strategies", "add", str(strategy_file), "--user", "q@x.io", "--code", "q-strat",
                "--symbol", "ETHUSDT", "--resolution", "5m", "--params", '{"n": 3}')  # fmt: skip
     assert out.exit_code == 0, out.output
+    assert "added: VALID" in out.output
     out = _run("subscribe", "--user", "q@x.io", "--strategy", "q-strat", "--capital", "500", "--risk", "0.02")
     assert out.exit_code == 0 and "capital=500" in out.output
+    # code that looks at the next candle is stored INVALID, with the reason, and cannot be subscribed to
+    cheat = tmp_path / "cheat.py"
+    cheat.write_text(
+        strategy_file.read_text().replace(
+            "pl.lit('HOLD')",
+            "pl.when(pl.col('close').shift(-1) > pl.col('close')).then(pl.lit('LONG')).otherwise(pl.lit('HOLD'))",
+        )
+    )
+    out = _run(
+        "strategies",
+        "add",
+        str(cheat),
+        "--user",
+        "q@x.io",
+        "--code",
+        "q-cheat",
+        "--symbol",
+        "ETHUSDT",
+        "--resolution",
+        "5m",
+    )
+    assert out.exit_code == 0 and "added: INVALID" in out.output and "looks ahead" in out.output
+    out = _run("subscribe", "--user", "q@x.io", "--strategy", "q-cheat", "--capital", "500", "--risk", "0.02")
+    assert out.exit_code == 2 and "failed validation" in out.output
 
 
 def test_bad_input_is_one_clear_line_and_exit_code_2(master_key_env):

@@ -14,7 +14,6 @@ from xcoin_trading.api.routing import router as make_router
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.services import strategies
 from xcoin_trading.store.models import Strategy
-from xcoin_trading.timeframes import utcnow
 
 router = make_router(["strategies"], prefix="/api/strategy-upload/strategies")
 StrategyId = Annotated[int, Path(ge=1, le=s.MAX_ID)]
@@ -22,21 +21,7 @@ STATUSES = ("PENDING", "VALID", "INVALID")
 
 
 def validate(strategy: Strategy) -> None:
-    """Built-in: its parameters must be known and consistent (bad → 422, nothing stored). User
-    source: compiled, run on sample candles in the sandbox and checked for look-ahead; the verdict
-    and its reasons are stored with the strategy (INVALID strategies cannot be subscribed to live)."""
-    if strategy.builtin is not None:
-        from xcoin_trading.strategy import load_strategy
-
-        load_strategy(strategy.builtin).resolve_params(strategy.params)
-        status, problems = "VALID", None
-    else:
-        from xcoin_trading.strategy.validation import validate_strategy
-
-        report = validate_strategy(strategy.code, strategy.source or "", dict(strategy.params or {}))
-        status, problems = report.status, (report.errors or None)
-    strategy.validation_status, strategy.validation_errors = status, problems
-    strategy.validated_at = utcnow()
+    strategies.record_validation(strategy)
 
 
 @router.get("", response_model=s.StrategyListOut)

@@ -122,6 +122,8 @@ def strategies_add(
         raise ValidationError("params", f"is not valid JSON: {exc.msg}") from None
     source = file.read_text() if file else None
     with _session() as session:
+        from xcoin_trading.services.strategies import record_validation
+
         strategy = create_strategy(
             session,
             _user_id(session, email),
@@ -135,7 +137,13 @@ def strategies_add(
             lookback=lookback,
             is_public=public,
         )
-        click.echo(f"strategy {strategy.id} {strategy.code} ({strategy.symbol} {strategy.resolution}) added")
+        record_validation(strategy)  # compiled, run in the sandbox on sample candles, checked for look-ahead
+        click.echo(
+            f"strategy {strategy.id} {strategy.code} ({strategy.symbol} {strategy.resolution}) added: "
+            f"{strategy.validation_status}"
+        )
+        for problem in strategy.validation_errors or []:
+            click.echo(f"  {problem}")
 
 
 @click.command("subscribe")

@@ -112,6 +112,25 @@ def create_strategy(
     return strategy
 
 
+def record_validation(strategy: Strategy) -> Strategy:
+    """Validate and record the verdict. Built-in: its parameters must be known and consistent (a
+    ValidationError, nothing stored). User source: compiled, run on sample candles in the sandbox
+    and checked for look-ahead; the verdict and reasons are stored (INVALID cannot trade live)."""
+    if strategy.builtin is not None:
+        from xcoin_trading.strategy import load_strategy
+
+        load_strategy(strategy.builtin).resolve_params(strategy.params)
+        status, problems = "VALID", None
+    else:
+        from xcoin_trading.strategy.validation import validate_strategy
+
+        report = validate_strategy(strategy.code, strategy.source or "", dict(strategy.params or {}))
+        status, problems = report.status, (report.errors or None)
+    strategy.validation_status, strategy.validation_errors = status, problems
+    strategy.validated_at = utcnow()
+    return strategy
+
+
 def visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
     """A strategy the actor may see: their own, or a public one. Otherwise NotFound."""
     strategy = session.get(Strategy, strategy_id)

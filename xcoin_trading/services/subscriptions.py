@@ -73,6 +73,9 @@ def subscribe(
     strategy = visible_strategy(session, user_id, strategy_id)
     if not strategy.is_active:
         raise ValidationError("strategy_id", f"strategy {strategy.code!r} is not active")
+    if strategy.validation_status == "INVALID":
+        reasons = "; ".join(strategy.validation_errors or [])
+        raise ValidationError("strategy_id", f"strategy {strategy.code!r} failed validation: {reasons}")
     if broker_credential_id is not None:
         credential = get_credential(session, user_id, broker_credential_id)
         if not credential.is_active:
