@@ -88,7 +88,7 @@ def setup_accounts(state: DemoState, vault: Vault) -> None:
             try:
                 strategy = strategies.get_by_code(session, spec["code"])
             except NotFound:
-                strategy = strategies.create_strategy(session, author, **spec)
+                strategy = strategies.record_validation(strategies.create_strategy(session, author, **spec))
                 state.created.append(f"strategy {spec['code']}")
             state.strategy_ids[spec["code"]] = strategy.id
         for demo in DEMO_USERS:
