@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,6 +43,9 @@ from xcoin_trading.services.credentials import decrypt
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.models import BrokerCredential, Order, Subscription, Trade
 from xcoin_trading.timeframes import utcnow
+
+if TYPE_CHECKING:
+    from xcoin_trading.live.coordinator import LiveContext
 
 LOST_AFTER = 3  # passes in which the exchange had no such order
 WATCHED = ("SENDING", "UNKNOWN", "OPEN", "PARTIALLY_FILLED")
@@ -317,10 +320,8 @@ def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileRe
     return jobs
 
 
-def reconcile_once(ctx, now: datetime | None = None, *, audit: bool = False) -> ReconcileReport:
+def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool = False) -> ReconcileReport:
     """One reconcile pass over every account with unresolved orders or open futures trades."""
-    from xcoin_trading.live.coordinator import LiveContext  # noqa: F401 - ctx is a LiveContext
-
     started = time.perf_counter()
     now = now or utcnow()
     report = ReconcileReport()
