@@ -13,7 +13,7 @@ import functools
 import json
 import random
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -127,6 +127,27 @@ def _is_pair(name: str) -> bool:
     return "-" in name and "_" in name
 
 
+def decode_reply(status: int, headers: Mapping[str, str], content: bytes, call: Call) -> Any:
+    """The reply's JSON, or its typed error: one decoding for every transport (`headers`
+    looked up case-insensitively, as httpx and aiohttp both do)."""
+    try:
+        body = json.loads(content, parse_float=Decimal) if call.exact else json.loads(content)
+    except ValueError:
+        body = content.decode(errors="replace")
+    if status >= 400:
+        retry_after = headers.get("retry-after")
+        try:
+            wait = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            wait = None
+        raise error_from_body(status, body, retry_after=wait, endpoint=call.path)
+    if isinstance(body, dict) and body.get("status") == "error":
+        raise error_from_body(int(body.get("code") or 422), body, endpoint=call.path)
+    if isinstance(body, str):
+        raise ServerError("reply was not JSON", status=status, endpoint=call.path)
+    return body
+
+
 class Endpoints:
     """Endpoints as plans plus the transport-independent request/response handling."""
 
@@ -195,24 +216,7 @@ class Endpoints:
 
     @staticmethod
     def _decode(response: httpx.Response, call: Call) -> Any:
-        content = response.content
-        try:
-            body = json.loads(content, parse_float=Decimal) if call.exact else json.loads(content)
-        except ValueError:
-            body = content.decode(errors="replace")
-        status = response.status_code
-        if status >= 400:
-            retry_after = response.headers.get("retry-after")
-            try:
-                wait = float(retry_after) if retry_after is not None else None
-            except ValueError:
-                wait = None
-            raise error_from_body(status, body, retry_after=wait, endpoint=call.path)
-        if isinstance(body, dict) and body.get("status") == "error":
-            raise error_from_body(int(body.get("code") or 422), body, endpoint=call.path)
-        if isinstance(body, str):
-            raise ServerError("reply was not JSON", status=status, endpoint=call.path)
-        return body
+        return decode_reply(response.status_code, response.headers, response.content, call)
 
     def _retry_delay(self, call: Call, attempt: int, exc: ExchangeError) -> float | None:
         """Seconds before another attempt, or None to give up and raise."""

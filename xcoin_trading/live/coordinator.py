@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError, XcoinError
-from xcoin_trading.exchange.client import CoinDCXClient
+from xcoin_trading.exchange.client import AiohttpPool, CoinDCXClient
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live import fanout
 from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_identity
@@ -244,6 +244,22 @@ def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
 
 def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
              allow_new: bool) -> fanout.FanoutResult:  # fmt: skip
+    return asyncio.run(_fan_out_async(ctx, strategy, execution_id, signal, now, allow_new))
+
+
+async def _fan_out_async(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal,
+                         now: datetime, allow_new: bool) -> fanout.FanoutResult:  # fmt: skip
+    """Every phase in one event loop over one connection pool: the take profits reuse the entries'
+    connections. The store phases block the loop on purpose: nothing is in flight then."""
+    pool = AiohttpPool(ctx.concurrency)
+    try:
+        return await _phases(ctx, strategy, execution_id, signal, now, allow_new, pool)
+    finally:
+        await pool.aclose()
+
+
+async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal,
+                  now: datetime, allow_new: bool, pool: AiohttpPool) -> fanout.FanoutResult:  # fmt: skip
     market = _market(ctx, strategy.symbol)
     result = fanout.FanoutResult()
     plan_input = fanout.PlanInput(execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new)
@@ -253,7 +269,7 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
         fanout.mark_sending(session, jobs)
     if jobs:
         with clock("send_ms"):
-            asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency))
+            await fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool)
         with clock("record_ms"), session_scope(ctx.settings) as session:
             fanout.record(session, jobs, now, result)
     if market.kind == "spot":
@@ -262,7 +278,7 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
             with clock("tp_send_ms"):
-                asyncio.run(fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency))
+                await fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency, pool)
             tp_result = fanout.FanoutResult()
             with clock("tp_record_ms"), session_scope(ctx.settings) as session:
                 fanout.record(session, tp_jobs, now, tp_result)

@@ -3,7 +3,7 @@
 1. Plan (one transaction): per subscription, size the position with `risk.py`, check the limits,
    and write the trade and its order intent with a deterministic `client_order_id` — or record why
    not. Nothing is sent before the intents are committed.
-2. Mark the batch SENDING (one UPDATE), then send with bounded concurrency over async httpx; each
+2. Mark the batch SENDING (one UPDATE), then send with bounded concurrency over aiohttp; each
    account's keys are decrypted just before its own request. `create_order_idempotent` never sends
    twice: after an ambiguous failure it asks the exchange by client id first.
 3. Record every answer (one transaction). One subscriber's failure is recorded on that subscriber
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import ValidationError, XcoinError
 from xcoin_trading.exchange.auth import Credentials
-from xcoin_trading.exchange.client import AsyncCoinDCXClient, AsyncHttpPool
+from xcoin_trading.exchange.client import AiohttpPool, AsyncCoinDCXClient
 from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
@@ -56,6 +56,7 @@ class Job:
     error: str | None = None
     ambiguous: bool = False  # the failure leaves it unknown whether the order exists
     cancelled_take_profit: bool = False
+    skipped: str | None = None  # not sent, on purpose (the reason is recorded on the order)
 
     @property
     def lookup_first(self) -> bool:
@@ -302,6 +303,16 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     job.cancelled_take_profit = True
                 except ExchangeError:
                     pass  # already filled or cancelled: the reconciler settles the take profit
+            if job.kind == "futures" and order.leg == "EXIT":
+                held = await _futures_exit_quantity(client, order)
+                if held <= 0:
+                    # The exchange's own TP/SL (or a liquidation) closed it first: an exit now would
+                    # open a new position the other way. The reconciler records the real close.
+                    job.skipped = "the exchange position is already closed; the reconciler records its close"
+                    return
+                quantity = min(order.quantity, held)  # never more than is still open
+            else:
+                quantity = order.quantity
             extra: dict[str, Any] = {}
             if job.kind == "futures" and order.leg == "ENTRY":
                 if job.leverage is not None:
@@ -309,7 +320,7 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     extra["leverage"] = job.leverage
                 extra |= {"take_profit_price": job.take_profit, "stop_loss_price": job.stop_loss}
             job.result = await client.create_order_idempotent(
-                order.market, order.side, order.order_type, order.quantity, order.price if order.order_type == "limit_order" else None,
+                order.market, order.side, order.order_type, quantity, order.price if order.order_type == "limit_order" else None,
                 client_order_id=order.client_order_id, kind=job.kind, **extra,
             )  # fmt: skip
         except ExchangeError as exc:
@@ -320,16 +331,29 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
             job.error, job.ambiguous = f"{type(exc).__name__}: {exc}"[:500], True
 
 
+async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Order) -> Decimal:
+    """How much of the position this exit closes is still open on the exchange (0 when flat or
+    already the other way round)."""
+    direction = 1 if order.side == "sell" else -1  # selling closes a long (a positive position)
+    held = sum((p.active_pos for p in await client.futures_positions(pairs=[order.market]) if p.pair == order.market),
+               Decimal(0))  # fmt: skip
+    return max(Decimal(0), held * direction)
+
+
 async def send_all(
-    api_url: str, public_url: str, vault: Vault, jobs: list[Job], concurrency: int = 200
-) -> None:
-    pool = AsyncHttpPool(shards=min(256, max(1, len(jobs))))
+    api_url: str, public_url: str, vault: Vault, jobs: list[Job], concurrency: int = 200,
+    pool: AiohttpPool | None = None,
+) -> None:  # fmt: skip
+    """Send every job, at most `concurrency` at once, over `pool` (else a pool of its own)."""
+    own = pool is None
+    pool = pool or AiohttpPool(concurrency)
     base = AsyncCoinDCXClient(api_url, public_url, http_client=pool)
     sem = asyncio.Semaphore(concurrency)
     try:
         await asyncio.gather(*(_send_one(base, vault, job, sem) for job in jobs))
     finally:
-        await pool.aclose()
+        if own:
+            await pool.aclose()
 
 
 def order_status_of(ex: ExchangeOrder) -> str:
@@ -380,6 +404,10 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
     order = session.merge(job.order, load=False) if job.order not in session else job.order
     trade = trades.get(order.trade_id) if order.trade_id else None
     sub_id = order.subscription_id
+    if job.skipped is not None:
+        order.status, order.error = "CANCELLED", job.skipped
+        result.note(sub_id, "NO_POSITION", job.skipped)
+        return
     if job.error is not None:
         # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
         order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
