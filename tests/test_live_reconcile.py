@@ -168,3 +168,37 @@ def test_the_dagster_reconcile_job_closes_trades_and_reports_its_pass(live_world
     [request] = reconcile_every_minute.evaluate_tick(ctx).run_requests
     assert request.run_key == "reconcile|2024-01-01T01:00Z"
     assert request.run_config["ops"]["reconcile_pass"]["config"]["audit"] is True
+
+
+def test_an_exit_after_the_exchange_already_closed_a_futures_position_never_opens_a_new_one(
+    live_world_factory,
+):
+    world = live_world_factory(2, symbol="B-BTC_USDT")
+    _enter(world, symbol="B-BTC_USDT", sl="0.0005", tp="0.0005")
+    moment = CLOSE
+    keys = list(world.keys.values())
+    for _ in range(600):  # let the exchange's own TP/SL close both positions; no reconcile pass yet
+        moment += timedelta(minutes=1)
+        world.admin.advance(to_ms=_ms(moment))
+        with (
+            CoinDCXClient(world.sim.url, world.sim.url, keys[0]) as a,
+            CoinDCXClient(world.sim.url, world.sim.url, keys[1]) as b,
+        ):
+            if not any(p.active_pos for c in (a, b) for p in c.futures_positions()):
+                break
+    world.set_action("EXIT")
+    [report] = run_candle_close(
+        live_context(world.settings), "B-BTC_USDT", "1m", moment, now=moment + timedelta(seconds=1)
+    )
+    assert {o["status"] for o in report.outcomes.values()} == {"NO_POSITION"}
+    for creds in keys:
+        with CoinDCXClient(world.sim.url, world.sim.url, creds) as client:
+            assert all(p.active_pos == 0 for p in client.futures_positions())  # nothing opened the other way
+    with session_scope(world.settings) as session:
+        exits = list(
+            session.scalars(sa.select(Order).where(Order.leg == "EXIT", Order.execution_id.is_not(None)))
+        )
+    assert exits and all(o.status == "CANCELLED" and "already closed" in o.error for o in exits)
+    reconcile_once(live_context(world.settings), now=moment)
+    assert {t.exit_type for t in _trades(world)} <= {"TAKE_PROFIT", "STOP_LOSS"}
+    assert {t.status for t in _trades(world)} == {"CLOSED"}
