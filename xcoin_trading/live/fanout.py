@@ -58,9 +58,12 @@ class Job:
     cancelled_take_profit: bool = False
     skipped: str | None = None  # not sent, on purpose (the reason is recorded on the order)
 
-    @property
-    def lookup_first(self) -> bool:
-        return self.order.status in ("SENDING", "UNKNOWN")
+    # Decided from the row as loaded, before `mark_sending`: only an intent that may already have been
+    # sent (a dead worker's SENDING, an UNKNOWN) is looked up first. A fresh one costs 1 request, not 3.
+    lookup_first: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lookup_first = self.order.status in ("SENDING", "UNKNOWN")
 
 
 @dataclass
@@ -344,13 +347,24 @@ async def send_all(
     api_url: str, public_url: str, vault: Vault, jobs: list[Job], concurrency: int = 200,
     pool: AiohttpPool | None = None,
 ) -> None:  # fmt: skip
-    """Send every job, at most `concurrency` at once, over `pool` (else a pool of its own)."""
+    """Send every job, at most `concurrency` at once, over `pool` (else a pool of its own).
+
+    One subscriber's jobs go one after the other, in plan order: the exit that closes a trade is
+    answered before the reversing entry sets leverage on the same pair."""
     own = pool is None
     pool = pool or AiohttpPool(concurrency)
     base = AsyncCoinDCXClient(api_url, public_url, http_client=pool)
     sem = asyncio.Semaphore(concurrency)
+    per_subscriber: dict[int | None, list[Job]] = {}
+    for job in jobs:
+        per_subscriber.setdefault(job.order.subscription_id, []).append(job)
+
+    async def in_order(own_jobs: list[Job]) -> None:
+        for job in own_jobs:
+            await _send_one(base, vault, job, sem)
+
     try:
-        await asyncio.gather(*(_send_one(base, vault, job, sem) for job in jobs))
+        await asyncio.gather(*(in_order(own_jobs) for own_jobs in per_subscriber.values()))
     finally:
         if own:
             await pool.aclose()
