@@ -202,3 +202,37 @@ def test_an_exit_after_the_exchange_already_closed_a_futures_position_never_open
     reconcile_once(live_context(world.settings), now=moment)
     assert {t.exit_type for t in _trades(world)} <= {"TAKE_PROFIT", "STOP_LOSS"}
     assert {t.status for t in _trades(world)} == {"CLOSED"}
+
+
+def test_a_live_run_after_downtime_reconciles_first_and_skips_it_when_the_schedule_is_fresh(
+    live_world_factory,
+):
+    import dagster as dg
+
+    from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
+    from xcoin_pipelines.defs.reconcile.jobs import reconcile_job
+    from xcoin_pipelines.resources import XcoinSettingsResource
+
+    world = live_world_factory(2)
+    _enter(world, sl="0.5", tp="0.0005")  # the take profits fill on the exchange while nobody watches
+    later = CLOSE + timedelta(minutes=30)
+    world.admin.advance(to_ms=_ms(later))
+    resources = {"xcoin": XcoinSettingsResource()}
+    config = candle_run_config("BTCUSDT", "1m", later.isoformat(), (later + timedelta(seconds=1)).isoformat())
+    with dg.instance_for_test() as instance:
+        first = live_execution_job.execute_in_process(
+            run_config=config, instance=instance, resources=resources
+        )
+        assert first.success
+        logs = [e.message for e in instance.all_logs(first.run_id) if e.message]
+        assert any("start-up reconcile" in m for m in logs)
+        assert {(t.status, t.exit_type) for t in _trades(world)} == {("CLOSED", "TAKE_PROFIT")}
+        assert reconcile_job.execute_in_process(instance=instance, resources=resources).success
+        nxt = later + timedelta(minutes=1)
+        world.admin.advance(to_ms=_ms(nxt))
+        config = candle_run_config("BTCUSDT", "1m", nxt.isoformat(), (nxt + timedelta(seconds=1)).isoformat())
+        second = live_execution_job.execute_in_process(
+            run_config=config, instance=instance, resources=resources
+        )
+        assert second.success
+        assert not any("start-up reconcile" in (e.message or "") for e in instance.all_logs(second.run_id))

@@ -54,6 +54,21 @@ def _summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RECONCILE_FRESH_SECONDS = 120
+
+
+def _reconciled_recently(instance: dg.DagsterInstance) -> bool:
+    """Did a `reconcile_job` run succeed in the last two minutes (the schedule runs every minute)?"""
+    from datetime import UTC, datetime
+
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name="reconcile_job", statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
+    )
+    if not records or records[0].end_time is None:
+        return False
+    return datetime.now(UTC).timestamp() - records[0].end_time < RECONCILE_FRESH_SECONDS
+
+
 @dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
 def live_candle_close(
     context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
@@ -70,9 +85,20 @@ def live_candle_close(
     close = _parse_utc("close_time", config.close_time)
     now = _parse_utc("now", config.now) if config.now else None
     settings = xcoin.get()
+    ctx = live_context(settings, dagster_run_id=context.run_id)
+    if not _reconciled_recently(context.instance):
+        # Start-up after downtime (or the reconcile schedule is off): settle what happened while
+        # nobody watched before placing anything new. Normal candles skip this and keep their latency.
+        from xcoin_trading.live.reconcile import reconcile_once
+
+        report = reconcile_once(ctx, audit=True)
+        context.log.info(
+            f"start-up reconcile: {report.accounts} accounts, {report.api_calls} calls, "
+            f"{dict(report.transitions)} in {report.duration_ms} ms"
+        )
     started = time.perf_counter()
     reports = run_candle_close(
-        live_context(settings, dagster_run_id=context.run_id),
+        ctx,
         config.symbol,
         config.resolution,
         close,
