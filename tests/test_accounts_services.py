@@ -269,3 +269,26 @@ def test_new_keys_replace_old_ones_and_subscriptions_follow(world):
     with session_scope(store) as s:
         assert s.get(Subscription, sid).broker_credential_id == new_id
         assert credentials.active_credential(s, ids["bob"]).id == new_id
+
+
+def test_a_futures_pair_is_traded_through_one_subscription_with_one_position(world):
+    """The exchange nets a futures pair into one position per account: xcoin refuses what it could
+    not tell apart."""
+    store, _, ids = world
+    with session_scope(store) as s:
+        make = dict(name="f", symbol="B-BTC_USDT", resolution="5m", builtin="sma_crossover", is_public=True)
+        first = strategies.create_strategy(s, ids["alice"], code="fut-a", **make).id
+        second = strategies.create_strategy(s, ids["alice"], code="fut-b", **make).id
+        spot = strategies.create_strategy(s, ids["alice"], code="spot-b", **{**make, "symbol": "BTCUSDT"}).id
+    with pytest.raises(ValidationError, match="must be 1 on futures") as err:
+        _subscribe(store, ids["bob"], first, max_positions=2)
+    assert err.value.field == "max_positions"
+    sid = _subscribe(store, ids["bob"], first)
+    with pytest.raises(Conflict, match="already trade B-BTC_USDT futures through strategy 'fut-a'"):
+        _subscribe(store, ids["bob"], second)
+    _subscribe(store, ids["bob"], spot, max_positions=3)  # spot positions are xcoin's own trades
+    with pytest.raises(ValidationError, match="must be 1 on futures"), session_scope(store) as s:
+        subscriptions.update_terms(s, ids["bob"], sid, max_positions=2)
+    with session_scope(store) as s:
+        subscriptions.cancel(s, ids["bob"], sid)
+    _subscribe(store, ids["bob"], second)  # once the first has ended, the pair is free again

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from xcoin_trading.config import get_settings
 from xcoin_trading.errors import Conflict, NotFound, ValidationError
+from xcoin_trading.exchange.markets import FUTURES_MARKETS
 from xcoin_trading.services import validate
 from xcoin_trading.services.credentials import active_credential, get_credential
 from xcoin_trading.services.strategies import visible_strategy
@@ -38,6 +39,31 @@ def _check_terms(terms: dict[str, Any], max_leverage: Decimal) -> dict[str, Any]
         if name in terms:
             out[name] = None if terms[name] is None else validate.positive(name, terms[name])
     return out
+
+
+def _one_futures_position_per_pair(
+    session: Session, user_id: int, strategy: Strategy, max_positions: int
+) -> None:
+    """The exchange nets everything on one futures pair into a single position per account: two open
+    xcoin trades there could not be told apart, so each user trades a futures pair through one
+    subscription holding at most one position."""
+    if strategy.symbol not in FUTURES_MARKETS:
+        return
+    if max_positions != 1:
+        raise ValidationError(
+            "max_positions",
+            f"must be 1 on futures ({strategy.symbol} positions are netted), got {max_positions}",
+        )
+    other = session.scalar(
+        select(Strategy.code)
+        .join(Subscription, Subscription.strategy_id == Strategy.id)
+        .where(Subscription.user_id == user_id, Subscription.is_active.is_(True), Strategy.symbol == strategy.symbol,
+               Strategy.id != strategy.id)
+    )  # fmt: skip
+    if other is not None:
+        raise Conflict(
+            f"you already trade {strategy.symbol} futures through strategy {other!r}: one per pair"
+        )
 
 
 def _change_count(session: Session, strategy_id: int, delta: int) -> None:
@@ -84,6 +110,7 @@ def subscribe(
             )
     else:
         credential = active_credential(session, user_id)
+    _one_futures_position_per_pair(session, user_id, strategy, terms.get("max_positions", 1))
     duplicate = session.scalar(
         select(Subscription.id).where(
             Subscription.user_id == user_id,
@@ -160,7 +187,16 @@ def update_terms(session: Session, user_id: int, subscription_id: int, **changes
     unknown = set(changes) - allowed
     if unknown:
         raise ValidationError(sorted(unknown)[0], "cannot be changed on a subscription")
-    for key, value in _check_terms(changes, get_settings().max_leverage).items():
+    terms = _check_terms(changes, get_settings().max_leverage)
+    if (
+        "max_positions" in terms
+        and subscription.strategy.symbol in FUTURES_MARKETS
+        and terms["max_positions"] != 1
+    ):
+        raise ValidationError(
+            "max_positions", f"must be 1 on futures ({subscription.strategy.symbol} positions are netted)"
+        )
+    for key, value in terms.items():
         setattr(subscription, key, value)
     return subscription
 
