@@ -50,8 +50,11 @@ def engine_for(url: str) -> sa.Engine:
             engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
+            # values_plus_batch: executemany UPDATEs (the fan-out's record phase) go in batches,
+            # not one round trip per row.
+            extra = {"executemany_mode": "values_plus_batch"} if "psycopg2" in url else {}
             engine = sa.create_engine(
-                url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_dumps
+                url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_dumps, **extra
             )
         _engines[url] = engine
     return engine
