@@ -157,7 +157,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
     from xcoin_trading.live.locks import LocalLocks
     from xcoin_trading.live.registry import StoreRegistry
     from xcoin_trading.store.db import session_scope
-    from xcoin_trading.store.models import Order, Strategy
+    from xcoin_trading.store.models import Order, Strategy, StrategyExecution
     from xcoin_trading.vault import Vault
 
     settings = fresh_store(str(n))
@@ -217,6 +217,10 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
                     )
                 orders += acked
                 served.append(ok)
+                with session_scope(settings) as session:
+                    row = session.get(StrategyExecution, report.execution_id)
+                    phases = ", ".join(f"{k[:-3]} {v} ms" for k, v in (row.details or {}).get("timings", {}).items())
+                print(f"  N={n} candle {i} {action}: {totals[-1]:.2f} s ({phases})", file=sys.stderr)
         finally:
             coordinator._fan_out = original
         return {
