@@ -286,7 +286,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
             await fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool)
         with clock("record_ms"), session_scope(ctx.settings) as session:
             fanout.record(session, jobs, now, result)
-    if market.kind == "spot":
+    if market.kind == "spot" and result.resumed:  # a fresh run sent each take profit after its entry
         with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
             tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
             fanout.mark_sending(session, tp_jobs)

@@ -58,6 +58,9 @@ class Job:
     ambiguous: bool = False  # the failure leaves it unknown whether the order exists
     cancelled_take_profit: bool = False
     skipped: str | None = None  # not sent, on purpose (the reason is recorded on the order)
+    after: Job | None = None  # spot take profit: the entry it protects, sent just before it
+    market: Market | None = None  # rounding of a take profit to what the entry filled
+    send_quantity: Decimal | None = None  # what was actually sent, when not the intent's quantity
 
     # Decided from the row as loaded, before `mark_sending`: only an intent that may already have been
     # sent (a dead worker's SENDING, an UNKNOWN) is looked up first. A fresh one costs 1 request, not 3.
@@ -72,6 +75,7 @@ class FanoutResult:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)  # subscription id -> outcome
     trades_created: int = 0
     timings: dict[str, int] = field(default_factory=dict)  # wall ms per phase
+    resumed: bool = False  # the execution already had orders (a dead worker's): settle them all
 
     def note(self, subscription_id: int, status: str, reason: str | None = None, **extra: Any) -> None:
         self.outcomes[subscription_id] = {"status": status, **({"reason": reason} if reason else {}), **extra}
@@ -159,6 +163,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         o.client_order_id: o
         for o in session.scalars(select(Order).where(Order.execution_id == p.execution_id))
     }
+    result.resumed = result.resumed or bool(existing)
     open_trades = _grouped(
         session,
         select(Trade).where(Trade.strategy_id == p.strategy_id, Trade.status == "OPEN").order_by(Trade.id),
@@ -169,18 +174,24 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     entry_side = {"LONG": "buy", "SHORT": "sell"}.get(signal.action)
     jobs: list[Job] = []
     pending: list[tuple[Job, Trade | None]] = []
+    take_profits_pending: list[tuple[Job, Trade]] = []
 
     def intent(
         cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any], trade: Trade | None = None
-    ) -> None:
+    ) -> Job | None:
         """The order row for `cid`: written now if new (sent after commit), resolved if unresolved."""
         order = existing.get(cid)
         if order is None:
             order = Order(execution_id=p.execution_id, client_order_id=cid, market=market.symbol,
                           order_type="market_order", status="INTENT", **fields)  # fmt: skip
-            pending.append((Job(order, kind, cred, **job_kwargs), trade))
-        elif order.status in UNRESOLVED:
-            jobs.append(Job(order, kind, cred, **job_kwargs))
+            job = Job(order, kind, cred, **job_kwargs)
+            pending.append((job, trade))
+            return job
+        if order.status in UNRESOLVED:
+            job = Job(order, kind, cred, **job_kwargs)
+            jobs.append(job)
+            return job
+        return None
 
     for sub, cred in subs:
         if cred is None or not cred.is_active:
@@ -254,24 +265,34 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
             symbol=market.symbol, market_type=kind, side=signal.action, quantity=size.quantity,
             leverage=leverage, status="PENDING", **levels,
         )  # fmt: skip
-        intent(
+        entry = intent(
             cid,
             {"subscription_id": sub.id, "leg": "ENTRY", "side": entry_side, "quantity": size.quantity,
              "price": signal.price},
             {**entry_kwargs, **(levels if kind == "futures" else {})},
             trade,
         )  # fmt: skip
+        if kind == "spot" and trade.take_profit is not None and entry is not None:
+            # The take profit's intent is written now too, and sent as soon as its entry fills.
+            tp_order = Order(
+                execution_id=p.execution_id, subscription_id=sub.id, leg="TAKE_PROFIT",
+                client_order_id=client_order_id(p.execution_id, sub.id, "TAKE_PROFIT"), market=market.symbol,
+                side="sell", order_type="limit_order", quantity=size.quantity, price=trade.take_profit,
+                status="INTENT",
+            )  # fmt: skip
+            take_profits_pending.append((Job(tp_order, kind, cred, after=entry, market=market), trade))
 
     new_trades = [t for _, t in pending if t is not None]
     session.add_all(new_trades)
     session.flush()
-    for job, trade in pending:
+    for job, trade in [*pending, *take_profits_pending]:
         if trade is not None:
             job.order.trade_id = trade.id
         session.add(job.order)
     session.flush()
     result.trades_created += len(new_trades)
-    return jobs + [job for job, _ in pending]
+    # Per subscriber, send_all keeps this order: exits, then entries, then their take profits.
+    return jobs + [job for job, _ in pending] + [job for job, _ in take_profits_pending]
 
 
 def mark_sending(session: Session, jobs: list[Job]) -> None:
@@ -310,6 +331,12 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     job.cancelled_take_profit = True
                 except ExchangeError:
                     pass  # already filled or cancelled: the reconciler settles the take profit
+            if job.after is not None:  # a spot take profit: sell what the entry actually bought
+                entry = job.after.result
+                if entry is None or entry.filled_quantity <= 0:
+                    job.skipped = "its entry did not fill; a take profit is placed once it has"
+                    return
+                job.send_quantity = job.market.round_quantity(entry.filled_quantity)
             if job.kind == "futures" and order.leg == "EXIT":
                 held = await _futures_exit_quantity(client, order)
                 if held <= 0:
@@ -319,7 +346,7 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     return
                 quantity = min(order.quantity, held)  # never more than is still open
             else:
-                quantity = order.quantity
+                quantity = job.send_quantity or order.quantity
             extra: dict[str, Any] = {}
             if job.kind == "futures" and order.leg == "ENTRY":
                 if job.leverage is not None:
@@ -423,17 +450,24 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
     order = session.merge(job.order, load=False) if job.order not in session else job.order
     trade = trades.get(order.trade_id) if order.trade_id else None
     sub_id = order.subscription_id
+    protective = order.leg == "TAKE_PROFIT"  # its outcome belongs to the entry's, not in its place
     if job.skipped is not None:
         order.status, order.error = "CANCELLED", job.skipped
-        result.note(sub_id, "NO_POSITION", job.skipped)
+        if not protective:
+            result.note(sub_id, "NO_POSITION", job.skipped)
         return
     if job.error is not None:
         # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
         order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
         if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
             trade.status = "FAILED"
-        result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
+        if protective:
+            result.outcomes.setdefault(sub_id, {"status": "PLACED"})["take_profit_error"] = job.error
+        else:
+            result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
         return
+    if job.send_quantity is not None:
+        order.quantity = job.send_quantity
     if job.cancelled_take_profit:
         cancelled.append(job.cancel_first)
     ex = job.result
@@ -481,6 +515,16 @@ def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -
             select(Order).where(Order.execution_id == execution_id, Order.leg == "TAKE_PROFIT")
         )
     }
+    # A take profit whose entry never filled cannot exist on the exchange (no coins to sell): settle it.
+    session.execute(
+        update(Order)
+        .where(
+            Order.execution_id == execution_id, Order.leg == "TAKE_PROFIT", Order.status.in_(UNRESOLVED),
+            Order.trade_id.in_(select(Trade.id).where(Trade.execution_id == execution_id, Trade.status == "FAILED")),
+        )
+        .values(status="CANCELLED", error="its entry did not fill")
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
     jobs: list[Job] = []
     for trade, credential in rows:
         tp = existing.get(trade.id)
