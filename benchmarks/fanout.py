@@ -219,7 +219,9 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
                 served.append(ok)
                 with session_scope(settings) as session:
                     row = session.get(StrategyExecution, report.execution_id)
-                    phases = ", ".join(f"{k[:-3]} {v} ms" for k, v in (row.details or {}).get("timings", {}).items())
+                    phases = ", ".join(
+                        f"{k[:-3]} {v} ms" for k, v in (row.details or {}).get("timings", {}).items()
+                    )
                 print(f"  N={n} candle {i} {action}: {totals[-1]:.2f} s ({phases})", file=sys.stderr)
         finally:
             coordinator._fan_out = original

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = sorted(
-    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
+    f"tests.fixtures.{p.stem}"
+    for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem != "__init__"
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -20,7 +20,9 @@ def test_demo_runs_with_no_environment_and_is_rerunnable(tmp_path):
     assert (tmp_path / ".xcoin" / "master.key").exists()
     assert "alice@demo.xcoin" in first.stdout and "****" in first.stdout
     # Live over a replayed window: every account's realised P&L equals its exchange ledger change.
-    ledger_lines = [line.split() for line in first.stdout.splitlines() if " trades " in line and " ledger " in line]
+    ledger_lines = [
+        line.split() for line in first.stdout.splitlines() if " trades " in line and " ledger " in line
+    ]
     assert len(ledger_lines) == 3
     for parts in ledger_lines:
         assert parts[parts.index("trades") + 1] == parts[parts.index("ledger") + 1], parts
