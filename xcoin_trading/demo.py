@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import NotFound
+from xcoin_trading.exchange.auth import Credentials
 from xcoin_trading.services import credentials, strategies, subscriptions, users
 from xcoin_trading.store.db import session_scope, upgrade
 from xcoin_trading.store.models import BrokerCredential, Strategy, Subscription, User
@@ -113,6 +114,21 @@ def setup_accounts(state: DemoState, vault: Vault) -> None:
                     existing = sub.id
                     state.created.append(f"subscription {demo.email} -> {code}")
                 state.subscription_ids.append(existing)
+
+
+def open_demo_accounts(state: DemoState, vault: Vault, admin) -> dict[str, Credentials]:
+    """Each demo user's account on `admin`'s simulator, opened with their decrypted keys and funded
+    with their capital in USDT; the credentials by email."""
+    accounts: dict[str, Credentials] = {}
+    with session_scope(state.settings) as session:
+        for demo in DEMO_USERS:
+            keys = credentials.decrypt(
+                vault, credentials.active_credential(session, state.user_ids[demo.email])
+            )
+            creds = Credentials(keys.api_key.reveal(), keys.api_secret.reveal())
+            admin.add_account(creds.api_key, creds.api_secret, {"USDT": str(demo.capital)})
+            accounts[demo.email] = creds
+    return accounts
 
 
 def report_store(state: DemoState, echo: Echo) -> None:

@@ -57,18 +57,10 @@ class LiveContext:
     dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
 
 
-def exchange_urls(settings: Settings) -> tuple[str, str]:
-    """COINDCX_API_URL/COINDCX_PUBLIC_URL, else this process's embedded simulator."""
-    api, public = settings.api_url, settings.public_url
-    if api is None and public is None:
-        from xcoin_trading.marketdata.fetch import embedded_exchange_url
-
-        api = public = embedded_exchange_url()
-    return api or public, public or api
-
-
 def live_context(settings: Settings | None = None, **overrides: Any) -> LiveContext:
     settings = settings or get_settings()
+    from xcoin_trading.exchange.embedded import exchange_urls
+
     api, public = exchange_urls(settings)
     ns = store_namespace(settings)
     return LiveContext(

@@ -8,7 +8,6 @@ end each subscriber's closed trades are printed beside their exchange account's 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,32 +32,19 @@ def _simulator():
 
 
 def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[str, Any]:
-    from xcoin_trading.config import reset_settings
-    from xcoin_trading.demo import DEMO_USERS
+    from xcoin_trading.demo import open_demo_accounts
     from xcoin_trading.exchange.simulator import SimulatorAdmin
     from xcoin_trading.live.coordinator import flatten, live_context, run_candle_close
     from xcoin_trading.live.reconcile import WATCHED, reconcile_once
     from xcoin_trading.live.registry import StrategySettings
-    from xcoin_trading.services import credentials
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.store.models import Order, Strategy, Subscription, Trade, User
 
     sim, source = _simulator()
-    saved = {k: os.environ.get(k) for k in ("COINDCX_API_URL", "COINDCX_PUBLIC_URL")}
     try:
-        os.environ["COINDCX_API_URL"] = os.environ["COINDCX_PUBLIC_URL"] = sim.url
-        reset_settings()
         admin = SimulatorAdmin(sim.url)
-        keys: dict[str, str] = {}
+        keys = {email: creds.api_key for email, creds in open_demo_accounts(state, vault, admin).items()}
         with session_scope(state.settings) as session:
-            for demo in DEMO_USERS:
-                plain = credentials.decrypt(
-                    vault, credentials.active_credential(session, state.user_ids[demo.email])
-                )
-                admin.add_account(
-                    plain.api_key.reveal(), plain.api_secret.reveal(), {"USDT": str(demo.capital)}
-                )
-                keys[demo.email] = plain.api_key.reveal()
             # Reruns of the demo start a fresh exchange: earlier demo trades belong to another one.
             session.execute(
                 sa.update(Trade).where(Trade.status.in_(("OPEN", "PENDING"))).values(status="ABANDONED")
@@ -139,12 +125,6 @@ def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[s
         return {"until": end, "executions": dict(counts)}
     finally:
         sim.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings()
 
 
 def _usdt(admin: Any, api_key: str) -> Decimal:

@@ -8,8 +8,6 @@ as partial.
 
 from __future__ import annotations
 
-import atexit
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from xcoin_trading.marketdata.candles import check_resolution, check_symbol, to_
 from xcoin_trading.marketdata.lake import partition_info, partition_path, read_partition, write_partition
 from xcoin_trading.marketdata.quality import QualityReport, check_candles
 from xcoin_trading.marketdata.resample import resample
-from xcoin_trading.timeframes import DAY_MS, day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
+from xcoin_trading.timeframes import day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
 
 Source = Literal["exchange", "resample"]
 CANDLES_PER_REQUEST = 1000  # CoinDCX caps a candles page at 1000
@@ -171,35 +169,6 @@ def store_checked_day(
     return DayIngest(symbol, resolution, window, source, candles, report, path)
 
 
-EMBEDDED_HISTORY_DAYS = 30
-_embedded_lock = threading.Lock()
-_embedded_server: Any = None
-
-
-def embedded_exchange_url() -> str:
-    """URL of this process's simulator, started on first use and stopped at exit (embedded mode)."""
-    global _embedded_server
-    with _embedded_lock:
-        if _embedded_server is None:
-            from xcoin_trading.exchange.simulator.server import SimulatorServer
-
-            # A live clock (sim time = wall time) so "today" and "closed day" mean what they will
-            # mean against CoinDCX. The seeded walks start at a UTC midnight EMBEDDED_HISTORY_DAYS
-            # back, so every process (each Dagster run starts one) serves the same prices that day.
-            now = to_ms(utcnow())
-            anchor = now - now % DAY_MS - EMBEDDED_HISTORY_DAYS * DAY_MS
-            server = SimulatorServer.random_walk(
-                seed=0,
-                realtime=True,
-                start_ms=now,
-                history_days=(now - anchor - 0.5) / DAY_MS,  # -0.5 ms: float error never crosses a minute
-                future_days=EMBEDDED_HISTORY_DAYS,
-            ).start()
-            atexit.register(server.stop)
-            _embedded_server = server
-        return _embedded_server.url
-
-
 @contextmanager
 def exchange_client(
     settings: Settings | None = None, *, api_url: str | None = None, public_url: str | None = None
@@ -207,11 +176,8 @@ def exchange_client(
     """A `CoinDCXClient` for candles: explicit URLs, else the settings' (COINDCX_API_URL), else the
     in-process simulator when nothing is configured (embedded default)."""
     from xcoin_trading.exchange.client import CoinDCXClient
+    from xcoin_trading.exchange.embedded import exchange_urls
 
-    settings = settings or get_settings()
-    api = api_url or settings.api_url
-    public = public_url or settings.public_url
-    if api is None and public is None:
-        api = public = embedded_exchange_url()
-    with CoinDCXClient(api or public, public or api) as client:
+    api, public = exchange_urls(settings or get_settings(), api_url=api_url, public_url=public_url)
+    with CoinDCXClient(api, public) as client:
         yield client
