@@ -21,9 +21,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from xcoin_trading.errors import ValidationError, XcoinError
 from xcoin_trading.exchange.auth import Credentials
@@ -42,11 +41,34 @@ OPEN_TRADE = ("PENDING", "OPEN")
 UNRESOLVED = ("INTENT", "SENDING", "UNKNOWN")
 
 
+@dataclass(slots=True)
+class Intent:
+    """An order row as the fan-out uses it: thousands per candle, so plain objects written and
+    updated in bulk by id, not ORM instances tracked one by one."""
+
+    id: int
+    subscription_id: int | None
+    trade_id: int | None
+    leg: str
+    client_order_id: str
+    market: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    price: Decimal | None
+    status: str
+
+    @classmethod
+    def of(cls, order: Order) -> Intent:
+        return cls(order.id, order.subscription_id, order.trade_id, order.leg, order.client_order_id,
+                   order.market, order.side, order.order_type, order.quantity, order.price, order.status)  # fmt: skip
+
+
 @dataclass
 class Job:
     """One order to send for one subscriber; `order` is its intent row."""
 
-    order: Order
+    order: Intent
     kind: str  # spot / futures
     credential: BrokerCredential
     leverage: Decimal | None = None  # futures entry: set on the pair first
@@ -64,10 +86,11 @@ class Job:
 
     # Decided from the row as loaded, before `mark_sending`: only an intent that may already have been
     # sent (a dead worker's SENDING, an UNKNOWN) is looked up first. A fresh one costs 1 request, not 3.
-    lookup_first: bool = field(init=False)
+    lookup_first: bool | None = None
 
     def __post_init__(self) -> None:
-        self.lookup_first = self.order.status in ("SENDING", "UNKNOWN")
+        if self.lookup_first is None:
+            self.lookup_first = self.order.status in ("SENDING", "UNKNOWN")
 
 
 @dataclass
@@ -154,6 +177,18 @@ def _take_profits_of(session: Session, strategy_id: int) -> dict[int, str]:
     return out
 
 
+@dataclass
+class _NewOrder:
+    """An order planned this candle, inserted with the others once every subscriber is planned."""
+
+    row: dict[str, Any]
+    credential: BrokerCredential
+    job_kwargs: dict[str, Any]
+    trade: dict[str, Any] | None = None  # the trade it opens (its id is known after the insert)
+    after: _NewOrder | None = None  # a spot take profit: the entry it protects
+    job: Job | None = None
+
+
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     """Write intents (and trades) for every subscriber; return what must be sent."""
     market, signal, kind = p.market, p.signal, p.market.kind
@@ -172,25 +207,19 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     take_profits = _take_profits_of(session, p.strategy_id) if market.kind == "spot" else {}
     pnl_today = _pnl_today(session, sub_ids, p.now.replace(hour=0, minute=0, second=0, microsecond=0))
     entry_side = {"LONG": "buy", "SHORT": "sell"}.get(signal.action)
-    jobs: list[Job] = []
-    pending: list[tuple[Job, Trade | None]] = []
-    take_profits_pending: list[tuple[Job, Trade]] = []
+    jobs: list[Job] = []  # intents a dead worker left unresolved
+    new: list[_NewOrder] = []  # per subscriber: its exits, then its entry
+    new_take_profits: list[_NewOrder] = []
 
-    def intent(
-        cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any], trade: Trade | None = None
-    ) -> Job | None:
-        """The order row for `cid`: written now if new (sent after commit), resolved if unresolved."""
+    def intent(cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any]) -> _NewOrder | None:
+        """Plan the order `cid` if new (sent after commit); resolve it if left unresolved."""
         order = existing.get(cid)
         if order is None:
-            order = Order(execution_id=p.execution_id, client_order_id=cid, market=market.symbol,
-                          order_type="market_order", status="INTENT", **fields)  # fmt: skip
-            job = Job(order, kind, cred, **job_kwargs)
-            pending.append((job, trade))
-            return job
+            planned = _NewOrder(_order_row(p, market, cid, "market_order", fields), cred, job_kwargs)
+            new.append(planned)
+            return planned
         if order.status in UNRESOLVED:
-            job = Job(order, kind, cred, **job_kwargs)
-            jobs.append(job)
-            return job
+            jobs.append(Job(Intent.of(order), kind, cred, **job_kwargs))
         return None
 
     for sub, cred in subs:
@@ -233,7 +262,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
                     if kind == "futures"
                     else {}
                 )
-                jobs.append(Job(order, kind, cred, **kw))
+                jobs.append(Job(Intent.of(order), kind, cred, **kw))
             continue
         if not p.allow_new:
             result.note(sub.id, "SKIPPED", "resumed after the staleness limit: no new entries")
@@ -260,47 +289,69 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
             continue
         levels = {k: None if v is None else market.round_price(v) for k, v in
                   (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
-        trade = Trade(
-            subscription_id=sub.id, strategy_id=p.strategy_id, user_id=sub.user_id, execution_id=p.execution_id,
-            symbol=market.symbol, market_type=kind, side=signal.action, quantity=size.quantity,
-            leverage=leverage, status="PENDING", **levels,
-        )  # fmt: skip
         entry = intent(
             cid,
             {"subscription_id": sub.id, "leg": "ENTRY", "side": entry_side, "quantity": size.quantity,
              "price": signal.price},
             {**entry_kwargs, **(levels if kind == "futures" else {})},
-            trade,
         )  # fmt: skip
-        if kind == "spot" and trade.take_profit is not None and entry is not None:
+        entry.trade = {
+            "subscription_id": sub.id, "strategy_id": p.strategy_id, "user_id": sub.user_id,
+            "execution_id": p.execution_id, "symbol": market.symbol, "market_type": kind, "side": signal.action,
+            "quantity": size.quantity, "leverage": leverage, "status": "PENDING", **levels,
+        }  # fmt: skip
+        if kind == "spot" and levels["take_profit"] is not None:
             # The take profit's intent is written now too, and sent as soon as its entry fills.
-            tp_order = Order(
-                execution_id=p.execution_id, subscription_id=sub.id, leg="TAKE_PROFIT",
-                client_order_id=client_order_id(p.execution_id, sub.id, "TAKE_PROFIT"), market=market.symbol,
-                side="sell", order_type="limit_order", quantity=size.quantity, price=trade.take_profit,
-                status="INTENT",
-            )  # fmt: skip
-            take_profits_pending.append((Job(tp_order, kind, cred, after=entry, market=market), trade))
+            tp_cid = client_order_id(p.execution_id, sub.id, "TAKE_PROFIT")
+            tp_row = _order_row(p, market, tp_cid, "limit_order", {"subscription_id": sub.id, "leg": "TAKE_PROFIT",
+                                "side": "sell", "quantity": size.quantity, "price": levels["take_profit"]})  # fmt: skip
+            new_take_profits.append(_NewOrder(tp_row, cred, {"market": market}, after=entry))
 
-    new_trades = [t for _, t in pending if t is not None]
-    session.add_all(new_trades)
-    session.flush()
-    for job, trade in [*pending, *take_profits_pending]:
-        if trade is not None:
-            job.order.trade_id = trade.id
-        session.add(job.order)
-    session.flush()
-    result.trades_created += len(new_trades)
+    _insert(session, new, new_take_profits, kind)
+    result.trades_created += sum(1 for n in new if n.trade is not None)
     # Per subscriber, send_all keeps this order: exits, then entries, then their take profits.
-    return jobs + [job for job, _ in pending] + [job for job, _ in take_profits_pending]
+    return jobs + [n.job for n in new] + [n.job for n in new_take_profits]
+
+
+def _order_row(
+    p: PlanInput, market: Market, cid: str, order_type: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    # Written as SENDING: it is committed only to be sent at once, so after a crash it is asked for
+    # by client id before anything is sent again (one UPDATE fewer per order than INTENT → SENDING).
+    return {"execution_id": p.execution_id, "trade_id": None, "client_order_id": cid, "market": market.symbol,
+            "order_type": order_type, "price": None, "status": "SENDING", "attempts": 1, **fields}  # fmt: skip
+
+
+def _insert(session: Session, new: list[_NewOrder], take_profits: list[_NewOrder], kind: str) -> None:
+    """Two multi-row INSERTs (trades, then orders) with the ids returned in parameter order."""
+    opening = [n for n in new if n.trade is not None]
+    if opening:
+        trade_ids = session.scalars(
+            insert(Trade).returning(Trade.id, sort_by_parameter_order=True), [n.trade for n in opening]
+        ).all()
+        for n, trade_id in zip(opening, trade_ids, strict=True):
+            n.row["trade_id"] = trade_id
+    for tp in take_profits:
+        tp.row["trade_id"] = tp.after.row["trade_id"]
+    planned = new + take_profits
+    if not planned:
+        return
+    order_ids = session.scalars(
+        insert(Order).returning(Order.id, sort_by_parameter_order=True), [n.row for n in planned]
+    ).all()
+    for n, order_id in zip(planned, order_ids, strict=True):
+        r = n.row
+        order = Intent(order_id, r["subscription_id"], r["trade_id"], r["leg"], r["client_order_id"], r["market"],
+                       r["side"], r["order_type"], r["quantity"], r["price"], r["status"])  # fmt: skip
+        n.job = Job(order, kind, n.credential, lookup_first=False, **n.job_kwargs)
+    for tp in take_profits:
+        tp.job.after = tp.after.job
 
 
 def mark_sending(session: Session, jobs: list[Job]) -> None:
     """One UPDATE before any request: after a crash, SENDING means "ask the exchange first"."""
     fresh = [j.order for j in jobs if j.order.status == "INTENT"]
     for start in range(0, len(fresh), 500):
-        # synchronize_session=False: "evaluate" matched every loaded object against the id list
-        # (~0.1 s per 1000 intents); the rows' new values are set below, as committed state.
         session.execute(
             update(Order)
             .where(Order.id.in_([o.id for o in fresh[start : start + 500]]))
@@ -308,8 +359,7 @@ def mark_sending(session: Session, jobs: list[Job]) -> None:
             .execution_options(synchronize_session=False)
         )
     for order in fresh:
-        set_committed_value(order, "status", "SENDING")
-        set_committed_value(order, "attempts", (order.attempts or 0) + 1)
+        order.status = "SENDING"
 
 
 async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: asyncio.Semaphore) -> None:
@@ -433,53 +483,58 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
             )
         }
     cancelled: list[str] = []
-    with session.no_autoflush:  # one flush at the end, not one per order
+    answers: list[dict[str, Any]] = []
+    with session.no_autoflush:  # the trades are flushed once, at the end
         for job in jobs:
-            _record_one(session, job, trades, subscriptions, cancelled, now, result)
+            answers.append(_record_one(session, job, trades, subscriptions, cancelled, now, result))
+    # ORM bulk UPDATE by primary key: one executemany per set of columns, no object per order.
+    if answers:
+        session.execute(update(Order), answers)
     for start in range(0, len(cancelled), 500):
         session.execute(
             update(Order)
             .where(Order.client_order_id.in_(cancelled[start : start + 500]))
             .values(status="CANCELLED", updated_at=now)
-            .execution_options(synchronize_session="fetch")  # "evaluate" was O(loaded objects x ids)
+            .execution_options(synchronize_session=False)
         )
 
 
 def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscriptions: dict[int, Subscription],
-                cancelled: list[str], now: datetime, result: FanoutResult) -> None:  # fmt: skip
-    order = session.merge(job.order, load=False) if job.order not in session else job.order
+                cancelled: list[str], now: datetime, result: FanoutResult) -> dict[str, Any]:  # fmt: skip
+    """The order's new column values (its row is updated in bulk by the caller); its trade is updated here."""
+    order = job.order
     trade = trades.get(order.trade_id) if order.trade_id else None
     sub_id = order.subscription_id
     protective = order.leg == "TAKE_PROFIT"  # its outcome belongs to the entry's, not in its place
     if job.skipped is not None:
-        order.status, order.error = "CANCELLED", job.skipped
+        order.status = "CANCELLED"
         if not protective:
             result.note(sub_id, "NO_POSITION", job.skipped)
-        return
+        return {"id": order.id, "status": order.status, "error": job.skipped, "updated_at": now}
     if job.error is not None:
         # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
-        order.status, order.error = ("UNKNOWN" if job.ambiguous else "REJECTED"), job.error
+        order.status = "UNKNOWN" if job.ambiguous else "REJECTED"
         if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
             trade.status = "FAILED"
         if protective:
             result.outcomes.setdefault(sub_id, {"status": "PLACED"})["take_profit_error"] = job.error
         else:
             result.note(sub_id, "UNKNOWN" if job.ambiguous else "FAILED", job.error)
-        return
+        return {"id": order.id, "status": order.status, "error": job.error, "updated_at": now}
     if job.send_quantity is not None:
         order.quantity = job.send_quantity
     if job.cancelled_take_profit:
         cancelled.append(job.cancel_first)
     ex = job.result
-    order.exchange_order_id, order.status = ex.id, order_status_of(ex)
-    order.filled_quantity, order.avg_price, order.fee = (
-        ex.filled_quantity,
-        ex.avg_price or None,
-        ex.fee_amount,
-    )
-    order.raw_last_response = ex.raw
+    order.status = order_status_of(ex)
+    answer = {
+        "id": order.id, "status": order.status, "exchange_order_id": ex.id,
+        "quantity": ex.total_quantity or order.quantity,  # the exchange's, e.g. of an order found by client id
+        "filled_quantity": ex.filled_quantity, "avg_price": ex.avg_price or None, "fee": ex.fee_amount,
+        "raw_last_response": ex.raw, "updated_at": now,
+    }  # fmt: skip
     if trade is None:
-        return
+        return answer
     if order.leg == "ENTRY":
         if ex.filled_quantity > 0:
             trade.status, trade.quantity, trade.entry_price = "OPEN", ex.filled_quantity, ex.avg_price
@@ -493,6 +548,7 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
                     exit_time=ex.updated_at or now, subscription=subscriptions.get(trade.subscription_id))  # fmt: skip
         if result.outcomes.get(sub_id, {}).get("status") != "PLACED":
             result.note(sub_id, "CLOSED", trade_id=trade.id, pnl=str(trade.pnl))
+    return answer
 
 
 def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -> list[Job]:
@@ -525,18 +581,19 @@ def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -
         .values(status="CANCELLED", error="its entry did not fill")
         .execution_options(synchronize_session=False)
     )  # fmt: skip
-    jobs: list[Job] = []
+    planned: list[tuple[Order, BrokerCredential, Decimal]] = []
     for trade, credential in rows:
         tp = existing.get(trade.id)
+        held = market.round_quantity(trade.quantity)  # what the entry filled, not what was planned
         if tp is None:
             tp = Order(
                 execution_id=execution_id, subscription_id=trade.subscription_id, trade_id=trade.id,
                 leg="TAKE_PROFIT", client_order_id=client_order_id(execution_id, trade.subscription_id, "TAKE_PROFIT"),
-                market=market.symbol, side="sell", order_type="limit_order",
-                quantity=market.round_quantity(trade.quantity), price=trade.take_profit, status="INTENT",
+                market=market.symbol, side="sell", order_type="limit_order", quantity=held, price=trade.take_profit,
+                status="INTENT",
             )  # fmt: skip
             session.add(tp)
         if tp.status in UNRESOLVED:
-            jobs.append(Job(tp, "spot", credential))
+            planned.append((tp, credential, held))
     session.flush()
-    return jobs
+    return [Job(Intent.of(tp), "spot", credential, send_quantity=held) for tp, credential, held in planned]

@@ -288,7 +288,7 @@ def _flag_external(session: Session, w: AccountWork, report: ReconcileReport) ->
 
 def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileReport) -> list[fanout.Job]:
     """Spot LONG trades whose stop was crossed: STOP_LOSS market-sell intents (cancel the TP first)."""
-    jobs: list[fanout.Job] = []
+    stops: list[tuple[Order, BrokerCredential, str | None]] = []
     take_profits: dict[int, dict[int, str]] = {}  # strategy id -> open trade id -> TP client id
     rows = session.execute(
         select(Trade, BrokerCredential)
@@ -315,9 +315,9 @@ def _stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileRe
             if trade.strategy_id not in take_profits:
                 take_profits[trade.strategy_id] = fanout._take_profits_of(session, trade.strategy_id)
             tp = take_profits[trade.strategy_id].get(trade.id)
-            jobs.append(fanout.Job(order, "spot", cred, cancel_first=tp))
+            stops.append((order, cred, tp))
     session.flush()
-    return jobs
+    return [fanout.Job(fanout.Intent.of(order), "spot", cred, cancel_first=tp) for order, cred, tp in stops]
 
 
 def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool = False) -> ReconcileReport:
