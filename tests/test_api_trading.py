@@ -444,7 +444,7 @@ def test_positions_without_a_ticker_say_so_instead_of_guessing(api_factory, monk
 
 def test_orders_are_paginated_newest_first_with_a_summary(api):
     ana, ben, sub_a, sub_b = _book(api)
-    statuses = ["FILLED", "FILLED", "OPEN", "CANCELLED", "REJECTED", "INTENT", "PARTIALLY_FILLED"]
+    statuses = ["FILLED", "FILLED", "OPEN", "CANCELLED", "REJECTED", "INTENT", "PARTIALLY_FILLED", "SENDING"]
     written = []
     with session_scope(get_settings()) as s:
         for n in range(23):
@@ -473,7 +473,7 @@ def test_orders_are_paginated_newest_first_with_a_summary(api):
         fees += o.fee
     count = lambda *names: sum(1 for o in written if o.status in names)  # noqa: E731
     assert page2["summary"] == {
-        "totalOrders": 23, "filledOrders": count("FILLED"), "pendingOrders": count("INTENT", "OPEN", "PARTIALLY_FILLED"),
+        "totalOrders": 23, "filledOrders": count("FILLED"), "pendingOrders": count("INTENT", "SENDING", "OPEN", "PARTIALLY_FILLED"),
         "cancelledOrders": count("CANCELLED"), "rejectedOrders": count("REJECTED"),
         "totalVolume": format(volume.normalize(), "f"), "totalFees": format(fees.normalize(), "f"),
     }  # fmt: skip

@@ -4,7 +4,7 @@ SELECT
     s.user_id,
     count(*) AS total_orders,
     count(*) FILTER (WHERE o.status = 'FILLED') AS filled_orders,
-    count(*) FILTER (WHERE o.status IN ('INTENT', 'OPEN', 'PARTIALLY_FILLED', 'UNKNOWN')) AS pending_orders,
+    count(*) FILTER (WHERE o.status IN ('INTENT', 'SENDING', 'OPEN', 'PARTIALLY_FILLED', 'UNKNOWN')) AS pending_orders,
     count(*) FILTER (WHERE o.status = 'CANCELLED') AS cancelled_orders,
     count(*) FILTER (WHERE o.status = 'REJECTED') AS rejected_orders,
     count(*) FILTER (WHERE o.status = 'LOST') AS lost_orders,

@@ -16,6 +16,7 @@ from xcoin_trading.store.models import Order, Strategy, Subscription, Trade
 
 ORDER_STATUSES = (
     "INTENT",
+    "SENDING",
     "OPEN",
     "PARTIALLY_FILLED",
     "FILLED",
@@ -25,7 +26,7 @@ ORDER_STATUSES = (
     "LOST",
     "EXTERNAL",
 )
-PENDING_STATUSES = ("INTENT", "OPEN", "PARTIALLY_FILLED", "UNKNOWN")
+PENDING_STATUSES = ("INTENT", "SENDING", "OPEN", "PARTIALLY_FILLED", "UNKNOWN")
 MAX_PAGE_SIZE = 100
 ALL_SYMBOLS = (*SPOT_MARKETS, *FUTURES_MARKETS)
 
