@@ -180,8 +180,9 @@ def _intrabar_bounds(
 
 
 def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated signals → (int8 action codes, stop, take) with NaN for no level."""
-    codes = signals.get_column("action").cast(ACTION_DTYPE).to_physical().cast(pl.Int8).to_numpy()
+    """Validated signals → (uint8 action codes, stop, take) with NaN for no level."""
+    # The Enum's physical codes are the kernel's action codes: no cast, no copy.
+    codes = signals.get_column("action").cast(ACTION_DTYPE).to_physical().rechunk().to_numpy()
     stop = signals.get_column("stop_loss").fill_null(np.nan).to_numpy()
     take = signals.get_column("take_profit").fill_null(np.nan).to_numpy()
     return codes, stop, take
@@ -201,8 +202,14 @@ def run_kernel(
     config: SimulationConfig,
     intrabar_candles: pl.DataFrame | None = None,
     candle_ms: int | None = None,
-) -> tuple:
-    """The kernel on normalised candles and validated signals: raw arrays, no shaping."""
+    *,
+    keep_curves: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
+    """The kernel on normalised candles and validated signals: raw arrays, no shaping.
+
+    Returns (trades, refused, stats, curves): curves are (equity, drawdown, drawdown_pct,
+    position) per candle, or None without `keep_curves` (sweeps need only the statistics).
+    """
     open_time = candles.get_column("open_time").to_numpy()
     if candle_ms is None:
         candle_ms = infer_candle_ms(open_time, config.resolution)
@@ -215,7 +222,9 @@ def run_kernel(
     action, stop, take = signal_arrays(signals)
     if config.levels_on_tick:
         stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
-    return k.simulate_nb(
+    n = open_time.shape[0] if keep_curves else 0
+    curves = (np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8))
+    trades, refused, stats = k.simulate_nb(
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),
         candles.get_column("low").to_numpy(),
@@ -231,7 +240,9 @@ def run_kernel(
         config.gap_fill == "open",
         config.intrabar == "tp_first",
         *m1,
+        *curves,
     )
+    return trades, refused, stats, curves if keep_curves else None
 
 
 def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> pl.DataFrame:
@@ -286,26 +297,25 @@ def simulate(
     t0 = time.perf_counter()
     open_time = candles.get_column("open_time").to_numpy()
     candle_ms = infer_candle_ms(open_time, config.resolution)
-    trades, equity, position, refused = run_kernel(candles, signals, config, intrabar_candles, candle_ms)
+    trades, refused, stats, curves = run_kernel(candles, signals, config, intrabar_candles, candle_ms)
     t1 = time.perf_counter()
-    stats = k.equity_stats_nb(equity, float(config.initial_capital))
     metrics = compute_metrics(
         trades,
-        equity,
-        position,
         stats,
+        n_candles=open_time.shape[0],
         initial_capital=float(config.initial_capital),
         candle_ms=candle_ms,
         refused=refused,
     )
     metrics["resolution"] = config.resolution or _resolution_name(candle_ms)
+    equity, drawdown, drawdown_pct, position = curves
     equity_frame = pl.DataFrame(
         {
             "open_time": candles.get_column("open_time").cast(pl.Datetime("ms", "UTC")),
             "close": candles.get_column("close"),
             "equity": equity,
-            "drawdown": stats[0],
-            "drawdown_pct": stats[1],
+            "drawdown": drawdown,
+            "drawdown_pct": drawdown_pct,
             "position": position,
         }
     )

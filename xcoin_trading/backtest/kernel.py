@@ -1,4 +1,4 @@
-"""Numba kernels: the candle walk (one position at a time) and the equity statistics.
+"""The numba kernel: the candle walk (one position at a time) with the equity statistics fused in.
 
 Floats only here; `engine.py` validates inputs and shapes the outputs. Rules (see engine docs):
 stops are checked from the candle after entry; a candle opening beyond a level fills at the open
@@ -73,14 +73,19 @@ def _touches(
     return _NONE, math.nan
 
 
+# Fields of the equity statistics the kernel returns with the walk (see `simulate_nb`).
+S_MEAN_R, S_STD_R, S_DOWNSIDE, S_MAX_DD, S_MAX_DD_PCT, S_MAX_DD_CANDLES, S_EXPOSED_CANDLES = range(7)
+N_STATS = 7
+
+
 @njit(cache=True, nogil=True)
 def simulate_nb(
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
-    action: np.ndarray,  # int8 codes
-    stop_loss: np.ndarray,  # NaN: none
+    action: np.ndarray,  # int codes (uint8 / int8)
+    stop_loss: np.ndarray,  # NaN: none; read on LONG/SHORT rows only
     take_profit: np.ndarray,
     init_capital: float,
     risk_per_trade: float,
@@ -97,38 +102,51 @@ def simulate_nb(
     m1_high: np.ndarray,
     m1_low: np.ndarray,
     m1_bounds: np.ndarray,  # int64[n+1]: 1m rows of candle i are m1_bounds[i]:m1_bounds[i+1]; empty: off
+    equity: np.ndarray,  # out, float64[n] (or empty: not kept)
+    drawdown: np.ndarray,  # out, float64[n] (or empty)
+    drawdown_pct: np.ndarray,  # out, float64[n] (or empty)
+    position: np.ndarray,  # out, int8[n] (or empty)
 ):
-    """Walk the candles. Returns (trades[k, N_TRADE_FIELDS], equity[n], side[n] int8, refused[4])."""
+    """Walk the candles. Returns (trades[k, N_TRADE_FIELDS], refused[4], stats[N_STATS]).
+
+    The per-candle curves go to the `out` arrays when they have n rows; sweeps pass empty ones.
+    The equity statistics (`S_*`) are accumulated in the same pass: per-candle simple returns of
+    the mark-to-market equity (the first against the initial capital), their mean, standard
+    deviation (ddof=1) and downside deviation; drawdowns from the running peak including the
+    initial capital, the longest run of candles below a peak, and the candles holding a position.
+    """
     n = close.shape[0]
     use_1m = m1_bounds.shape[0] == n + 1
+    keep = equity.shape[0] == n
     # Every trade starts on a LONG/SHORT row, so their count bounds the trade count. A fixed
     # buffer matters: growing an array inside the loop made the whole loop ~15x slower.
     entries = 0
     for i in range(n):
-        if action[i] == LONG or action[i] == SHORT:  # noqa: SIM109 (numba)
-            entries += 1
+        entries += (action[i] == LONG) | (action[i] == SHORT)
     trades = np.empty((max(entries, 1), N_TRADE_FIELDS))
     k = 0
-    equity = np.empty(n)
-    position = np.zeros(n, np.int8)
     refused = np.zeros(4, np.int64)
     realised = init_capital
     side = 0
     qty = entry = entry_fee = 0.0
     sl = tp = math.nan
     entry_i = -1
+    # Equity statistics. The variance uses sums of returns shifted by the first return (a
+    # one-pass form that stays exact for constant returns and is stable for returns near it).
+    prev_e = init_capital
+    shift = math.nan
+    sum_d = sum_d2 = down2 = 0.0
+    peak = init_capital
+    max_dd = max_dd_pct = 0.0
+    dur = max_dur = 0
+    exposed = 0
 
-    for i in range(n + 1):
-        # i == n is the end-of-data close of a still-open position at the last close.
+    for i in range(n):
         exit_price = math.nan
         reason = -1
         ambiguous = False
         intrabar = False
-        if i == n:
-            if side == 0:
-                break
-            exit_price, reason = close[n - 1], REASON_END
-        elif side != 0 and entry_i < i:
+        if side != 0 and entry_i < i:
             hit, price = _touches(side, open_[i], high[i], low[i], sl, tp, gap_at_open)
             if hit == _BOTH and use_1m:
                 for j in range(m1_bounds[i], m1_bounds[i + 1]):
@@ -145,9 +163,11 @@ def simulate_nb(
                 exit_price, reason = price, REASON_SL
             elif hit == _TP:
                 exit_price, reason = price, REASON_TP
-        if reason < 0 and side != 0 and i < n - 1:
+        if reason < 0 and side != 0:
             a = action[i]
-            if a == EXIT or (a == LONG and side == -1) or (a == SHORT and side == 1):
+            if i == n - 1:
+                exit_price, reason = close[i], REASON_END  # what is still open closes at the last close
+            elif a == EXIT or (a == LONG and side == -1) or (a == SHORT and side == 1):
                 exit_price, reason = close[i], REASON_SIGNAL
 
         if reason >= 0:
@@ -156,7 +176,7 @@ def simulate_nb(
             realised += pnl
             t = trades[k]
             t[T_ENTRY_IDX] = entry_i
-            t[T_EXIT_IDX] = min(i, n - 1)
+            t[T_EXIT_IDX] = i
             t[T_SIDE] = side
             t[T_ENTRY_PRICE] = entry
             t[T_EXIT_PRICE] = exit_price
@@ -171,14 +191,10 @@ def simulate_nb(
             t[T_TAKE] = tp
             k += 1
             side = 0  # flat again: the entry below may reopen on this same candle
-            if i == n:
-                equity[n - 1] = realised
-                position[n - 1] = 0
-                break
 
-        if i < n - 1 and side == 0:
+        if side == 0 and i < n - 1:
             a = action[i]
-            if a in (LONG, SHORT):
+            if a == LONG or a == SHORT:  # noqa: SIM109 (numba)
                 q, code = size_position_float(
                     realised,
                     risk_per_trade,
@@ -203,50 +219,15 @@ def simulate_nb(
                     tp = take_profit[i]
                     entry_i = i
 
-        if i < n:
-            if side != 0:
-                equity[i] = realised - entry_fee + side * qty * (close[i] - entry)
-            else:
-                equity[i] = realised
-            position[i] = side
-    return trades[:k].copy(), equity, position, refused
-
-
-@njit(cache=True, nogil=True)
-def equity_stats_nb(equity: np.ndarray, init_capital: float):
-    """Per-candle returns' moments, drawdowns and their duration over the equity curve.
-
-    Returns (drawdown[n], drawdown_pct[n], mean_r, std_r, downside_dev, max_dd, max_dd_pct,
-    max_dd_duration_candles). Returns are simple per-candle returns, the first against the
-    initial capital; drawdowns are measured from the running peak including the initial capital.
-    Two passes for the variance (sum, then squared deviations): stable and vectorisable.
-    """
-    n = equity.shape[0]
-    drawdown = np.empty(n)
-    drawdown_pct = np.empty(n)
-    returns = np.empty(n)
-    prev = init_capital
-    total = 0.0
-    down2 = 0.0
-    for i in range(n):
-        e = equity[i]
-        r = e / prev - 1.0 if prev > 0.0 else 0.0
-        returns[i] = r
-        total += r
+        e = realised - entry_fee + side * qty * (close[i] - entry) if side != 0 else realised
+        r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
+        prev_e = e
+        if i == 0:
+            shift = r
+        d = r - shift
+        sum_d += d
+        sum_d2 += d * d
         down2 += min(r, 0.0) * min(r, 0.0)
-        prev = e
-    mean_r = total / n if n > 0 else 0.0
-    m2 = 0.0
-    for i in range(n):
-        d = returns[i] - mean_r
-        m2 += d * d
-    peak = init_capital
-    max_dd = 0.0
-    max_dd_pct = 0.0
-    dur = 0
-    max_dur = 0
-    for i in range(n):
-        e = equity[i]
         if e >= peak:
             peak = e
             dur = 0
@@ -255,11 +236,24 @@ def equity_stats_nb(equity: np.ndarray, init_capital: float):
             max_dur = max(max_dur, dur)
         dd = peak - e
         ddp = dd / peak * 100.0 if peak > 0.0 else 0.0
-        drawdown[i] = dd
-        drawdown_pct[i] = ddp
         max_dd = max(max_dd, dd)
         max_dd_pct = max(max_dd_pct, ddp)
-    var = m2 / (n - 1) if n > 1 else 0.0
-    std_r = math.sqrt(var) if var > 0.0 else 0.0
-    downside = math.sqrt(down2 / n) if n > 0 else 0.0
-    return drawdown, drawdown_pct, mean_r, std_r, downside, max_dd, max_dd_pct, max_dur
+        exposed += side != 0
+        if keep:
+            equity[i] = e
+            drawdown[i] = dd
+            drawdown_pct[i] = ddp
+            position[i] = side
+
+    stats = np.zeros(N_STATS)
+    if n > 0:
+        stats[S_MEAN_R] = shift + sum_d / n
+        stats[S_DOWNSIDE] = math.sqrt(down2 / n)
+    if n > 1:
+        var = (sum_d2 - sum_d * sum_d / n) / (n - 1)
+        stats[S_STD_R] = math.sqrt(var) if var > 0.0 else 0.0
+    stats[S_MAX_DD] = max_dd
+    stats[S_MAX_DD_PCT] = max_dd_pct
+    stats[S_MAX_DD_CANDLES] = max_dur
+    stats[S_EXPOSED_CANDLES] = exposed
+    return trades[:k].copy(), refused, stats

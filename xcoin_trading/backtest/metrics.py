@@ -28,6 +28,13 @@ from typing import Any
 import numpy as np
 
 from xcoin_trading.backtest.kernel import (
+    S_DOWNSIDE,
+    S_EXPOSED_CANDLES,
+    S_MAX_DD,
+    S_MAX_DD_CANDLES,
+    S_MAX_DD_PCT,
+    S_MEAN_R,
+    S_STD_R,
     T_AMBIGUOUS,
     T_ENTRY_FEE,
     T_ENTRY_IDX,
@@ -85,17 +92,16 @@ def json_safe(value: Any) -> Any:
 
 def compute_metrics(
     trades: np.ndarray,
-    equity: np.ndarray,
-    position: np.ndarray,
-    stats: tuple,
+    stats: np.ndarray,
     *,
+    n_candles: int,
     initial_capital: float,
     candle_ms: int,
     refused: np.ndarray,
 ) -> dict[str, Any]:
-    """Metrics from the kernel's raw outputs (trade matrix, equity curve, equity statistics)."""
-    _, _, mean_r, std_r, downside, max_dd, max_dd_pct, max_dd_candles = stats
-    n_candles = equity.shape[0]
+    """Metrics from the kernel's raw outputs (trade matrix, equity statistics `S_*`)."""
+    mean_r, std_r, downside = float(stats[S_MEAN_R]), float(stats[S_STD_R]), float(stats[S_DOWNSIDE])
+    max_dd, max_dd_pct, max_dd_candles = stats[S_MAX_DD], stats[S_MAX_DD_PCT], int(stats[S_MAX_DD_CANDLES])
     pnl = trades[:, T_PNL]
     fees = trades[:, T_ENTRY_FEE] + trades[:, T_EXIT_FEE]
     gross = pnl + fees
@@ -149,7 +155,7 @@ def compute_metrics(
         "expectancy": net / n if n else 0.0,
         "sqn": math.sqrt(n) * float(pnl.mean()) / pnl_std if pnl_std > 0 else 0.0,
         "tradeSharpe": float(trade_returns.mean()) / tr_std if tr_std > 0 else 0.0,
-        "exposurePct": float(np.count_nonzero(position)) / n_candles * 100 if n_candles else 0.0,
+        "exposurePct": float(stats[S_EXPOSED_CANDLES]) / n_candles * 100 if n_candles else 0.0,
         "maxDrawdownDuration": float(max_dd_candles * candle_ms / 1000),  # seconds
         "maxDrawdownDurationCandles": int(max_dd_candles),
         "averageTradeDurationCandles": float((trades[:, T_EXIT_IDX] - trades[:, T_ENTRY_IDX]).mean())

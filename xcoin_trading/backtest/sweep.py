@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 
-from xcoin_trading.backtest import kernel as k
 from xcoin_trading.backtest.engine import SimulationConfig, infer_candle_ms, run_kernel
 from xcoin_trading.backtest.metrics import compute_metrics
 from xcoin_trading.errors import ValidationError
@@ -124,10 +123,14 @@ def run_sweep(
         except ValidationError as exc:
             return row | {"error": str(exc)}
         signals = compute_signals(strategy, candles, params)
-        trades, equity, position, refused = run_kernel(candles, signals, config, None, candle_ms)
-        stats = k.equity_stats_nb(equity, capital)
+        trades, refused, stats, _ = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
         metrics = compute_metrics(
-            trades, equity, position, stats, initial_capital=capital, candle_ms=candle_ms, refused=refused
+            trades,
+            stats,
+            n_candles=candles.height,
+            initial_capital=capital,
+            candle_ms=candle_ms,
+            refused=refused,
         )
         return row | {c: metrics[c] for c in RANKING_COLUMNS} | {metric: metrics[metric], "error": None}
 
