@@ -236,6 +236,31 @@ def test_equity_is_marked_to_market_each_candle_with_drawdown():
     assert r.metrics["maxDrawdown"] == 100 and r.metrics["maxDrawdownPct"] == 10
 
 
+def test_signal_levels_of_a_sliced_frame_are_read_row_by_row():
+    # A strategy may return a slice of a bigger frame (its buffers then start at an offset): the
+    # rows before the slice (a LONG with a NaN stop) must not count, nulls stay "no level", levels
+    # on HOLD rows are dropped, and a bad row is reported by its row in the signals.
+    frame = candles([(100, 100, 100, 100)] * 12)
+    nan = float("nan")
+    rows = [("LONG", nan, None)] * 3 + [("HOLD", None, None)] * 12
+    rows[3] = ("LONG", None, 110.0)
+    rows[4] = ("LONG", 95.0, None)
+    rows[7] = ("SHORT", 105.0, 90.0)
+    rows[9] = ("HOLD", 1.0, 2.0)
+    schema = {"action": pl.String, "stop_loss": pl.Float64, "take_profit": pl.Float64}
+    big = pl.DataFrame(rows, schema=schema, orient="row")
+    out = validate_signals(big.slice(3, 12), frame, "test")
+    assert out.get_column("action").to_list()[:5] == ["LONG", "LONG", "HOLD", "HOLD", "SHORT"]
+    assert out.get_column("stop_loss").to_list() == [None, 95.0, None, None, 105.0] + [None] * 7
+    assert out.get_column("take_profit").to_list() == [110.0, None, None, None, 90.0] + [None] * 7
+    rows[12] = ("LONG", 101.0, None)  # stop above the close of 100
+    with pytest.raises(ValidationError, match="LONG at row 9 whose stop_loss is not below"):
+        validate_signals(pl.DataFrame(rows, schema=schema, orient="row").slice(3, 12), frame, "test")
+    rows[12] = ("SHORT", float("-inf"), None)
+    with pytest.raises(ValidationError, match="NaN or infinite stop_loss/take_profit on an entry row 9"):
+        validate_signals(pl.DataFrame(rows, schema=schema, orient="row").slice(3, 12), frame, "test")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
