@@ -78,14 +78,24 @@ def pct_levels(sl_pct: float, tp_pct: float) -> tuple[tuple[pl.Expr, pl.Expr], t
     return (close * (1 - sl_pct), close * (1 + tp_pct)), (close * (1 + sl_pct), close * (1 - tp_pct))
 
 
-def frame_from_codes(codes: np.ndarray, stop: np.ndarray, take: np.ndarray) -> pl.DataFrame:
-    """The signal frame from int codes (HOLD=0, LONG=1, SHORT=2, EXIT=3) and NaN-for-none levels."""
+def frame_from_codes(codes: np.ndarray, rows: np.ndarray, stop: np.ndarray, take: np.ndarray) -> pl.DataFrame:
+    """The signal frame from int codes (HOLD=0, LONG=1, SHORT=2, EXIT=3) and the levels of the
+    entry `rows` (NaN: none); every other row's levels are null."""
 
     def lit(action: str) -> pl.Expr:
         return pl.lit(action, dtype=ACTION_DTYPE)
 
+    def levels(name: str, values: np.ndarray) -> pl.Series:
+        return (
+            pl.repeat(None, codes.shape[0], dtype=pl.Float64, eager=True)
+            .alias(name)
+            .scatter(rows, pl.Series(values, nan_to_null=True))
+        )
+
     c = pl.col("_code")
     action = pl.when(c == 1).then(lit("LONG")).when(c == 2).then(lit("SHORT")).when(c == 3).then(lit("EXIT"))
-    return pl.DataFrame({"_code": codes, "stop_loss": stop, "take_profit": take}, nan_to_null=True).select(
-        action.otherwise(lit("HOLD")).alias("action"), "stop_loss", "take_profit"
+    return (
+        pl.DataFrame({"_code": codes})
+        .select(action.otherwise(lit("HOLD")).alias("action"))
+        .with_columns(levels("stop_loss", stop), levels("take_profit", take))
     )

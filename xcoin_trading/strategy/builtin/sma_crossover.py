@@ -33,10 +33,10 @@ def check_params(params: dict) -> None:
 
 @njit(cache=True, nogil=True)
 def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only):
+    """Action codes per candle, then the entry rows and their levels (compact: entries are few)."""
     n = close.shape[0]
     codes = np.zeros(n, np.int8)
-    stop = np.full(n, np.nan)
-    take = np.full(n, np.nan)
+    entries = 0
     sf = ss = 0.0
     pf = ps = np.nan  # previous candle's SMAs
     for i in range(n):
@@ -52,21 +52,27 @@ def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only):
         if i >= slow:  # both SMAs defined at i-1 and i
             if f > s and pf <= ps:
                 codes[i] = 1
-                stop[i] = c * (1 - sl_pct)
-                take[i] = c * (1 + tp_pct)
+                entries += 1
             elif f < s and pf >= ps:
-                if long_only:
-                    codes[i] = 3
-                else:
-                    codes[i] = 2
-                    stop[i] = c * (1 + sl_pct)
-                    take[i] = c * (1 - tp_pct)
+                codes[i] = 3 if long_only else 2
+                entries += not long_only
         pf, ps = f, s
-    return codes, stop, take
+    rows = np.empty(entries, np.int64)
+    stop = np.empty(entries)
+    take = np.empty(entries)
+    k = 0
+    for i in range(n):
+        if codes[i] == 1 or codes[i] == 2:
+            c = close[i]
+            rows[k] = i
+            stop[k] = c * (1 - sl_pct) if codes[i] == 1 else c * (1 + sl_pct)
+            take[k] = c * (1 + tp_pct) if codes[i] == 1 else c * (1 - tp_pct)
+            k += 1
+    return codes, rows, stop, take
 
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
-    codes, stop, take = _signals_nb(
+    codes, rows, stop, take = _signals_nb(
         candles.get_column("close").cast(pl.Float64).to_numpy(),
         int(params["fast"]),
         int(params["slow"]),
@@ -74,4 +80,4 @@ def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
         float(params["tp_pct"]),
         params["mode"] == "long_only",
     )
-    return frame_from_codes(codes, stop, take)
+    return frame_from_codes(codes, rows, stop, take)
