@@ -137,7 +137,7 @@ def simulate_nb(
     shift = math.nan
     sum_d = sum_d2 = down2 = 0.0
     peak = init_capital
-    max_dd = max_dd_pct = 0.0
+    dd = ddp = max_dd = max_dd_pct = 0.0
     dur = max_dur = 0
     exposed = 0
 
@@ -220,8 +220,16 @@ def simulate_nb(
                     entry_i = i
 
         e = realised - entry_fee + side * qty * (close[i] - entry) if side != 0 else realised
-        r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
-        prev_e = e
+        if e != prev_e:
+            r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
+            prev_e = e
+            peak = max(peak, e)
+            dd = peak - e
+            ddp = dd / peak * 100.0 if peak > 0.0 else 0.0
+            max_dd = max(max_dd, dd)
+            max_dd_pct = max(max_dd_pct, ddp)
+        else:
+            r = 0.0  # flat, or a close that did not move: half the candles skip the two divisions
         if i == 0:
             shift = r
         d = r - shift
@@ -229,15 +237,10 @@ def simulate_nb(
         sum_d2 += d * d
         down2 += min(r, 0.0) * min(r, 0.0)
         if e >= peak:
-            peak = e
             dur = 0
         else:
             dur += 1
             max_dur = max(max_dur, dur)
-        dd = peak - e
-        ddp = dd / peak * 100.0 if peak > 0.0 else 0.0
-        max_dd = max(max_dd, dd)
-        max_dd_pct = max(max_dd_pct, ddp)
         exposed += side != 0
         if keep:
             equity[i] = e
