@@ -146,29 +146,36 @@ def simulate_nb(
         reason = -1
         ambiguous = False
         intrabar = False
-        if side != 0 and entry_i < i:
-            hit, price = _touches(side, open_[i], high[i], low[i], sl, tp, gap_at_open)
-            if hit == _BOTH and use_1m:
-                for j in range(m1_bounds[i], m1_bounds[i + 1]):
-                    hit, price = _touches(side, m1_open[j], m1_high[j], m1_low[j], sl, tp, gap_at_open)
-                    if hit != _NONE:
-                        break
-                intrabar = hit in (_SL, _TP)
-                if not intrabar:
-                    hit = _BOTH  # no 1m candles, or they cannot tell either: the rule decides
-            if hit == _BOTH:
-                ambiguous = True
-                hit, price = (_TP, tp) if tp_first else (_SL, sl)
-            if hit == _SL:
-                exit_price, reason = price, REASON_SL
-            elif hit == _TP:
-                exit_price, reason = price, REASON_TP
-        if reason < 0 and side != 0:
-            a = action[i]
-            if i == n - 1:
-                exit_price, reason = close[i], REASON_END  # what is still open closes at the last close
-            elif a == EXIT or (a == LONG and side == -1) or (a == SHORT and side == 1):
-                exit_price, reason = close[i], REASON_SIGNAL
+        if side != 0:
+            # Quick test first: most candles in a position reach neither level (NaN never compares).
+            o, h, lo = open_[i], high[i], low[i]
+            if side == 1:
+                near = (lo <= sl) | (o <= sl) | (h >= tp) | (o >= tp)
+            else:
+                near = (h >= sl) | (o >= sl) | (lo <= tp) | (o <= tp)
+            if near and entry_i < i:
+                hit, price = _touches(side, o, h, lo, sl, tp, gap_at_open)
+                if hit == _BOTH and use_1m:
+                    for j in range(m1_bounds[i], m1_bounds[i + 1]):
+                        hit, price = _touches(side, m1_open[j], m1_high[j], m1_low[j], sl, tp, gap_at_open)
+                        if hit != _NONE:
+                            break
+                    intrabar = hit in (_SL, _TP)
+                    if not intrabar:
+                        hit = _BOTH  # no 1m candles, or they cannot tell either: the rule decides
+                if hit == _BOTH:
+                    ambiguous = True
+                    hit, price = (_TP, tp) if tp_first else (_SL, sl)
+                if hit == _SL:
+                    exit_price, reason = price, REASON_SL
+                elif hit == _TP:
+                    exit_price, reason = price, REASON_TP
+            if reason < 0:
+                a = action[i]
+                if i == n - 1:
+                    exit_price, reason = close[i], REASON_END  # what is still open closes at the last close
+                elif a != HOLD and a != (LONG if side == 1 else SHORT):  # EXIT, or the opposite side
+                    exit_price, reason = close[i], REASON_SIGNAL
 
         if reason >= 0:
             exit_fee = fee_rate * qty * exit_price
