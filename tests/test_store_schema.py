@@ -119,3 +119,59 @@ def test_client_order_id_is_unique(store):
                 quantity=Decimal(1),
             )
         )
+
+
+def test_bulk_update_by_id_keeps_money_time_and_json_exact(store):
+    """The fan-out records thousands of answers per candle in one UPDATE: nothing may be rounded,
+    shifted in time or mixed up between rows on the way."""
+    from xcoin_trading.store.db import update_by_id
+
+    with session_scope(store) as session:
+        _user_and_strategy(session)
+        orders = [Order(leg="ENTRY", client_order_id=f"b-{i}", market="BTCUSDT", side="buy",
+                        order_type="market_order", quantity=Decimal(1), status="SENDING") for i in range(3)]  # fmt: skip
+        session.add_all(orders)
+        session.flush()
+        ids = [o.id for o in orders]
+    filled_at = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    answers = [
+        {"id": ids[0], "status": "FILLED", "avg_price": Decimal("65432.123456789012345678"),
+         "filled_quantity": Decimal("0.1") + Decimal("0.2"), "raw_last_response": {"fee": Decimal("1e-18")},
+         "updated_at": filled_at},
+        {"id": ids[1], "status": "REJECTED", "error": "insufficient funds"},
+    ]  # fmt: skip
+    with session_scope(store) as session:
+        update_by_id(session, Order, answers)
+    with session_scope(store) as session:
+        got = {o.id: o for o in session.scalars(sa.select(Order))}
+    filled, rejected, untouched = got[ids[0]], got[ids[1]], got[ids[2]]
+    assert (filled.status, filled.avg_price, filled.filled_quantity) == (
+        "FILLED", Decimal("65432.123456789012345678"), Decimal("0.3"),
+    )  # fmt: skip
+    assert filled.raw_last_response == {"fee": "0.000000000000000001"} and filled.updated_at == filled_at
+    assert (rejected.status, rejected.error, rejected.avg_price) == ("REJECTED", "insufficient funds", None)
+    assert rejected.updated_at > untouched.updated_at  # stamped by the update
+    assert (untouched.status, untouched.error) == ("SENDING", None)
+    with pytest.raises(ValueError, match="naive datetime"), session_scope(store) as session:
+        update_by_id(session, Order, [{"id": ids[2], "status": "FILLED", "updated_at": datetime(2024, 1, 1)}])
+
+
+def test_bulk_insert_returns_each_rows_own_id_and_applies_defaults(store):
+    """Intents are written all at once and each job must learn its own row's id: a mix-up would send
+    one subscriber's order under another's record."""
+    from xcoin_trading.store.db import insert_returning_ids
+
+    rows = [
+        {"leg": "ENTRY", "client_order_id": f"ins-{i}", "market": "BTCUSDT", "side": "buy" if i % 2 else "sell",
+         "order_type": "market_order", "quantity": Decimal(i) / 8, "price": None, "status": "SENDING"}
+        for i in (5, 1, 4, 2, 3)
+    ]  # fmt: skip
+    with session_scope(store) as session:
+        ids = insert_returning_ids(session, Order, rows)
+    with session_scope(store) as session:
+        got = {o.id: o for o in session.scalars(sa.select(Order))}
+    assert [got[i].client_order_id for i in ids] == [r["client_order_id"] for r in rows]
+    assert [got[i].quantity for i in ids] == [r["quantity"] for r in rows]
+    first = got[ids[0]]
+    assert (first.filled_quantity, first.fee, first.attempts, first.lookup_misses) == (0, 0, 0, 0)
+    assert first.created_at.tzinfo is not None and first.price is None

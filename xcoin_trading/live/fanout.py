@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import ValidationError, XcoinError
@@ -34,6 +34,7 @@ from xcoin_trading.live.runner import Signal
 from xcoin_trading.live.trades import client_order_id, close_trade
 from xcoin_trading.risk import check_entry_limits, size_position
 from xcoin_trading.services.credentials import decrypt
+from xcoin_trading.store.db import insert_returning_ids, update_by_id
 from xcoin_trading.store.models import BrokerCredential, Order, Subscription, Trade
 from xcoin_trading.vault import Vault
 
@@ -323,12 +324,10 @@ def _order_row(
 
 
 def _insert(session: Session, new: list[_NewOrder], take_profits: list[_NewOrder], kind: str) -> None:
-    """Two multi-row INSERTs (trades, then orders) with the ids returned in parameter order."""
+    """Two INSERTs (trades, then orders), each of every row at once, ids returned in row order."""
     opening = [n for n in new if n.trade is not None]
     if opening:
-        trade_ids = session.scalars(
-            insert(Trade).returning(Trade.id, sort_by_parameter_order=True), [n.trade for n in opening]
-        ).all()
+        trade_ids = insert_returning_ids(session, Trade, [n.trade for n in opening])
         for n, trade_id in zip(opening, trade_ids, strict=True):
             n.row["trade_id"] = trade_id
     for tp in take_profits:
@@ -336,9 +335,7 @@ def _insert(session: Session, new: list[_NewOrder], take_profits: list[_NewOrder
     planned = new + take_profits
     if not planned:
         return
-    order_ids = session.scalars(
-        insert(Order).returning(Order.id, sort_by_parameter_order=True), [n.row for n in planned]
-    ).all()
+    order_ids = insert_returning_ids(session, Order, [n.row for n in planned])
     for n, order_id in zip(planned, order_ids, strict=True):
         r = n.row
         order = Intent(order_id, r["subscription_id"], r["trade_id"], r["leg"], r["client_order_id"], r["market"],
@@ -463,14 +460,16 @@ def order_status_of(ex: ExchangeOrder) -> str:
 
 def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResult) -> None:
     """Write each answer to its order and trade; close trades whose exit filled."""
-    trade_ids = {j.order.trade_id for j in jobs if j.order.trade_id}
+    # Only the trades that close now are loaded (close_trade needs them and moves their subscription's
+    # counters, locked in one ordered query); every other write is a bulk UPDATE by id.
+    closing_ids = {j.order.trade_id for j in jobs if j.order.leg == "EXIT" and j.order.trade_id and j.error is None
+                   and j.skipped is None and j.result is not None and order_status_of(j.result) == "FILLED"}  # fmt: skip
     trades = (
-        {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(trade_ids)))} if trade_ids else {}
+        {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(closing_ids)))}
+        if closing_ids
+        else {}
     )
-    # Subscriptions whose trade closes now, locked in one ordered query (not one query per close).
-    closing = sorted({trades[j.order.trade_id].subscription_id for j in jobs if j.error is None
-                      and j.result is not None and j.order.leg == "EXIT" and j.order.trade_id in trades
-                      and order_status_of(j.result) == "FILLED"})  # fmt: skip
+    closing = sorted({t.subscription_id for t in trades.values()})
     subscriptions = {}
     for start in range(0, len(closing), 500):
         subscriptions |= {
@@ -483,13 +482,13 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
             )
         }
     cancelled: list[str] = []
-    answers: list[dict[str, Any]] = []
-    with session.no_autoflush:  # the trades are flushed once, at the end
+    orders: list[dict[str, Any]] = []
+    opened: list[dict[str, Any]] = []  # trades whose entry answered
+    with session.no_autoflush:  # the closed trades are flushed once, at the end
         for job in jobs:
-            answers.append(_record_one(session, job, trades, subscriptions, cancelled, now, result))
-    # ORM bulk UPDATE by primary key: one executemany per set of columns, no object per order.
-    if answers:
-        session.execute(update(Order), answers)
+            orders.append(_record_one(session, job, trades, subscriptions, cancelled, opened, now, result))
+    update_by_id(session, Order, orders)
+    update_by_id(session, Trade, opened)
     for start in range(0, len(cancelled), 500):
         session.execute(
             update(Order)
@@ -500,11 +499,13 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
 
 
 def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscriptions: dict[int, Subscription],
-                cancelled: list[str], now: datetime, result: FanoutResult) -> dict[str, Any]:  # fmt: skip
-    """The order's new column values (its row is updated in bulk by the caller); its trade is updated here."""
+                cancelled: list[str], opened: list[dict[str, Any]], now: datetime,
+                result: FanoutResult) -> dict[str, Any]:  # fmt: skip
+    """The order's new column values (and its trade's, in `opened`), written in bulk by the caller;
+    a trade whose exit filled is closed here."""
     order = job.order
-    trade = trades.get(order.trade_id) if order.trade_id else None
     sub_id = order.subscription_id
+    entry_of = order.trade_id if order.leg == "ENTRY" else None
     protective = order.leg == "TAKE_PROFIT"  # its outcome belongs to the entry's, not in its place
     if job.skipped is not None:
         order.status = "CANCELLED"
@@ -514,8 +515,8 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
     if job.error is not None:
         # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
         order.status = "UNKNOWN" if job.ambiguous else "REJECTED"
-        if order.status == "REJECTED" and trade is not None and order.leg == "ENTRY":
-            trade.status = "FAILED"
+        if order.status == "REJECTED" and entry_of:
+            opened.append({"id": entry_of, "status": "FAILED", "updated_at": now})
         if protective:
             result.outcomes.setdefault(sub_id, {"status": "PLACED"})["take_profit_error"] = job.error
         else:
@@ -533,17 +534,16 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
         "filled_quantity": ex.filled_quantity, "avg_price": ex.avg_price or None, "fee": ex.fee_amount,
         "raw_last_response": ex.raw, "updated_at": now,
     }  # fmt: skip
-    if trade is None:
-        return answer
-    if order.leg == "ENTRY":
+    if entry_of:
         if ex.filled_quantity > 0:
-            trade.status, trade.quantity, trade.entry_price = "OPEN", ex.filled_quantity, ex.avg_price
-            trade.entry_fee = trade.fees = ex.fee_amount
-            trade.entry_time = ex.updated_at or now
+            opened.append({"id": entry_of, "status": "OPEN", "quantity": ex.filled_quantity,
+                           "entry_price": ex.avg_price, "entry_fee": ex.fee_amount, "fees": ex.fee_amount,
+                           "entry_time": ex.updated_at or now, "updated_at": now})  # fmt: skip
         elif order.status in ("REJECTED", "CANCELLED"):
-            trade.status = "FAILED"
-        result.note(sub_id, "PLACED", trade_id=trade.id, order_status=order.status)
-    elif order.leg == "EXIT" and order.status == "FILLED":
+            opened.append({"id": entry_of, "status": "FAILED", "updated_at": now})
+        result.note(sub_id, "PLACED", trade_id=entry_of, order_status=order.status)
+    elif order.leg == "EXIT" and order.trade_id in trades:
+        trade = trades[order.trade_id]
         close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type="SIGNAL",
                     exit_time=ex.updated_at or now, subscription=subscriptions.get(trade.subscription_id))  # fmt: skip
         if result.outcomes.get(sub_id, {}).get("status") != "PLACED":

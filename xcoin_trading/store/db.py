@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,6 +84,80 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def _refuse_naive(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(f"naive datetime {value.isoformat()} given; use timezone-aware UTC")
+
+
+def _recordset(table: sa.Table, columns: tuple[str, ...], dialect, extra: str = "") -> str:
+    """The rows of a jsonb parameter as a typed relation `v`: one statement moves thousands of rows
+    (executemany / multi-row VALUES measured 2–2.6x slower for 2000 orders)."""
+    record = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=dialect)}' for c in columns)
+    return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({record}{extra})"
+
+
+def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any]]) -> list[int]:
+    """INSERT many rows (same keys in each) and return their new ids in the order of `rows`.
+
+    Python-side column defaults are applied as the ORM would. On Postgres the rows are one jsonb
+    parameter inserted in their order, so the identity values come out ascending in that order."""
+    if not rows:
+        return []
+    _refuse_naive(rows)
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        return list(session.scalars(sa.insert(model).returning(model.id, sort_by_parameter_order=True), rows))
+    table = model.__table__
+    defaults = {}
+    for column in table.c:
+        if column.name not in rows[0] and column.default is not None and not column.primary_key:
+            arg = column.default.arg
+            defaults[column.name] = arg(None) if column.default.is_callable else arg
+    columns = (*rows[0], *defaults)
+    names = ", ".join(f'"{c}"' for c in columns)
+    payload = [{**row, **defaults, "_n": n} for n, row in enumerate(rows)]
+    ids = session.scalars(
+        sa.text(
+            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_recordset(table, columns, dialect, ", _n bigint")} '
+            f"ORDER BY v._n RETURNING id"
+        ).bindparams(rows=_dumps(payload))
+    ).all()
+    return sorted(ids)
+
+
+def update_by_id(session: Session, model: type, rows: list[dict[str, Any]]) -> None:
+    """UPDATE many rows by primary key `id`, each with its own values.
+
+    On Postgres one statement per set of columns (the rows as one jsonb parameter); elsewhere the
+    ORM's bulk UPDATE by primary key. Values are written exactly (Decimal as its digits) and
+    `updated_at` is stamped where a row does not set it, as the ORM's onupdate would."""
+    if not rows:
+        return
+    table = model.__table__
+    if "updated_at" in table.c:
+        now = datetime.now(UTC)
+        rows = [row if "updated_at" in row else {**row, "updated_at": now} for row in rows]
+    _refuse_naive(rows)
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        session.execute(sa.update(model), rows)
+        return
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for columns, group in groups.items():
+        assignments = ", ".join(f'"{c}" = v."{c}"' for c in columns if c != "id")
+        session.execute(
+            sa.text(
+                f'UPDATE "{table.name}" SET {assignments} FROM {_recordset(table, columns, dialect)} '
+                f'WHERE "{table.name}".id = v.id'
+            ),
+            {"rows": _dumps(group)},
+        )
 
 
 def alembic_config(url: str):
