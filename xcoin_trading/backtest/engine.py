@@ -33,7 +33,7 @@ from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.markets import D, Market
 from xcoin_trading.risk import market_rounding_args
 from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
-from xcoin_trading.strategy.contract import ACTION_DTYPE
+from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers
 from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
 
 IntrabarRule = Literal["sl_first", "tp_first", "1m"]
@@ -180,21 +180,29 @@ def _intrabar_bounds(
     )
 
 
-def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated signals → (uint8 action codes, stop, take) with NaN for no level."""
+def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, tuple, tuple]:
+    """Validated signals → (uint8 action codes, stop buffers, take buffers), all zero-copy.
+
+    Level buffers are (values, validity bitmap, bit offset) as `float_buffers` gives them.
+    """
     # The Enum's physical codes are the kernel's action codes: no cast, no copy.
     codes = signals.get_column("action").cast(ACTION_DTYPE).to_physical().rechunk().to_numpy()
-    stop = signals.get_column("stop_loss").fill_null(np.nan).to_numpy()
-    take = signals.get_column("take_profit").fill_null(np.nan).to_numpy()
+    stop, take = (
+        float_buffers(signals.get_column(c).cast(pl.Float64).rechunk()) for c in ("stop_loss", "take_profit")
+    )
     return codes, stop, take
 
 
-def _on_tick(levels: np.ndarray, market: Market) -> np.ndarray:
-    """Levels rounded to the tick exactly as the fan-out rounds them (Decimal, half-even)."""
-    out = levels.copy()
-    for i in np.flatnonzero(~np.isnan(levels)):
-        out[i] = float(market.round_price(D(float(levels[i]))))
-    return out
+def _on_tick(levels: tuple, market: Market) -> tuple:
+    """Level buffers rounded to the tick exactly as the fan-out rounds them (Decimal, half-even);
+    no level becomes NaN."""
+    values, bits, offset = levels
+    present = np.ones(values.shape[0], bool) if bits.shape[0] == 0 else np.unpackbits(bits, bitorder="little")[
+        offset : offset + values.shape[0]].astype(bool)  # fmt: skip
+    out = np.full(values.shape[0], np.nan)
+    for i in np.flatnonzero(present & ~np.isnan(values)):
+        out[i] = float(market.round_price(D(float(values[i]))))
+    return out, np.empty(0, np.uint8), 0
 
 
 def pooled_empty(n: int, dtype: type = np.float64) -> np.ndarray:
@@ -241,8 +249,8 @@ def run_kernel(
         candles.get_column("low").to_numpy(),
         candles.get_column("close").to_numpy(),
         action,
-        stop,
-        take,
+        *stop,
+        *take,
         float(config.initial_capital),
         float(config.risk_per_trade),
         float(config.leverage),

@@ -85,8 +85,12 @@ def simulate_nb(
     low: np.ndarray,
     close: np.ndarray,
     action: np.ndarray,  # int codes (uint8 / int8)
-    stop_loss: np.ndarray,  # NaN: none; read on LONG/SHORT rows only
+    stop_loss: np.ndarray,  # read on LONG/SHORT rows only; NaN or null: none
+    stop_valid: np.ndarray,  # Arrow validity bitmap of stop_loss (empty: no nulls)
+    stop_offset: int,  # its first bit
     take_profit: np.ndarray,
+    take_valid: np.ndarray,
+    take_offset: int,
     init_capital: float,
     risk_per_trade: float,
     leverage: float,
@@ -202,11 +206,23 @@ def simulate_nb(
         if side == 0 and i < n - 1:
             a = action[i]
             if a == LONG or a == SHORT:  # noqa: SIM109 (numba)
+                bit = i + stop_offset
+                stop = (
+                    stop_loss[i]
+                    if stop_valid.shape[0] == 0 or (stop_valid[bit >> 3] >> (bit & 7)) & 1
+                    else math.nan
+                )
+                bit = i + take_offset
+                take = (
+                    take_profit[i]
+                    if take_valid.shape[0] == 0 or (take_valid[bit >> 3] >> (bit & 7)) & 1
+                    else math.nan
+                )
                 q, code = size_position_float(
                     realised,
                     risk_per_trade,
                     close[i],
-                    stop_loss[i],
+                    stop,
                     leverage,
                     fee_rate,
                     step,
@@ -222,8 +238,8 @@ def simulate_nb(
                     qty = q
                     entry = close[i]
                     entry_fee = fee_rate * qty * entry
-                    sl = stop_loss[i]
-                    tp = take_profit[i]
+                    sl = stop
+                    tp = take
                     entry_i = i
 
         e = realised - entry_fee + side * qty * (close[i] - entry) if side != 0 else realised

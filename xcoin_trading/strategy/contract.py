@@ -93,7 +93,7 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
     return (nonfinite, nonpositive, long_side, short_side), stops, takes
 
 
-def _arrow_float64(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int]:
+def float_buffers(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int]:
     """Zero-copy views of a single-chunk Float64 series: (values, validity bitmap, bit offset)."""
     array = series.to_arrow()
     validity, data = array.buffers()[:2]
@@ -211,7 +211,7 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         levels.append(signals.get_column(col).cast(pl.Float64).rechunk().alias(col))
     codes = action.to_physical().rechunk().to_numpy()  # the Enum's codes: HOLD=0 LONG=1 SHORT=2 EXIT=3
     first, stops, takes = _level_faults_nb(
-        codes, candles.get_column("close").to_numpy(), *_arrow_float64(levels[0]), *_arrow_float64(levels[1])
+        codes, candles.get_column("close").to_numpy(), *float_buffers(levels[0]), *float_buffers(levels[1])
     )
     messages = (
         "returned NaN or infinite stop_loss/take_profit on an entry row {row} (use null for none)",
