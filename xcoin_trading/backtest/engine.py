@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from xcoin_trading.backtest import kernel as k
 from xcoin_trading.backtest.metrics import compute_metrics
@@ -33,7 +32,7 @@ from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.markets import D, Market
 from xcoin_trading.risk import market_rounding_args
 from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
-from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers
+from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers, pooled_empty
 from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
 
 IntrabarRule = Literal["sl_first", "tp_first", "1m"]
@@ -203,16 +202,6 @@ def _on_tick(levels: tuple, market: Market) -> tuple:
     for i in np.flatnonzero(present & ~np.isnan(values)):
         out[i] = float(market.round_price(D(float(values[i]))))
     return out, np.empty(0, np.uint8), 0
-
-
-def pooled_empty(n: int, dtype: type = np.float64) -> np.ndarray:
-    """An uninitialised writable array from Arrow's memory pool, for outputs polars will hold.
-
-    A fresh numpy array this large is a new mmap whose every 4 KiB page faults on first write,
-    on every run (here ~1.5 us a page: 6 ms for the curves of 1M candles). The Arrow pool
-    (mimalloc/jemalloc) keeps freed pages for the next run, and polars takes the array zero-copy.
-    """
-    return np.frombuffer(pa.allocate_buffer(n * np.dtype(dtype).itemsize), dtype)
 
 
 def run_kernel(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from numba import njit
 
 from xcoin_trading.errors import ValidationError
@@ -91,6 +92,16 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
         if action[i] == 2 and (sl <= c or tp >= c):
             short_side = i if short_side < 0 else short_side
     return (nonfinite, nonpositive, long_side, short_side), stops, takes
+
+
+def pooled_empty(n: int, dtype: type = np.float64) -> np.ndarray:
+    """An uninitialised writable array from Arrow's memory pool, for large outputs polars will hold.
+
+    A fresh numpy array this large is a new mmap whose every 4 KiB page faults on first write,
+    on every run (here ~1.5 us a page: 6 ms for a backtest's curves of 1M candles). The Arrow pool
+    (mimalloc/jemalloc) keeps freed pages for the next run, and polars takes the array zero-copy.
+    """
+    return np.frombuffer(pa.allocate_buffer(n * np.dtype(dtype).itemsize), dtype)
 
 
 def float_buffers(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.strategy.contract import ACTION_DTYPE
+from xcoin_trading.strategy.contract import ACTION_DTYPE, pooled_empty
 
 MODES = ("long_short", "long_only")
 
@@ -78,24 +81,47 @@ def pct_levels(sl_pct: float, tp_pct: float) -> tuple[tuple[pl.Expr, pl.Expr], t
     return (close * (1 - sl_pct), close * (1 + tp_pct)), (close * (1 + sl_pct), close * (1 - tp_pct))
 
 
-def frame_from_codes(codes: np.ndarray, rows: np.ndarray, stop: np.ndarray, take: np.ndarray) -> pl.DataFrame:
-    """The signal frame from int codes (HOLD=0, LONG=1, SHORT=2, EXIT=3) and the levels of the
-    entry `rows` (NaN: none); every other row's levels are null."""
+class SignalBuffers(NamedTuple):
+    """A signal frame's memory for a numba pass to fill: action codes (HOLD=0, LONG=1, SHORT=2,
+    EXIT=3) and the two level columns as Arrow buffers (values, validity bitmap, bit i = row i)."""
+
+    codes: np.ndarray  # int8[n]
+    stop: np.ndarray  # float64[n]
+    stop_valid: np.ndarray  # uint8[ceil(n / 8)]
+    take: np.ndarray
+    take_valid: np.ndarray
+
+
+def signal_buffers(n: int) -> SignalBuffers:
+    """Uninitialised buffers from Arrow's pool (the fill must write every row and bitmap byte)."""
+    bitmap = (n + 7) // 8
+    return SignalBuffers(
+        pooled_empty(n, np.int8),
+        pooled_empty(n),
+        pooled_empty(bitmap, np.uint8),
+        pooled_empty(n),
+        pooled_empty(bitmap, np.uint8),
+    )
+
+
+def frame_from_buffers(buffers: SignalBuffers) -> pl.DataFrame:
+    """The signal frame over filled buffers; the level columns are taken zero-copy."""
+    n = buffers.codes.shape[0]
+
+    def levels(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
+        array = pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(valid), pa.py_buffer(values)])
+        return pl.Series(name, array)
 
     def lit(action: str) -> pl.Expr:
         return pl.lit(action, dtype=ACTION_DTYPE)
 
-    def levels(name: str, values: np.ndarray) -> pl.Series:
-        return (
-            pl.repeat(None, codes.shape[0], dtype=pl.Float64, eager=True)
-            .alias(name)
-            .scatter(rows, pl.Series(values, nan_to_null=True))
-        )
-
     c = pl.col("_code")
     action = pl.when(c == 1).then(lit("LONG")).when(c == 2).then(lit("SHORT")).when(c == 3).then(lit("EXIT"))
     return (
-        pl.DataFrame({"_code": codes})
+        pl.DataFrame({"_code": buffers.codes})
         .select(action.otherwise(lit("HOLD")).alias("action"))
-        .with_columns(levels("stop_loss", stop), levels("take_profit", take))
+        .with_columns(
+            levels("stop_loss", buffers.stop, buffers.stop_valid),
+            levels("take_profit", buffers.take, buffers.take_valid),
+        )
     )

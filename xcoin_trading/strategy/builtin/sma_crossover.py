@@ -16,7 +16,8 @@ from xcoin_trading.strategy.builtin._common import (
     check_fraction,
     check_mode,
     check_positive_int,
-    frame_from_codes,
+    frame_from_buffers,
+    signal_buffers,
 )
 
 DEFAULT_PARAMS = {"fast": 20, "slow": 50, "sl_pct": 0.02, "tp_pct": 0.04, "mode": "long_short"}
@@ -32,11 +33,12 @@ def check_params(params: dict) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only):
-    """Action codes per candle, then the entry rows and their levels (compact: entries are few)."""
+def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only, codes, stop, stop_valid, take, take_valid):
+    """Fills the signal buffers (`_common.SignalBuffers`) in one pass over the closes."""
     n = close.shape[0]
-    codes = np.zeros(n, np.int8)
-    entries = 0
+    stop_valid[:] = 0
+    take_valid[:] = 0
+    short_code = 3 if long_only else 2
     sf = ss = 0.0
     pf = ps = np.nan  # previous candle's SMAs
     for i in range(n):
@@ -47,37 +49,33 @@ def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only):
             sf -= close[i - fast]
         if i >= slow:
             ss -= close[i - slow]
-        f = sf / fast if i >= fast - 1 else np.nan
-        s = ss / slow if i >= slow - 1 else np.nan
+        f = sf / fast
+        s = ss / slow
+        code = 0
         if i >= slow:  # both SMAs defined at i-1 and i
             if f > s and pf <= ps:
-                codes[i] = 1
-                entries += 1
+                code = 1
             elif f < s and pf >= ps:
-                codes[i] = 3 if long_only else 2
-                entries += not long_only
+                code = short_code
+        codes[i] = code
+        stop[i] = take[i] = 0.0  # no level (null); zeros, never stale memory, under the nulls
+        if code == 1 or code == 2:
+            stop[i] = c * (1 - sl_pct) if code == 1 else c * (1 + sl_pct)
+            take[i] = c * (1 + tp_pct) if code == 1 else c * (1 - tp_pct)
+            stop_valid[i >> 3] |= np.uint8(1 << (i & 7))
+            take_valid[i >> 3] |= np.uint8(1 << (i & 7))
         pf, ps = f, s
-    rows = np.empty(entries, np.int64)
-    stop = np.empty(entries)
-    take = np.empty(entries)
-    k = 0
-    for i in range(n):
-        if codes[i] == 1 or codes[i] == 2:
-            c = close[i]
-            rows[k] = i
-            stop[k] = c * (1 - sl_pct) if codes[i] == 1 else c * (1 + sl_pct)
-            take[k] = c * (1 + tp_pct) if codes[i] == 1 else c * (1 - tp_pct)
-            k += 1
-    return codes, rows, stop, take
 
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
-    codes, rows, stop, take = _signals_nb(
+    out = signal_buffers(candles.height)
+    _signals_nb(
         candles.get_column("close").cast(pl.Float64).to_numpy(),
         int(params["fast"]),
         int(params["slow"]),
         float(params["sl_pct"]),
         float(params["tp_pct"]),
         params["mode"] == "long_only",
+        *out,
     )
-    return frame_from_codes(codes, rows, stop, take)
+    return frame_from_buffers(out)
