@@ -8,7 +8,9 @@ at the end. Candles: real BTCUSDT 1m from ../shared/data (923,040), extended pas
 bootstrap of the real candles' returns and ranges. Each measurement runs in its own process, so
 "peak RSS" is that engine's alone (interpreter and libraries included). Times are end to end
 (signals + simulation + metrics), warm (best of --repeat); the first, cold call is reported as
-JIT/compile.
+JIT/compile. Every call is timed as `timeit` does, after a gc.collect() with the collector paused:
+otherwise a collection of the process's whole heap lands inside some calls (vectorbt's 1M-candle
+call then swings between ~0.2 and ~0.8 s from run to run).
 
     .venv/bin/python benchmarks/backtest.py            # 100k, 1M, 5M; backtesting.py up to 1M (a few minutes)
     .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
@@ -18,6 +20,7 @@ JIT/compile.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -200,19 +203,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed(fn, candles) -> tuple[float, object]:
+    """One call, timed like timeit: the garbage collector paused (after a full collection)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t = time.perf_counter()
+        out = fn(candles)
+        return time.perf_counter() - t, out
+    finally:
+        gc.enable()
+
+
 def worker(engine: str, n: int, repeat: int) -> None:
     import polars as pl
 
     candles = pl.read_parquet(candles_file(n)).rechunk()  # contiguous, as a loaded frame usually is
     fn = ENGINES[engine]
-    t = time.perf_counter()
-    out = fn(candles)
-    cold = time.perf_counter() - t
+    cold, out = timed(fn, candles)
     warm = cold
     for _ in range(repeat - 1 if repeat > 1 else 0):
-        t = time.perf_counter()
-        out = fn(candles)
-        warm = min(warm, time.perf_counter() - t)
+        elapsed, out = timed(fn, candles)
+        warm = min(warm, elapsed)
     rss_mb = peak_rss_mb()
     print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "rss_mb": rss_mb, "out": out}))
 
@@ -230,7 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100k and 1M only, no sweep")
     ap.add_argument("--full", action="store_true", help="backtesting.py at 5M too (slow)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best warm one counts")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best warm one counts")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
