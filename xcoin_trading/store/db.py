@@ -10,10 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.store.types import UTCDateTime
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _engines: dict[str, sa.Engine] = {}
@@ -86,10 +88,17 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.close()
 
 
-def _refuse_naive(rows: list[dict[str, Any]]) -> None:
+def _bulk_json(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _refuse_naive(table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """What UTCDateTime refuses on the ORM path, refused here too (only time columns are looked at)."""
+    times = [c.name for c in table.c if isinstance(c.type, UTCDateTime)]
     for row in rows:
-        for value in row.values():
-            if isinstance(value, datetime) and value.tzinfo is None:
+        for name in times:
+            value = row.get(name)
+            if value is not None and value.tzinfo is None:
                 raise ValueError(f"naive datetime {value.isoformat()} given; use timezone-aware UTC")
 
 
@@ -107,7 +116,7 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
     parameter inserted in their order, so the identity values come out ascending in that order."""
     if not rows:
         return []
-    _refuse_naive(rows)
+    _refuse_naive(model.__table__, rows)
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
         return list(session.scalars(sa.insert(model).returning(model.id, sort_by_parameter_order=True), rows))
@@ -124,7 +133,7 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
         sa.text(
             f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_recordset(table, columns, dialect, ", _n bigint")} '
             f"ORDER BY v._n RETURNING id"
-        ).bindparams(rows=_dumps(payload))
+        ).bindparams(rows=_bulk_json(payload))
     ).all()
     return sorted(ids)
 
@@ -141,7 +150,7 @@ def update_by_id(session: Session, model: type, rows: list[dict[str, Any]]) -> N
     if "updated_at" in table.c:
         now = datetime.now(UTC)
         rows = [row if "updated_at" in row else {**row, "updated_at": now} for row in rows]
-    _refuse_naive(rows)
+    _refuse_naive(table, rows)
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
         session.execute(sa.update(model), rows)
@@ -156,7 +165,7 @@ def update_by_id(session: Session, model: type, rows: list[dict[str, Any]]) -> N
                 f'UPDATE "{table.name}" SET {assignments} FROM {_recordset(table, columns, dialect)} '
                 f'WHERE "{table.name}".id = v.id'
             ),
-            {"rows": _dumps(group)},
+            {"rows": _bulk_json(group)},
         )
 
 
