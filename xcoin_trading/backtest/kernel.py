@@ -150,13 +150,16 @@ def simulate_nb(
         reason = -1
         ambiguous = False
         intrabar = False
+        # Every candle's prices are read, flat or not: a sequential stream the prefetcher keeps up
+        # with, where loads skipped while flat left each position's first candles waiting on memory.
+        o, h, lo, cl = open_[i], high[i], low[i], close[i]
+        # Quick test first: most candles reach neither level (flat: the levels are NaN, which never
+        # compares).
+        if side == 1:
+            near = (lo <= sl) | (o <= sl) | (h >= tp) | (o >= tp)
+        else:
+            near = (h >= sl) | (o >= sl) | (lo <= tp) | (o <= tp)
         if side != 0:
-            # Quick test first: most candles in a position reach neither level (NaN never compares).
-            o, h, lo = open_[i], high[i], low[i]
-            if side == 1:
-                near = (lo <= sl) | (o <= sl) | (h >= tp) | (o >= tp)
-            else:
-                near = (h >= sl) | (o >= sl) | (lo <= tp) | (o <= tp)
             if near and entry_i < i:
                 hit, price = _touches(side, o, h, lo, sl, tp, gap_at_open)
                 if hit == _BOTH and use_1m:
@@ -201,7 +204,10 @@ def simulate_nb(
             t[T_STOP] = sl
             t[T_TAKE] = tp
             k += 1
-            side = 0  # flat again: the entry below may reopen on this same candle
+            # Flat again (the entry below may reopen on this same candle): nothing held, no levels.
+            side = 0
+            qty = entry_fee = 0.0
+            sl = tp = math.nan
 
         if side == 0 and i < n - 1:
             a = action[i]
@@ -242,7 +248,7 @@ def simulate_nb(
                     tp = take
                     entry_i = i
 
-        e = realised - entry_fee + side * qty * (close[i] - entry) if side != 0 else realised
+        e = realised - entry_fee + side * qty * (cl - entry)  # flat: qty and entry_fee are 0
         if e != prev_e:
             r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
             prev_e = e
