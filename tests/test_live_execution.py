@@ -51,8 +51,9 @@ def test_a_long_signal_gives_each_subscriber_one_sized_entry_and_a_resting_take_
     assert execution.subscribers_count == 3 and execution.trades_created == 3 and execution.duration_ms >= 0
 
 
-def test_exit_closes_every_trade_at_market_with_pnl_from_the_fills(live_world_factory):
-    world = live_world_factory(2)
+@pytest.mark.parametrize("servers", [False, True], ids=["sqlite", "postgres"])
+def test_exit_closes_every_trade_at_market_with_pnl_from_the_fills(live_world_factory, servers):
+    world = live_world_factory(2, servers=servers)
     _tick(world)
     world.set_action("EXIT")
     later = CLOSE + timedelta(minutes=3)
@@ -67,7 +68,20 @@ def test_exit_closes_every_trade_at_market_with_pnl_from_the_fills(live_world_fa
         assert tp.status == "CANCELLED"  # cancelled before the sell, or the coins would be locked twice
         with session_scope(world.settings) as session:
             sub = session.get(Subscription, trade.subscription_id)
-            assert (sub.total_trades, sub.total_pnl) == (1, expected)
+            won = expected > 0
+            assert (sub.total_trades, sub.winning_trades, sub.losing_trades, sub.total_pnl) == (
+                1, int(won), int(not won), expected,
+            )  # fmt: skip
+    # A second close of the same trades (the reconciler saw a fill a moment later) changes nothing.
+    from xcoin_trading.live.trades import Exit, close_trades
+
+    with session_scope(world.settings) as session:
+        late = Exit(Decimal(1), Decimal(0), "TAKE_PROFIT", later)
+        assert close_trades(session, {t.id: late for t in _rows(world, Trade)}, later) == {}
+    assert [(s.total_trades, s.total_pnl) for s in _rows(world, Subscription)] == [
+        (1, t.pnl) for t in _rows(world, Trade)
+    ]
+    assert {t.exit_type for t in _rows(world, Trade)} == {"SIGNAL"}
 
 
 def test_hold_records_no_signal_and_places_nothing(live_world_factory):

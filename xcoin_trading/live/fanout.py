@@ -31,7 +31,7 @@ from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
 from xcoin_trading.live.runner import Signal
-from xcoin_trading.live.trades import client_order_id, close_trade
+from xcoin_trading.live.trades import Exit, client_order_id, close_trades
 from xcoin_trading.risk import check_entry_limits, size_position
 from xcoin_trading.services.credentials import decrypt
 from xcoin_trading.store.db import insert_returning_ids, update_by_id
@@ -459,36 +459,18 @@ def order_status_of(ex: ExchangeOrder) -> str:
 
 
 def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResult) -> None:
-    """Write each answer to its order and trade; close trades whose exit filled."""
-    # Only the trades that close now are loaded (close_trade needs them and moves their subscription's
-    # counters, locked in one ordered query); every other write is a bulk UPDATE by id.
-    closing_ids = {j.order.trade_id for j in jobs if j.order.leg == "EXIT" and j.order.trade_id and j.error is None
-                   and j.skipped is None and j.result is not None and order_status_of(j.result) == "FILLED"}  # fmt: skip
-    trades = (
-        {t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(closing_ids)))}
-        if closing_ids
-        else {}
-    )
-    closing = sorted({t.subscription_id for t in trades.values()})
-    subscriptions = {}
-    for start in range(0, len(closing), 500):
-        subscriptions |= {
-            s.id: s
-            for s in session.scalars(
-                select(Subscription)
-                .where(Subscription.id.in_(closing[start : start + 500]))
-                .order_by(Subscription.id)
-                .with_for_update()
-            )
-        }
+    """Write each answer to its order and trade; close trades whose exit filled. All in bulk."""
     cancelled: list[str] = []
-    orders: list[dict[str, Any]] = []
     opened: list[dict[str, Any]] = []  # trades whose entry answered
-    with session.no_autoflush:  # the closed trades are flushed once, at the end
-        for job in jobs:
-            orders.append(_record_one(session, job, trades, subscriptions, cancelled, opened, now, result))
+    exits: dict[int, tuple[int, Exit]] = {}  # trade id -> (subscription id, its exit fill)
+    orders = [_record_one(job, cancelled, opened, exits, now, result) for job in jobs]
     update_by_id(session, Order, orders)
     update_by_id(session, Trade, opened)
+    closed = close_trades(session, {trade_id: fill for trade_id, (_, fill) in exits.items()}, now)
+    for trade_id, pnl in closed.items():
+        sub_id = exits[trade_id][0]
+        if result.outcomes.get(sub_id, {}).get("status") != "PLACED":  # a reversal reports its new entry
+            result.note(sub_id, "CLOSED", trade_id=trade_id, pnl=str(pnl))
     for start in range(0, len(cancelled), 500):
         session.execute(
             update(Order)
@@ -498,11 +480,9 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
         )
 
 
-def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscriptions: dict[int, Subscription],
-                cancelled: list[str], opened: list[dict[str, Any]], now: datetime,
-                result: FanoutResult) -> dict[str, Any]:  # fmt: skip
-    """The order's new column values (and its trade's, in `opened`), written in bulk by the caller;
-    a trade whose exit filled is closed here."""
+def _record_one(job: Job, cancelled: list[str], opened: list[dict[str, Any]], exits: dict[int, tuple[int, Exit]],
+                now: datetime, result: FanoutResult) -> dict[str, Any]:  # fmt: skip
+    """The order's new column values; its trade's go to `opened` (entries) or `exits` (filled exits)."""
     order = job.order
     sub_id = order.subscription_id
     entry_of = order.trade_id if order.leg == "ENTRY" else None
@@ -542,12 +522,8 @@ def _record_one(session: Session, job: Job, trades: dict[int, Trade], subscripti
         elif order.status in ("REJECTED", "CANCELLED"):
             opened.append({"id": entry_of, "status": "FAILED", "updated_at": now})
         result.note(sub_id, "PLACED", trade_id=entry_of, order_status=order.status)
-    elif order.leg == "EXIT" and order.trade_id in trades:
-        trade = trades[order.trade_id]
-        close_trade(session, trade, exit_price=ex.avg_price, exit_fee=ex.fee_amount, exit_type="SIGNAL",
-                    exit_time=ex.updated_at or now, subscription=subscriptions.get(trade.subscription_id))  # fmt: skip
-        if result.outcomes.get(sub_id, {}).get("status") != "PLACED":
-            result.note(sub_id, "CLOSED", trade_id=trade.id, pnl=str(trade.pnl))
+    elif order.leg == "EXIT" and order.trade_id and order.status == "FILLED":
+        exits[order.trade_id] = (sub_id, Exit(ex.avg_price, ex.fee_amount, "SIGNAL", ex.updated_at or now))
     return answer
 
 

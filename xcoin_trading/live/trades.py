@@ -3,12 +3,15 @@ counters moved in the same transaction as the close."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from xcoin_trading.store.db import bulk_json, jsonb_recordset
 from xcoin_trading.store.models import Subscription, Trade
 
 EXIT_TYPES = ("TAKE_PROFIT", "STOP_LOSS", "SIGNAL", "LIQUIDATION", "MANUAL", "END")
@@ -68,3 +71,99 @@ def close_trade(
     sub.losing_trades += 0 if pnl > 0 else 1
     sub.total_pnl = sub.total_pnl + pnl
     return trade
+
+
+@dataclass(frozen=True)
+class Exit:
+    price: Decimal
+    fee: Decimal
+    type: str
+    time: datetime
+
+
+_CLOSED_COLUMNS = (
+    "id",
+    "exit_price",
+    "exit_fee",
+    "fees",
+    "pnl",
+    "pnl_pct",
+    "exit_type",
+    "exit_time",
+    "updated_at",
+)
+
+
+def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dict[int, Decimal]:
+    """Close many trades as `close_trade` closes one; {trade id: pnl} of those closed now (a trade
+    already CLOSED, e.g. by the reconciler a moment earlier, is left alone and not counted twice).
+
+    On Postgres one statement closes them all and moves each subscription's counters by addition
+    (no read-modify-write, so no row locks held across the batch); elsewhere one close_trade each."""
+    if not exits:
+        return {}
+    if any(e.type not in EXIT_TYPES for e in exits.values()):
+        raise ValueError(f"exit_type must be one of {EXIT_TYPES}")
+    ids = sorted(exits)
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        out = {}
+        for start in range(0, len(ids), 500):
+            for trade in session.scalars(
+                select(Trade).where(Trade.id.in_(ids[start : start + 500])).order_by(Trade.id)
+            ):
+                if trade.status != "CLOSED":
+                    e = exits[trade.id]
+                    close_trade(
+                        session, trade, exit_price=e.price, exit_fee=e.fee, exit_type=e.type, exit_time=e.time
+                    )
+                    out[trade.id] = trade.pnl
+        return out  # fmt: skip
+    rows, subscription_ids = [], set()
+    for start in range(0, len(ids), 5000):
+        for trade in session.execute(
+            select(Trade.id, Trade.subscription_id, Trade.side, Trade.entry_price, Trade.quantity, Trade.entry_fee,
+                   Trade.leverage)
+            .where(Trade.id.in_(ids[start : start + 5000]), Trade.status != "CLOSED")
+        ):  # fmt: skip
+            subscription_ids.add(trade.subscription_id)
+            e = exits[trade.id]
+            pnl, pnl_pct = realised_pnl(trade, e.price, e.fee)
+            rows.append({"id": trade.id, "exit_price": e.price, "exit_fee": e.fee, "fees": trade.entry_fee + e.fee,
+                         "pnl": pnl, "pnl_pct": pnl_pct, "exit_type": e.type, "exit_time": e.time, "updated_at": now})  # fmt: skip
+    if not rows:
+        return {}
+    # The subscriptions first, in id order, as close_trade does: two closers never wait on each other
+    # in opposite orders (a deadlock).
+    ordered = sorted(subscription_ids)
+    for start in range(0, len(ordered), 5000):
+        session.execute(
+            select(Subscription.id)
+            .where(Subscription.id.in_(ordered[start : start + 5000]))
+            .order_by(Subscription.id)
+            .with_for_update()
+        ).all()
+    trades = Trade.__table__
+    closed = session.execute(
+        sa.text(f"""
+            WITH v AS (SELECT * FROM {jsonb_recordset(trades, _CLOSED_COLUMNS, dialect)}),
+            closed AS (
+                UPDATE trades SET exit_price = v.exit_price, exit_fee = v.exit_fee, fees = v.fees, pnl = v.pnl,
+                    pnl_pct = v.pnl_pct, exit_type = v.exit_type, exit_time = v.exit_time, status = 'CLOSED',
+                    updated_at = v.updated_at
+                FROM v WHERE trades.id = v.id AND trades.status <> 'CLOSED'
+                RETURNING trades.id, trades.subscription_id, v.pnl
+            ),
+            counted AS (
+                UPDATE subscriptions SET total_trades = total_trades + c.n, winning_trades = winning_trades + c.won,
+                    losing_trades = losing_trades + c.n - c.won, total_pnl = total_pnl + c.pnl,
+                    updated_at = CAST(:now AS timestamptz)
+                FROM (SELECT subscription_id, count(*) AS n, count(*) FILTER (WHERE pnl > 0) AS won,
+                             sum(pnl) AS pnl FROM closed GROUP BY subscription_id) AS c
+                WHERE subscriptions.id = c.subscription_id
+            )
+            SELECT id, pnl FROM closed
+        """),  # counters as close_trade moves them: a win is pnl > 0, anything else a loss
+        {"rows": bulk_json(rows), "now": now},
+    ).all()  # fmt: skip
+    return {trade_id: pnl for trade_id, pnl in closed}

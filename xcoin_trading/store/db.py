@@ -88,7 +88,7 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.close()
 
 
-def _bulk_json(rows: list[dict[str, Any]]) -> str:
+def bulk_json(rows: list[dict[str, Any]]) -> str:
     return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -102,7 +102,7 @@ def _refuse_naive(table: sa.Table, rows: list[dict[str, Any]]) -> None:
                 raise ValueError(f"naive datetime {value.isoformat()} given; use timezone-aware UTC")
 
 
-def _recordset(table: sa.Table, columns: tuple[str, ...], dialect, extra: str = "") -> str:
+def jsonb_recordset(table: sa.Table, columns: tuple[str, ...], dialect, extra: str = "") -> str:
     """The rows of a jsonb parameter as a typed relation `v`: one statement moves thousands of rows
     (executemany / multi-row VALUES measured 2–2.6x slower for 2000 orders)."""
     record = ", ".join(f'"{c}" {table.c[c].type.compile(dialect=dialect)}' for c in columns)
@@ -131,9 +131,9 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
     payload = [{**row, **defaults, "_n": n} for n, row in enumerate(rows)]
     ids = session.scalars(
         sa.text(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {_recordset(table, columns, dialect, ", _n bigint")} '
+            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {jsonb_recordset(table, columns, dialect, ", _n bigint")} '
             f"ORDER BY v._n RETURNING id"
-        ).bindparams(rows=_bulk_json(payload))
+        ).bindparams(rows=bulk_json(payload))
     ).all()
     return sorted(ids)
 
@@ -162,10 +162,10 @@ def update_by_id(session: Session, model: type, rows: list[dict[str, Any]]) -> N
         assignments = ", ".join(f'"{c}" = v."{c}"' for c in columns if c != "id")
         session.execute(
             sa.text(
-                f'UPDATE "{table.name}" SET {assignments} FROM {_recordset(table, columns, dialect)} '
+                f'UPDATE "{table.name}" SET {assignments} FROM {jsonb_recordset(table, columns, dialect)} '
                 f'WHERE "{table.name}".id = v.id'
             ),
-            {"rows": _bulk_json(group)},
+            {"rows": bulk_json(group)},
         )
 
 
