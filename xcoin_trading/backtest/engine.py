@@ -232,7 +232,8 @@ def run_kernel(
         stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
     n = open_time.shape[0] if keep_curves else 0
     curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
-    trades, refused, stats = k.simulate_nb(
+    trades = pooled_empty(k.count_entries(action) * k.N_TRADE_FIELDS).reshape(-1, k.N_TRADE_FIELDS)
+    count, refused, stats = k.simulate_nb(
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),
         candles.get_column("low").to_numpy(),
@@ -249,8 +250,9 @@ def run_kernel(
         config.intrabar == "tp_first",
         *m1,
         *curves,
+        trades,
     )
-    return trades, refused, stats, curves if keep_curves else None
+    return trades[:count], refused, stats, curves if keep_curves else None
 
 
 def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pl.Series:
