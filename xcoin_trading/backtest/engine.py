@@ -232,7 +232,7 @@ def run_kernel(
         stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
     n = open_time.shape[0] if keep_curves else 0
     curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
-    trades = pooled_empty(k.count_entries(action) * k.N_TRADE_FIELDS).reshape(-1, k.N_TRADE_FIELDS)
+    trades = pooled_empty(k.N_TRADE_FIELDS * k.count_entries(action)).reshape(k.N_TRADE_FIELDS, -1)
     count, refused, stats = k.simulate_nb(
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),
@@ -252,7 +252,7 @@ def run_kernel(
         *curves,
         trades,
     )
-    return trades[:count], refused, stats, curves if keep_curves else None
+    return trades[:, :count], refused, stats, curves if keep_curves else None
 
 
 def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pl.Series:
@@ -260,33 +260,33 @@ def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pl.Series:
 
 
 def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> pl.DataFrame:
-    entry_idx = trades[:, k.T_ENTRY_IDX].astype(np.int64)
-    exit_idx = trades[:, k.T_EXIT_IDX].astype(np.int64)
-    qty, entry_price = trades[:, k.T_QTY], trades[:, k.T_ENTRY_PRICE]
-    fees = trades[:, k.T_ENTRY_FEE] + trades[:, k.T_EXIT_FEE]
-    pnl = trades[:, k.T_PNL]
+    entry_idx = trades[k.T_ENTRY_IDX].astype(np.int64)
+    exit_idx = trades[k.T_EXIT_IDX].astype(np.int64)
+    qty, entry_price = trades[k.T_QTY], trades[k.T_ENTRY_PRICE]
+    fees = trades[k.T_ENTRY_FEE] + trades[k.T_EXIT_FEE]
+    pnl = trades[k.T_PNL]
     # Entry at the close of the signal candle; an exit is stamped at the close of its candle
     # (a stop filled inside the candle has no finer time at this resolution).
     columns = {
-        "trade_id": np.arange(1, trades.shape[0] + 1, dtype=np.int64),
-        "side": _labels((trades[:, k.T_SIDE] > 0).astype(np.int8), ("SHORT", "LONG")),
+        "trade_id": np.arange(1, trades.shape[1] + 1, dtype=np.int64),
+        "side": _labels((trades[k.T_SIDE] > 0).astype(np.int8), ("SHORT", "LONG")),
         "entry_time": open_time[entry_idx] + candle_ms,
         "exit_time": open_time[exit_idx] + candle_ms,
         "entry_index": entry_idx,
         "exit_index": exit_idx,
         "entry_price": entry_price,
-        "exit_price": trades[:, k.T_EXIT_PRICE],
+        "exit_price": trades[k.T_EXIT_PRICE],
         "quantity": qty,
-        "stop_loss": trades[:, k.T_STOP],  # NaN (no level) becomes null
-        "take_profit": trades[:, k.T_TAKE],
-        "entry_fee": trades[:, k.T_ENTRY_FEE],
-        "exit_fee": trades[:, k.T_EXIT_FEE],
+        "stop_loss": trades[k.T_STOP],  # NaN (no level) becomes null
+        "take_profit": trades[k.T_TAKE],
+        "entry_fee": trades[k.T_ENTRY_FEE],
+        "exit_fee": trades[k.T_EXIT_FEE],
         "gross_pnl": pnl + fees,
         "pnl": pnl,
-        "pnl_pct": pnl / (qty * entry_price) * 100 if trades.shape[0] else pnl,
-        "exit_reason": _labels(trades[:, k.T_REASON].astype(np.int8), k.REASONS),
-        "ambiguous": trades[:, k.T_AMBIGUOUS] > 0,
-        "intrabar_resolved": trades[:, k.T_INTRABAR] > 0,
+        "pnl_pct": pnl / (qty * entry_price) * 100 if trades.shape[1] else pnl,
+        "exit_reason": _labels(trades[k.T_REASON].astype(np.int8), k.REASONS),
+        "ambiguous": trades[k.T_AMBIGUOUS] > 0,
+        "intrabar_resolved": trades[k.T_INTRABAR] > 0,
     }
     # Series one by one: a dict of numpy columns with nan_to_null makes polars start a thread
     # pool per frame (~3 ms, more than the conversions it spreads).

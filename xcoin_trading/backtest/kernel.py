@@ -21,7 +21,7 @@ HOLD, LONG, SHORT, EXIT = 0, 1, 2, 3
 # Exit reasons.
 REASON_SL, REASON_TP, REASON_SIGNAL, REASON_END = 0, 1, 2, 3
 REASONS = ("SL", "TP", "SIGNAL", "END")
-# Columns of the trade matrix the kernel returns.
+# Rows of the trade matrix the kernel fills (one column per trade: each field is contiguous).
 (
     T_ENTRY_IDX,
     T_EXIT_IDX,
@@ -120,9 +120,9 @@ def simulate_nb(
     drawdown: np.ndarray,  # out, float64[n] (or empty)
     drawdown_pct: np.ndarray,  # out, float64[n] (or empty)
     position: np.ndarray,  # out, int8[n] (or empty)
-    trades: np.ndarray,  # out, float64[count_entries(action), N_TRADE_FIELDS]: one row per trade
+    trades: np.ndarray,  # out, float64[N_TRADE_FIELDS, count_entries(action)]: a column per trade
 ):
-    """Walk the candles. Returns (k, refused[4], stats[N_STATS]): the trades are trades[:k].
+    """Walk the candles. Returns (k, refused[4], stats[N_STATS]): the trades are trades[:, :k].
 
     The per-candle curves go to the `out` arrays when they have n rows; sweeps pass empty ones.
     The equity statistics (`S_*`) are accumulated in the same pass: per-candle simple returns of
@@ -193,21 +193,20 @@ def simulate_nb(
             exit_fee = fee_rate * qty * exit_price
             pnl = side * qty * (exit_price - entry) - entry_fee - exit_fee
             realised += pnl
-            t = trades[k]
-            t[T_ENTRY_IDX] = entry_i
-            t[T_EXIT_IDX] = i
-            t[T_SIDE] = side
-            t[T_ENTRY_PRICE] = entry
-            t[T_EXIT_PRICE] = exit_price
-            t[T_QTY] = qty
-            t[T_ENTRY_FEE] = entry_fee
-            t[T_EXIT_FEE] = exit_fee
-            t[T_PNL] = pnl
-            t[T_REASON] = reason
-            t[T_AMBIGUOUS] = ambiguous
-            t[T_INTRABAR] = intrabar
-            t[T_STOP] = sl
-            t[T_TAKE] = tp
+            trades[T_ENTRY_IDX, k] = entry_i
+            trades[T_EXIT_IDX, k] = i
+            trades[T_SIDE, k] = side
+            trades[T_ENTRY_PRICE, k] = entry
+            trades[T_EXIT_PRICE, k] = exit_price
+            trades[T_QTY, k] = qty
+            trades[T_ENTRY_FEE, k] = entry_fee
+            trades[T_EXIT_FEE, k] = exit_fee
+            trades[T_PNL, k] = pnl
+            trades[T_REASON, k] = reason
+            trades[T_AMBIGUOUS, k] = ambiguous
+            trades[T_INTRABAR, k] = intrabar
+            trades[T_STOP, k] = sl
+            trades[T_TAKE, k] = tp
             k += 1
             # Flat again (the entry below may reopen on this same candle): nothing held, no levels.
             side = 0

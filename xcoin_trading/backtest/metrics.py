@@ -102,15 +102,15 @@ def compute_metrics(
     """Metrics from the kernel's raw outputs (trade matrix, equity statistics `S_*`)."""
     mean_r, std_r, downside = float(stats[S_MEAN_R]), float(stats[S_STD_R]), float(stats[S_DOWNSIDE])
     max_dd, max_dd_pct, max_dd_candles = stats[S_MAX_DD], stats[S_MAX_DD_PCT], int(stats[S_MAX_DD_CANDLES])
-    pnl = trades[:, T_PNL]
-    fees = trades[:, T_ENTRY_FEE] + trades[:, T_EXIT_FEE]
+    pnl = trades[T_PNL]
+    fees = trades[T_ENTRY_FEE] + trades[T_EXIT_FEE]
     gross = pnl + fees
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
     n = pnl.shape[0]
     total_commission = float(fees.sum())
     net = float(pnl.sum())
     final = initial_capital + net
-    durations_ms = (trades[:, T_EXIT_IDX] - trades[:, T_ENTRY_IDX]) * candle_ms
+    durations_ms = (trades[T_EXIT_IDX] - trades[T_ENTRY_IDX]) * candle_ms
     periods_per_year = YEAR_MS / candle_ms
     years = n_candles * candle_ms / YEAR_MS
     cagr: float | None
@@ -122,7 +122,7 @@ def compute_metrics(
         cagr = math.expm1(growth) * 100 if growth < 700 else None
     else:
         cagr = 0.0
-    trade_returns = pnl / (trades[:, T_QTY] * trades[:, T_ENTRY_PRICE]) if n else pnl
+    trade_returns = pnl / (trades[T_QTY] * trades[T_ENTRY_PRICE]) if n else pnl
     pnl_std = float(pnl.std(ddof=1)) if n > 1 else 0.0
     tr_std = float(trade_returns.std(ddof=1)) if n > 1 else 0.0
 
@@ -158,13 +158,11 @@ def compute_metrics(
         "exposurePct": float(stats[S_EXPOSED_CANDLES]) / n_candles * 100 if n_candles else 0.0,
         "maxDrawdownDuration": float(max_dd_candles * candle_ms / 1000),  # seconds
         "maxDrawdownDurationCandles": int(max_dd_candles),
-        "averageTradeDurationCandles": float((trades[:, T_EXIT_IDX] - trades[:, T_ENTRY_IDX]).mean())
-        if n
-        else 0.0,
-        "longTrades": int(np.count_nonzero(trades[:, T_SIDE] > 0)),
-        "shortTrades": int(np.count_nonzero(trades[:, T_SIDE] < 0)),
-        "ambiguousCandles": int(np.count_nonzero(trades[:, T_AMBIGUOUS])),
-        "intrabarResolved": int(np.count_nonzero(trades[:, T_INTRABAR])),
+        "averageTradeDurationCandles": float((trades[T_EXIT_IDX] - trades[T_ENTRY_IDX]).mean()) if n else 0.0,
+        "longTrades": int(np.count_nonzero(trades[T_SIDE] > 0)),
+        "shortTrades": int(np.count_nonzero(trades[T_SIDE] < 0)),
+        "ambiguousCandles": int(np.count_nonzero(trades[T_AMBIGUOUS])),
+        "intrabarResolved": int(np.count_nonzero(trades[T_INTRABAR])),
         "refusedEntries": int(refused.sum()),
         "candles": int(n_candles),
     }
