@@ -7,10 +7,11 @@ dust-sized orders), all-in sizing, entries at the close, metrics
 at the end. Candles: real BTCUSDT 1m from ../shared/data (923,040), extended past that by a seeded
 bootstrap of the real candles' returns and ranges. Each measurement runs in its own process, so
 "peak RSS" is that engine's alone (interpreter and libraries included). Times are end to end
-(signals + simulation + metrics), warm (best of --repeat); the first, cold call is reported as
-JIT/compile. Every call is timed as `timeit` does, after a gc.collect() with the collector paused:
-otherwise a collection of the process's whole heap lands inside some calls (vectorbt's 1M-candle
-call then swings between ~0.2 and ~0.8 s from run to run).
+(signals + simulation + metrics), warm (the best of at least --repeat runs, more while under 1 s
+of warm runs); the first, cold call is reported as JIT/compile. Every call is timed as `timeit`
+does, after a gc.collect() with the collector paused: otherwise cyclic garbage of the previous
+call (pandas objects holding big arrays) is freed inside some calls or not at all, and vectorbt's
+1M-candle call swings between ~0.2 and ~0.9 s from run to run.
 
     .venv/bin/python benchmarks/backtest.py            # 100k, 1M, 5M; backtesting.py up to 1M (a few minutes)
     .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
@@ -36,6 +37,7 @@ CACHE = Path(os.environ.get("XCOIN_BENCH_CACHE", "/tmp/xcoin-bench"))
 FAST, SLOW, SL, TP, FEE = 20, 50, 0.02, 0.04, 0.0
 SWEEP_FAST = list(range(5, 55, 5))
 SWEEP_SLOW = list(range(60, 260, 20))
+WARM_BUDGET_S, MAX_RUNS = 1.0, 50
 
 
 def candles_file(n: int) -> Path:
@@ -221,10 +223,13 @@ def worker(engine: str, n: int, repeat: int) -> None:
     candles = pl.read_parquet(candles_file(n)).rechunk()  # contiguous, as a loaded frame usually is
     fn = ENGINES[engine]
     cold, out = timed(fn, candles)
-    warm = cold
-    for _ in range(repeat - 1 if repeat > 1 else 0):
+    warm, runs, spent = cold, 1, 0.0
+    # At least `repeat` runs, and (as timeit's autorange) more while under WARM_BUDGET_S of warm
+    # runs, for every engine alike: a burst of load from elsewhere on the machine then cannot
+    # spoil all of a fast engine's few-millisecond samples.
+    while repeat > 1 and (runs < repeat or (spent < WARM_BUDGET_S and runs < MAX_RUNS)):
         elapsed, out = timed(fn, candles)
-        warm = min(warm, elapsed)
+        warm, runs, spent = min(warm, elapsed), runs + 1, spent + elapsed
     rss_mb = peak_rss_mb()
     print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "rss_mb": rss_mb, "out": out}))
 
