@@ -20,6 +20,7 @@ from xcoin_trading.strategy import (
     read_candles_file,
 )
 from xcoin_trading.strategy.builtin import BUILTIN_STRATEGIES
+from xcoin_trading.strategy.contract import JIT_MIN_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,13 @@ def test_every_builtin_gives_one_valid_row_per_candle_with_entries(btc_jan, name
     assert signals.filter(pl.col("action") == "HOLD").get_column("stop_loss").null_count() == counts["HOLD"]
 
 
-def test_sma_crossover_signals_match_a_running_sum_loop(btc_jan):
+# A live candle (a few hundred rows) runs the kernels as plain Python, a backtest compiled: both checked.
+SIZES = pytest.mark.parametrize("rows", [JIT_MIN_ROWS - 1, None], ids=["interpreted", "compiled"])
+
+
+@SIZES
+def test_sma_crossover_signals_match_a_running_sum_loop(btc_jan, rows):
+    btc_jan = btc_jan.head(rows) if rows else btc_jan
     fast, slow, sl_pct, tp_pct = 20, 50, 0.02, 0.04
     close = btc_jan.get_column("close").to_list()
 
@@ -195,9 +202,10 @@ def test_file_without_signals_function_is_refused(tmp_path):
         ),
     ],
 )
-def test_strategy_breaking_the_contract_gets_a_clear_error(tmp_path, body, message):
+@pytest.mark.parametrize("rows", [60, JIT_MIN_ROWS], ids=["interpreted", "compiled"])
+def test_strategy_breaking_the_contract_gets_a_clear_error(tmp_path, body, message, rows):
     strategy = load_strategy(_user_strategy(tmp_path, "def signals(candles, params):\n" + body, "bad.py"))
-    candles = _candles([100.0 + i for i in range(60)])
+    candles = _candles([100.0 + i for i in range(rows)])
     with pytest.raises(StrategyError, match=message):
         compute_signals(strategy, candles, {})
 
@@ -261,6 +269,7 @@ def test_datetime_candles_are_normalised_to_int_ms():
         (lambda f: f.with_columns((pl.col("low") * 2).alias("low")), "high/low do not bound"),
     ],
 )
-def test_bad_candles_are_refused_with_the_reason(change, reason):
+@pytest.mark.parametrize("rows", [3, JIT_MIN_ROWS], ids=["interpreted", "compiled"])
+def test_bad_candles_are_refused_with_the_reason(change, reason, rows):
     with pytest.raises(ValidationError, match=reason):
-        normalize_candles(change(_candles([100.0, 101.0, 102.0])))
+        normalize_candles(change(_candles([100.0 + i for i in range(rows)])))

@@ -28,6 +28,16 @@ HOLD, LONG, SHORT, EXIT = range(4)
 PRICE_COLUMNS = ("open", "high", "low", "close")
 CANDLE_COLUMNS = ("open_time", *PRICE_COLUMNS, "volume")
 SIGNAL_COLUMNS = ("action", "stop_loss", "take_profit")
+JIT_MIN_ROWS = 2_000
+
+
+def jit_for(kernel, rows: int):
+    """The numba `kernel` for `rows` ≥ JIT_MIN_ROWS, else its plain-Python original.
+
+    A live candle close passes a few hundred rows: interpreted, microseconds to a few ms. Compiled,
+    the first call in a fresh worker process (one per Dagster run) loads numba's cache: ~0.5 s
+    measured, inside the candle's latency. Backtests are long and pay it once per process."""
+    return kernel if rows >= JIT_MIN_ROWS else kernel.py_func
 
 
 @njit(cache=True, nogil=True)
@@ -154,7 +164,7 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
     nulls = sum(out.null_count().row(0))
     if nulls:
         raise ValidationError(name, f"has null values ({nulls} cells)")
-    counts = _candle_faults_nb(*(out.get_column(c).to_numpy() for c in CANDLE_COLUMNS))
+    counts = jit_for(_candle_faults_nb, out.height)(*(out.get_column(c).to_numpy() for c in CANDLE_COLUMNS))
     reasons = (
         "has NaN or infinite prices/volumes",
         "has prices <= 0",
@@ -221,7 +231,7 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
             raise StrategyError(strategy, f"{col} must be numeric or null, got dtype {dtype}")
         levels.append(signals.get_column(col).cast(pl.Float64).rechunk().alias(col))
     codes = action.to_physical().rechunk().to_numpy()  # the Enum's codes: HOLD=0 LONG=1 SHORT=2 EXIT=3
-    first, stops, takes = _level_faults_nb(
+    first, stops, takes = jit_for(_level_faults_nb, candles.height)(
         codes, candles.get_column("close").to_numpy(), *float_buffers(levels[0]), *float_buffers(levels[1])
     )
     messages = (

@@ -6,6 +6,8 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from xcoin_trading.strategy.contract import jit_for
+
 
 def sma(column: str, n: int) -> pl.Expr:
     return pl.col(column).rolling_mean(window_size=n)
@@ -31,7 +33,9 @@ def sma_running_sum(column: str, n: int) -> pl.Expr:
     as in the spec's reference, so the reference workload reproduces trade by trade.
     """
     return pl.col(column).map_batches(
-        lambda s: pl.Series(_running_mean_nb(s.to_numpy().astype(np.float64), n)).fill_nan(None),
+        lambda s: pl.Series(jit_for(_running_mean_nb, s.len())(s.to_numpy().astype(np.float64), n)).fill_nan(
+            None
+        ),
         return_dtype=pl.Float64,
     )
 

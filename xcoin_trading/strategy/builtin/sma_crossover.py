@@ -19,6 +19,7 @@ from xcoin_trading.strategy.builtin._common import (
     frame_from_buffers,
     signal_buffers,
 )
+from xcoin_trading.strategy.contract import jit_for
 
 DEFAULT_PARAMS = {"fast": 20, "slow": 50, "sl_pct": 0.02, "tp_pct": 0.04, "mode": "long_short"}
 
@@ -75,7 +76,7 @@ def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only, codes, stop, stop_
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
     out = signal_buffers(candles.height)
-    _signals_nb(
+    jit_for(_signals_nb, candles.height)(
         candles.get_column("close").cast(pl.Float64).to_numpy(),
         int(params["fast"]),
         int(params["slow"]),
