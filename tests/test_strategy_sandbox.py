@@ -60,6 +60,21 @@ def test_a_strategy_that_allocates_4gb_hits_its_memory_limit():
         _run("def signals(c, p):\n    block = bytearray(4 * 1024**3)\n    return block\n")
 
 
+@pytest.mark.skipif(
+    os.geteuid() == 0 and not isolation_available(),
+    reason="a root child without the user switch may lift limits",
+)
+def test_a_strategy_cannot_lift_its_own_limits():
+    lift = (
+        "import resource\ndef signals(c, p):\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+    )
+    with pytest.raises(
+        StrategyError, match=r"raised ValueError: not allowed to raise maximum limit at line 3"
+    ):
+        _run(lift)
+
+
 def test_a_strategy_cannot_read_the_master_key_from_its_environment(monkeypatch):
     monkeypatch.setenv("XCOIN_ENCRYPTION_KEY", "c2VjcmV0LWtleS1tYXRlcmlhbA==")
     monkeypatch.setenv("COINDCX_API_SECRET", "exchange-secret")

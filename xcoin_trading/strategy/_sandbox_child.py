@@ -1,16 +1,31 @@
 """Runs inside the sandbox: reads candles + params from its work dir, calls the user's `signals`,
 writes the result. Imports nothing from xcoin (the parent validates the output)."""
 
+import io
 import json
 import os
 import sys
 import traceback
 
 
+def limit(memory_bytes: int, cpu_seconds: int, output_bytes: int) -> None:
+    """Hard limits, set before anything else is loaded and never raisable again by this process.
+    (Here rather than in a preexec_fn: that makes the parent fork its whole heap, ~13 ms per run.)"""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
 def main(work: str) -> int:
     import polars as pl
 
-    candles = pl.read_ipc(os.path.join(work, "candles.arrow"), memory_map=False)
+    with open(os.path.join(work, "candles.arrow"), "rb") as fh:
+        # From memory: given a path, polars first probes it as a possible cloud URL (~55 ms per run).
+        candles = pl.read_ipc(io.BytesIO(fh.read()))
     with open(os.path.join(work, "params.json")) as fh:
         params = json.load(fh)
     with open(os.path.join(work, "strategy.py")) as fh:
@@ -37,4 +52,10 @@ def main(work: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    limit(*(int(x) for x in sys.argv[2:5]))
+    code = main(sys.argv[1])
+    # Everything is written and closed; skip the interpreter's teardown (~90 ms with polars loaded,
+    # inside every live candle's latency).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

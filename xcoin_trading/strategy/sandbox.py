@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -73,20 +72,6 @@ def isolation_available() -> bool:
     return _probe
 
 
-def _limit(limits: SandboxLimits):
-    def apply() -> None:
-        os.setsid()  # own process group: a timeout kills everything it started
-        mem = limits.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-        out = limits.output_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (out, out))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-
-    return apply
-
-
 def _clip(data: bytes) -> str:
     text = data.decode("utf-8", "replace")
     return (
@@ -111,10 +96,12 @@ def run_sandboxed(
                 os.chmod(f, 0o644)
         env = {"PATH": "/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
                "POLARS_MAX_THREADS": "2"}  # fmt: skip
-        cmd = [*(_isolation_prefix() if isolated else []), sys.executable, "-I", str(CHILD), work]
-        proc = subprocess.Popen(
+        rlimits = (limits.memory_mb * 1024 * 1024, limits.cpu_seconds, limits.output_mb * 1024 * 1024)
+        cmd = [*(_isolation_prefix() if isolated else []), sys.executable, "-I", str(CHILD), work,
+               *(str(x) for x in rlimits)]  # fmt: skip
+        proc = subprocess.Popen(  # its own session: a timeout kills everything it started
             cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=_limit(limits),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
             output, _ = proc.communicate(timeout=limits.wall_seconds)
