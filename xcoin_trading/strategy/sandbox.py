@@ -9,6 +9,7 @@ it falls back to rlimits + empty environment and logs a warning once.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -135,7 +136,9 @@ def run_sandboxed(
         if not out_file.exists():
             raise StrategyError(code, "returned no signals")
         try:
-            signals = pl.read_ipc(out_file, memory_map=False)
+            # From memory, as the child reads: given a path, polars' first read in a process (a Dagster
+            # run is one candle) probes it as a possible cloud URL, ~80 ms.
+            signals = pl.read_ipc(io.BytesIO(out_file.read_bytes()))
         except Exception as exc:  # a corrupt answer is the strategy's fault, not ours
             raise StrategyError(code, f"returned unreadable signals ({type(exc).__name__})") from None
     return SandboxRun(signals=signals, stdout=printed, isolated=isolated)
