@@ -270,11 +270,12 @@ def main() -> None:
             print(json.dumps(r), file=sys.stderr, flush=True)
     sweeps = []
     if not args.quick:
-        # vectorbt's broadcast sweep peaks near 14 GB and takes minutes: one run each, Rust only with --full.
+        # vectorbt's broadcast sweep peaks near 14 GB and takes minutes: a cold and one warm run each (the
+        # warm one, without its JIT compile, is what is compared), Rust only with --full.
         for engine in ("xcoin-sweep", "vectorbt-sweep", "vectorbt-rust-sweep"):
             if engine == "vectorbt-rust-sweep" and not args.full:
                 continue
-            r = measure(engine, 1_000_000, 2 if engine == "xcoin-sweep" else 1)
+            r = measure(engine, 1_000_000, 2 if engine == "vectorbt-sweep" else args.repeat)
             sweeps.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
     report(rows, sweeps)

@@ -175,3 +175,6 @@ def test_bulk_insert_returns_each_rows_own_id_and_applies_defaults(store):
     first = got[ids[0]]
     assert (first.filled_quantity, first.fee, first.attempts, first.lookup_misses) == (0, 0, 0, 0)
     assert first.created_at.tzinfo is not None and first.price is None
+    mixed = [{**rows[0], "client_order_id": "ins-x"}, {**rows[1], "client_order_id": "ins-y", "error": "e"}]
+    with pytest.raises(ValueError, match="same columns"), session_scope(store) as session:
+        insert_returning_ids(session, Order, mixed)

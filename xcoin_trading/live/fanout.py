@@ -2,15 +2,17 @@
 
 1. Plan (one transaction): per subscription, size the position with `risk.py`, check the limits,
    and write the trade and its order intent with a deterministic `client_order_id` — or record why
-   not. Nothing is sent before the intents are committed.
-2. Mark the batch SENDING (one UPDATE), then send with bounded concurrency over aiohttp; each
-   account's keys are decrypted just before its own request. `create_order_idempotent` never sends
-   twice: after an ambiguous failure it asks the exchange by client id first.
-3. Record every answer (one transaction). One subscriber's failure is recorded on that subscriber
-   and never stops the others.
+   not. Intents are written as SENDING (committed only to be sent at once) in two bulk INSERTs;
+   nothing is sent before they are committed.
+2. Send with bounded concurrency over aiohttp; each account's keys are decrypted just before its
+   own request. `create_order_idempotent` never sends twice: after an ambiguous failure it asks
+   the exchange by client id first.
+3. Record every answer (one transaction, bulk UPDATEs by id). One subscriber's failure is recorded
+   on that subscriber and never stops the others.
 
 A resumed execution (its worker died) resolves its intents: SENDING/UNKNOWN ones are looked up by
-client id before anything is sent again; INTENT ones were never sent.
+client id before anything is sent again; INTENT ones (written apart from their send, e.g. by the
+reconciler's stop-outs, and marked SENDING just before it) were never sent.
 """
 
 from __future__ import annotations

@@ -116,6 +116,9 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
     parameter inserted in their order, so the identity values come out ascending in that order."""
     if not rows:
         return []
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        raise ValueError("every row must set the same columns (one statement inserts them all)")
     _refuse_naive(model.__table__, rows)
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":

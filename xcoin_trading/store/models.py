@@ -237,7 +237,8 @@ class Order(Timestamped, Base):
     filled_quantity: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), nullable=False)
     avg_price: Mapped[Decimal | None] = mapped_column(Money)
     fee: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), nullable=False)
-    # INTENT (recorded, not yet acknowledged) / OPEN / PARTIALLY_FILLED / FILLED / CANCELLED /
+    # INTENT (recorded, never sent) / SENDING (recorded, may have been sent: asked for by client id
+    # before any resend) / OPEN / PARTIALLY_FILLED / FILLED / CANCELLED /
     # REJECTED / UNKNOWN / LOST / EXTERNAL
     status: Mapped[str] = mapped_column(sa.String(20), default="INTENT", nullable=False)
     raw_last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
