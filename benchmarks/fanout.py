@@ -16,6 +16,7 @@ otherwise SQLite. Locks and registry are in-process (one SET NX per strategy in 
 
 `--launch` also times a real Dagster launch of `live_execution_job` through a local instance
 (queued run coordinator + daemon, dagster.example.yaml): submit → run start → step start → end.
+`--sensor` times a run the daemon's `candle_close_sensor` launches by itself, from the candle's close.
 
     .venv/bin/python benchmarks/fanout.py            # N = 10, 100, 1000, 5000
     .venv/bin/python benchmarks/fanout.py --quick    # N ≤ 100
@@ -307,7 +308,9 @@ def dagster_launch(url: str) -> dict | None:
         run = runs[0]
         stamps = {}
         for entry in instance.all_logs(run.run_id):
-            kind = entry.dagster_event.event_type_value if entry.dagster_event else None
+            kind = (
+                entry.dagster_event.event_type.name if entry.dagster_event else None
+            )  # RUN_START is "PIPELINE_START"
             if kind in ("RUN_DEQUEUED", "RUN_STARTING", "RUN_START", "STEP_START", "STEP_SUCCESS",
                         "RUN_SUCCESS", "RUN_FAILURE") and kind not in stamps:  # fmt: skip
                 stamps[kind] = entry.timestamp
@@ -327,12 +330,77 @@ def dagster_launch(url: str) -> dict | None:
         drop_store(store)
 
 
+def dagster_sensor_run(url: str, admin) -> dict | None:
+    """A run the daemon's own `candle_close_sensor` launches (the production trigger), measured from
+    the candle's close: run created, started, step started, finished. One strategy with one
+    subscriber makes BTCUSDT:1m an active candle key. The simulator replays 2024, so the run's
+    execution finds no candle at today's close and fails cleanly: this measures Dagster's part only."""
+    import shutil
+    import subprocess
+
+    import dagster as dg
+
+    root = Path(__file__).resolve().parents[1]
+    store = fresh_store("sensor")
+    seed(store, admin, 1)
+    home = Path(tempfile.mkdtemp(prefix="xcoin-dagster-"))
+    shutil.copy(root / "xcoin_pipelines/defs/live/dagster.example.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "COINDCX_API_URL": url, "COINDCX_PUBLIC_URL": url}
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "dagster"), "sensor", "start", "candle_close_sensor", "-w", "workspace.yaml"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=180)  # fmt: skip
+    daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    os.environ["DAGSTER_HOME"] = str(home)
+    instance = dg.DagsterInstance.get()
+    try:
+        # The sensor's first evaluation runs the latest closed candle at once (whenever the daemon
+        # starts); the candle after it is the one measured: it closes while everything is running.
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            records = instance.get_run_records(filters=dg.RunsFilter(job_name="live_execution_job"))
+            records = sorted(records, key=lambda r: r.create_timestamp)
+            if len(records) >= 2 and records[1].dagster_run.is_finished:
+                break
+            time.sleep(1)
+        else:
+            return None
+        record = records[1]
+        run = record.dagster_run
+        close = datetime.fromisoformat(
+            run.run_config["ops"]["live_candle_close"]["config"]["close_time"].replace("Z", "+00:00")
+        ).timestamp()
+        out = {"status": run.status.value, "run created": record.create_timestamp.timestamp() - close}
+        for entry in instance.all_logs(run.run_id):
+            kind = (
+                entry.dagster_event.event_type.name if entry.dagster_event else None
+            )  # RUN_START is "PIPELINE_START"
+            label = {"RUN_START": "run start", "STEP_START": "step start", "RUN_SUCCESS": "run end",
+                     "RUN_FAILURE": "run end"}.get(kind)  # fmt: skip
+            if label and label not in out:
+                out[label] = entry.timestamp - close
+        return out
+    finally:
+        instance.dispose()
+        daemon.terminate()
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        os.environ.pop("DAGSTER_HOME", None)
+        shutil.rmtree(home, ignore_errors=True)
+        drop_store(store)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N ≤ 100 only")
     parser.add_argument("--sizes", type=int, nargs="*", help="subscriber counts (default 10 100 1000 5000)")
     parser.add_argument("--candles", type=int, default=None, help="candles per size (default by size)")
     parser.add_argument("--launch", action="store_true", help="also time a real queued Dagster launch")
+    parser.add_argument(
+        "--sensor", action="store_true", help="also time a run the candle-close sensor launches"
+    )
     parser.add_argument("--profile", help="write cProfile stats of the largest size's last candle here")
     args = parser.parse_args()
     sizes = args.sizes or ([10, 100] if args.quick else [10, 100, 1000, 5000])
@@ -348,7 +416,7 @@ def main() -> None:
         raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
     sim = SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
                             "--start-ms", str(start_ms)]).start()  # fmt: skip
-    rows, measured_seed, launch = [], {}, None
+    rows, measured_seed, launch, sensor_run = [], {}, None, None
     store = "Postgres" if os.environ.get("XCOIN_TEST_POSTGRES_URL") else "SQLite"
     try:
         with SimulatorAdmin(sim.url, timeout=120) as admin:
@@ -368,6 +436,9 @@ def main() -> None:
                 measured_seed[n] = seed_sequential(sim.url, admin, n)
         if args.launch:
             launch = dagster_launch(sim.url)
+        if args.sensor:
+            with SimulatorAdmin(sim.url, timeout=120) as admin:
+                sensor_run = dagster_sensor_run(sim.url, admin)
     finally:
         sim.stop()
 
@@ -400,6 +471,15 @@ def main() -> None:
             print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
     elif args.launch:
         print("\nDagster launch: the run did not finish within 180 s")
+    if sensor_run:
+        print(
+            "\nSensor-launched run (daemon, candle_close_sensor every 15 s, queued coordinator), seconds after "
+            "the candle closed:"
+        )
+        for key, value in sensor_run.items():
+            print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
+    elif args.sensor:
+        print("\nSensor-launched run: none finished within 300 s")
 
 
 if __name__ == "__main__":
