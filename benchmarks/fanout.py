@@ -473,7 +473,7 @@ def main() -> None:
         print("\nDagster launch: the run did not finish within 180 s")
     if sensor_run:
         print(
-            "\nSensor-launched run (daemon, candle_close_sensor every 15 s, queued coordinator), seconds after "
+            "\nSensor-launched run (daemon, candle_close_sensor every 5 s, queued coordinator), seconds after "
             "the candle closed:"
         )
         for key, value in sensor_run.items():
