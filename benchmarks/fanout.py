@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -263,26 +264,58 @@ def seed_sequential(url: str, admin, n: int) -> float:
         return time.perf_counter() - t0
 
 
-def dagster_launch(url: str) -> dict | None:
-    """A real queued launch of live_execution_job: DAGSTER_HOME with dagster.example.yaml + daemon."""
+@contextmanager
+def dagster_daemon(url: str, store, before_daemon: list[str] | None = None):
+    """A local Dagster instance (dagster.example.yaml) with its daemon running on workspace.yaml;
+    yields (env, bin dir, project root). `before_daemon`: a dagster CLI command run first."""
     import shutil
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    store = fresh_store("launch")  # empty: the run measures Dagster's overhead, not the fan-out above
     home = Path(tempfile.mkdtemp(prefix="xcoin-dagster-"))
     shutil.copy(root / "xcoin_pipelines/defs/live/dagster.example.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "COINDCX_API_URL": url, "COINDCX_PUBLIC_URL": url}
     bin_dir = Path(sys.executable).parent
-    daemon = subprocess.Popen(
-        [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=root, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    if before_daemon:
+        subprocess.run([str(bin_dir / "dagster"), *before_daemon, "-w", "workspace.yaml"], cwd=root, env=env,
+                       check=True, capture_output=True, timeout=180)  # fmt: skip
+    daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    os.environ["DAGSTER_HOME"] = str(home)
     try:
-        import json
+        yield env, bin_dir, root
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        os.environ.pop("DAGSTER_HOME", None)
+        shutil.rmtree(home, ignore_errors=True)
+        drop_store(store)
 
-        import dagster as dg
 
+def run_events(instance, run_id: str, since: float) -> dict[str, float]:
+    """Seconds from `since` to each run/step event's first occurrence, by event name."""
+    out: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        kind = (
+            entry.dagster_event.event_type.name if entry.dagster_event else None
+        )  # RUN_START is "PIPELINE_START"
+        if kind in ("RUN_STARTING", "RUN_START", "STEP_START", "STEP_SUCCESS", "RUN_SUCCESS", "RUN_FAILURE"):
+            out.setdefault(kind, entry.timestamp - since)
+    return out
+
+
+def dagster_launch(url: str) -> dict | None:
+    """A real queued launch of live_execution_job from the CLI, timed from the call."""
+    import json
+    import subprocess
+
+    import dagster as dg
+
+    store = fresh_store("launch")  # empty: the run measures Dagster's overhead, not the fan-out above
+    with dagster_daemon(url, store) as (env, bin_dir, root):
         close = START + timedelta(hours=2)
         config = {"ops": {"live_candle_close": {"config": {
             "symbol": "BTCUSDT", "resolution": "1m", "close_time": close.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -295,101 +328,53 @@ def dagster_launch(url: str) -> dict | None:
             cwd=root, env=env, check=True, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         launched = time.time()
-        os.environ["DAGSTER_HOME"] = str(home)
         instance = dg.DagsterInstance.get()
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            runs = instance.get_runs(limit=1)
-            if runs and runs[0].is_finished:
-                break
-            time.sleep(0.5)
-        else:
-            return None
-        run = runs[0]
-        stamps = {}
-        for entry in instance.all_logs(run.run_id):
-            kind = (
-                entry.dagster_event.event_type.name if entry.dagster_event else None
-            )  # RUN_START is "PIPELINE_START"
-            if kind in ("RUN_DEQUEUED", "RUN_STARTING", "RUN_START", "STEP_START", "STEP_SUCCESS",
-                        "RUN_SUCCESS", "RUN_FAILURE") and kind not in stamps:  # fmt: skip
-                stamps[kind] = entry.timestamp
-        instance.dispose()
-        out = {"status": run.status.value, "cli_submit": launched - submitted}
-        for kind, stamp in stamps.items():
-            out[kind] = stamp - submitted
-        return out
-    finally:
-        daemon.terminate()
         try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        os.environ.pop("DAGSTER_HOME", None)
-        shutil.rmtree(home, ignore_errors=True)
-        drop_store(store)
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                runs = instance.get_runs(limit=1)
+                if runs and runs[0].is_finished:
+                    break
+                time.sleep(0.5)
+            else:
+                return None
+            return {"status": runs[0].status.value, "cli_submit": launched - submitted,
+                    **run_events(instance, runs[0].run_id, submitted)}  # fmt: skip
+        finally:
+            instance.dispose()
 
 
 def dagster_sensor_run(url: str, admin) -> dict | None:
-    """A run the daemon's own `candle_close_sensor` launches (the production trigger), measured from
-    the candle's close: run created, started, step started, finished. One strategy with one
-    subscriber makes BTCUSDT:1m an active candle key. The simulator replays 2024, so the run's
-    execution finds no candle at today's close and fails cleanly: this measures Dagster's part only."""
-    import shutil
-    import subprocess
-
+    """A run the daemon's own `candle_close_sensor` launches (the production trigger), timed from the
+    candle's close. One strategy with one subscriber makes BTCUSDT:1m an active candle key. The
+    simulator replays 2024, so the run finds no candle at today's close and records a clean failure:
+    this measures Dagster's part only."""
     import dagster as dg
 
-    root = Path(__file__).resolve().parents[1]
     store = fresh_store("sensor")
     seed(store, admin, 1)
-    home = Path(tempfile.mkdtemp(prefix="xcoin-dagster-"))
-    shutil.copy(root / "xcoin_pipelines/defs/live/dagster.example.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "COINDCX_API_URL": url, "COINDCX_PUBLIC_URL": url}
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "dagster"), "sensor", "start", "candle_close_sensor", "-w", "workspace.yaml"],
-                   cwd=root, env=env, check=True, capture_output=True, timeout=180)  # fmt: skip
-    daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.environ["DAGSTER_HOME"] = str(home)
-    instance = dg.DagsterInstance.get()
-    try:
-        # The sensor's first evaluation runs the latest closed candle at once (whenever the daemon
-        # starts); the candle after it is the one measured: it closes while everything is running.
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            records = instance.get_run_records(filters=dg.RunsFilter(job_name="live_execution_job"))
-            records = sorted(records, key=lambda r: r.create_timestamp)
-            if len(records) >= 2 and records[1].dagster_run.is_finished:
-                break
-            time.sleep(1)
-        else:
-            return None
-        record = records[1]
-        run = record.dagster_run
-        close = datetime.fromisoformat(
-            run.run_config["ops"]["live_candle_close"]["config"]["close_time"].replace("Z", "+00:00")
-        ).timestamp()
-        out = {"status": run.status.value, "run created": record.create_timestamp.timestamp() - close}
-        for entry in instance.all_logs(run.run_id):
-            kind = (
-                entry.dagster_event.event_type.name if entry.dagster_event else None
-            )  # RUN_START is "PIPELINE_START"
-            label = {"RUN_START": "run start", "STEP_START": "step start", "RUN_SUCCESS": "run end",
-                     "RUN_FAILURE": "run end"}.get(kind)  # fmt: skip
-            if label and label not in out:
-                out[label] = entry.timestamp - close
-        return out
-    finally:
-        instance.dispose()
-        daemon.terminate()
+    with dagster_daemon(url, store, before_daemon=["sensor", "start", "candle_close_sensor"]):
+        instance = dg.DagsterInstance.get()
         try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        os.environ.pop("DAGSTER_HOME", None)
-        shutil.rmtree(home, ignore_errors=True)
-        drop_store(store)
+            # The sensor's first evaluation runs the latest closed candle at once (whenever the daemon
+            # starts); the candle after it is the one measured: it closes while everything runs.
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                records = sorted(instance.get_run_records(filters=dg.RunsFilter(job_name="live_execution_job")),
+                                 key=lambda r: r.create_timestamp)  # fmt: skip
+                if len(records) >= 2 and records[1].dagster_run.is_finished:
+                    break
+                time.sleep(1)
+            else:
+                return None
+            record = records[1]
+            run = record.dagster_run
+            close_time = run.run_config["ops"]["live_candle_close"]["config"]["close_time"]
+            close = datetime.fromisoformat(close_time.replace("Z", "+00:00")).timestamp()
+            return {"status": run.status.value, "RUN_CREATED": record.create_timestamp.timestamp() - close,
+                    **run_events(instance, run.run_id, close)}  # fmt: skip
+        finally:
+            instance.dispose()
 
 
 def main() -> None:
@@ -462,24 +447,17 @@ def main() -> None:
         f"seed design: {SEED_ORDERS} orders × {SEED_DELAY * 1000:.0f} ms global delay × N (computed); "
         "'seed measured' runs that loop for real. Targets: N=1000 ≤ 2 s, N=5000 ≤ 10 s."
     )
-    if launch:
-        print(
-            "\nDagster launch (queued coordinator + daemon, dequeue every 1 s, in-process executor), "
-            "seconds after `dagster job launch` was called:"
-        )
-        for key, value in launch.items():
-            print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
-    elif args.launch:
-        print("\nDagster launch: the run did not finish within 180 s")
-    if sensor_run:
-        print(
-            "\nSensor-launched run (daemon, candle_close_sensor every 5 s, queued coordinator), seconds after "
-            "the candle closed:"
-        )
-        for key, value in sensor_run.items():
-            print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
-    elif args.sensor:
-        print("\nSensor-launched run: none finished within 300 s")
+    dagster_parts = (
+        (args.launch, launch, "Dagster launch (queued coordinator + daemon, dequeue every 1 s, in-process "
+         "executor), seconds after `dagster job launch` was called", "the run did not finish within 180 s"),
+        (args.sensor, sensor_run, "Sensor-launched run (daemon, candle_close_sensor every 5 s, queued "
+         "coordinator), seconds after the candle closed", "no run finished within 300 s"),
+    )  # fmt: skip
+    for asked, measured, title, missing in dagster_parts:
+        if asked:
+            print(f"\n{title}:" if measured else f"\n{title}: {missing}")
+            for key, value in (measured or {}).items():
+                print(f"  {key:<14} {value if isinstance(value, str) else f'{value:.2f} s'}")
 
 
 if __name__ == "__main__":
