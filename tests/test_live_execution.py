@@ -203,3 +203,46 @@ def test_constant_signal_source_is_valid_under_the_upload_validation():
     from xcoin_trading.strategy.validation import validate_strategy
 
     assert validate_strategy("constant", CONSTANT_SIGNAL, {}).ok
+
+
+class _WorkerDied(BaseException):
+    """Stands for a SIGKILL: nothing in the coordinator catches it."""
+
+
+def test_a_take_profit_a_dead_worker_never_sent_is_placed_when_its_candle_resumes(
+    live_world_factory, monkeypatch
+):
+    """Entries sent, then the worker dies before the take profits; the reconciler meanwhile fills the
+    entries and finds the take profits LOST. The resumed candle must still protect every position."""
+    import socket
+
+    from xcoin_trading.live import fanout
+    from xcoin_trading.live.reconcile import LOST_AFTER, reconcile_once
+
+    world = live_world_factory(3)
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    send_all = fanout.send_all
+
+    async def entries_then_die(api_url, public_url, vault, jobs, *args, **kwargs):
+        await send_all(
+            api_url, public_url, vault, [j for j in jobs if j.order.leg == "ENTRY"], *args, **kwargs
+        )
+        raise _WorkerDied
+
+    monkeypatch.setattr(fanout, "send_all", entries_then_die)
+    dead = live_context(world.settings, worker_id=f"{socket.gethostname()}:999999999:dead")  # no such pid
+    with pytest.raises(_WorkerDied):
+        run_candle_close(dead, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
+    monkeypatch.setattr(fanout, "send_all", send_all)
+    for _ in range(LOST_AFTER):
+        reconcile_once(live_context(world.settings), now=CLOSE + timedelta(seconds=3))
+    take_profits = _rows(world, Order, Order.leg == "TAKE_PROFIT")
+    assert [o.status for o in take_profits] == ["LOST"] * 3
+    assert [t.status for t in _rows(world, Trade)] == ["OPEN"] * 3
+
+    [report] = _tick(world, now=CLOSE + timedelta(seconds=5))
+    assert report.status == "COMPLETED", report.error
+    for trade in _rows(world, Trade):
+        [tp] = _rows(world, Order, Order.trade_id == trade.id, Order.leg == "TAKE_PROFIT")
+        assert (tp.status, tp.quantity, tp.price) == ("OPEN", trade.quantity, trade.take_profit)
+        assert world.order_by_client_id(trade.subscription_id, tp.client_order_id).id == tp.exchange_order_id

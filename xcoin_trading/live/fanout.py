@@ -571,6 +571,10 @@ def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -
                 status="INTENT",
             )  # fmt: skip
             session.add(tp)
+        if tp.status == "LOST":
+            # The reconciler found that it never reached the exchange (its worker died first): the
+            # open position must not stay without it. Asked for by client id once more, then sent.
+            tp.status = "UNKNOWN"
         if tp.status in UNRESOLVED:
             planned.append((tp, credential, held))
     session.flush()
