@@ -63,8 +63,12 @@ class Intent:
 
     @classmethod
     def of(cls, order: Order) -> Intent:
-        return cls(order.id, order.subscription_id, order.trade_id, order.leg, order.client_order_id,
-                   order.market, order.side, order.order_type, order.quantity, order.price, order.status)  # fmt: skip
+        return cls(**{name: getattr(order, name) for name in cls.__slots__})
+
+    @classmethod
+    def inserted(cls, order_id: int, row: dict[str, Any]) -> Intent:
+        """The intent of a row just inserted by `insert_returning_ids` as `order_id`."""
+        return cls(id=order_id, **{name: row[name] for name in cls.__slots__ if name != "id"})
 
 
 @dataclass
@@ -339,10 +343,7 @@ def _insert(session: Session, new: list[_NewOrder], take_profits: list[_NewOrder
         return
     order_ids = insert_returning_ids(session, Order, [n.row for n in planned])
     for n, order_id in zip(planned, order_ids, strict=True):
-        r = n.row
-        order = Intent(order_id, r["subscription_id"], r["trade_id"], r["leg"], r["client_order_id"], r["market"],
-                       r["side"], r["order_type"], r["quantity"], r["price"], r["status"])  # fmt: skip
-        n.job = Job(order, kind, n.credential, lookup_first=False, **n.job_kwargs)
+        n.job = Job(Intent.inserted(order_id, n.row), kind, n.credential, lookup_first=False, **n.job_kwargs)
     for tp in take_profits:
         tp.job.after = tp.after.job
 

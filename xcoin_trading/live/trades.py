@@ -118,7 +118,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
                         session, trade, exit_price=e.price, exit_fee=e.fee, exit_type=e.type, exit_time=e.time
                     )
                     out[trade.id] = trade.pnl
-        return out  # fmt: skip
+        return out
     rows, subscription_ids = [], set()
     for start in range(0, len(ids), 5000):
         for trade in session.execute(
