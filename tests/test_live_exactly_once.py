@@ -3,10 +3,7 @@ two workers on one candle, a worker SIGKILLed mid fan-out, and replies lost on 2
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -72,15 +69,7 @@ def test_worker_killed_mid_fan_out_then_rerun_leaves_exactly_one_entry_per_subsc
     world.admin.set_faults(latency_ms=250, endpoints=["orders/create"])
     proc = subprocess.Popen(world.tick_cmd(CLOSE), env=world.env(XCOIN_FANOUT_CONCURRENCY="2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once some, not all, entries reached the exchange
-        filled = sum(1 for sub in world.keys if world.fills(sub, "buy"))
-        if filled >= 3:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    filled_at_kill = sum(1 for sub in world.keys if world.fills(sub, "buy"))
+    filled_at_kill = world.kill_once_filled(proc, "buy", at_least=3)  # some, not all, entries are out
     assert 3 <= filled_at_kill < len(world.keys), "the kill must land mid fan-out"
     [execution] = _executions(world)
     assert execution.status == "RUNNING"

@@ -32,11 +32,8 @@ Rules that make backtest and live differ (also in the README, "Backtest–live p
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -301,16 +298,7 @@ def test_crash_reconciler_killed_mid_batch_then_restarted_ends_as_an_uninterrupt
     xcoin = str(Path(sys.executable).parent / "xcoin")
     proc = subprocess.Popen([xcoin, "reconcile", "--once", "--no-audit"], env=killed.env(XCOIN_FANOUT_CONCURRENCY="2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    sold = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        sold = sum(1 for sub in killed.keys if killed.fills(sub, "sell"))
-        if sold >= 4:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    sold = sum(1 for sub in killed.keys if killed.fills(sub, "sell"))
+    sold = killed.kill_once_filled(proc, "sell", at_least=4)
     assert 4 <= sold < n, f"the kill must land mid-batch ({sold} of {n} sold)"
     stuck = [o for o in _rows(killed, Order) if o.status in UNRESOLVED]
     assert stuck, "the kill left intents to resolve"
