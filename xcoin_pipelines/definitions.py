@@ -17,5 +17,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(resources=build_resources()),
+        # In process by default: a UI materialization (one backtest) starts no step subprocess; jobs
+        # that want parallel steps set their own executor. SQLite instance storage prefers it too.
+        dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
     )

@@ -1,1 +1,1 @@
-"""Backtests launched from the Launchpad (one dynamic partition per run) and parameter sweeps."""
+"""Backtests launched from the UI (one typed run config per run, demo-ready defaults) and sweeps."""
