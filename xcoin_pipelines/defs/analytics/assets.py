@@ -41,9 +41,16 @@ def _run_instant(context: dg.AssetExecutionContext) -> datetime:
     return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
+# Store tables a Dagster asset writes: the snapshot copies what that asset produced (lineage only).
+SNAPSHOT_UPSTREAM: dict[str, list[dg.AssetKey]] = {
+    "backtest_results": [dg.AssetKey(["backtests", "backtest_result"])],
+}
+
+
 def build_snapshot_asset(table: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=snapshot_key(table),
+        deps=SNAPSHOT_UPSTREAM.get(table, []),
         group_name="snapshots",
         kinds={"parquet"},
         description=f"`{table}` copied from the store into lake/snapshots/{table}.parquet, incrementally by "

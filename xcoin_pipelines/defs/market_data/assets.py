@@ -97,6 +97,8 @@ def build_candle_asset(resolution: str) -> dg.AssetsDefinition:
         f"lake/candles/symbol=S/resolution={resolution}/date=D.parquet (open_time UTC ms, OHLCV).",
         tags={"xcoin/resolution": resolution},
         code_version="1",
+        # 5m and up may be resampled from the same day's 1m candles (`source: resample`).
+        deps=[] if resolution == "1m" else [dg.AssetKey(["market_data", "candles_1m"])],
     )
 
     # A multi_asset only so the check outputs may be absent on such a skipped day; one asset.
