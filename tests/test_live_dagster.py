@@ -15,7 +15,13 @@ import sqlalchemy as sa
 
 from tests.fixtures.live import START
 from xcoin_pipelines.defs.live import sensors as live_sensors
-from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
+from xcoin_pipelines.defs.live.jobs import (
+    OUTCOME_TAG,
+    STATUSES_TAG,
+    candle_run_config,
+    live_execution_job,
+    run_outcome,
+)
 from xcoin_pipelines.defs.live.sensors import (
     CANDLE_TAG,
     INTERVAL_TAG,
@@ -88,7 +94,8 @@ def test_job_places_the_candle_once_and_reports_each_strategy(world):
         [materialization] = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
         metadata = materialization.step_output_data.metadata
         assert metadata["trades_created"].value == 3 and metadata["subscribers"].value == 3
-        assert "COMPLETED" in metadata["strategies"].value
+        assert "COMPLETED" in metadata["strategies"].value and metadata["outcome"].value == "COMPLETED"
+        assert instance.get_run_by_id(result.run_id).tags[OUTCOME_TAG] == "COMPLETED"
 
         # The same candle again (a retried or duplicated run) does nothing: the lock or the row stops it.
         again = _run(instance)
@@ -108,12 +115,27 @@ def test_job_places_the_candle_once_and_reports_each_strategy(world):
             assert creds.api_key not in stored and creds.api_secret not in stored
 
 
-def test_a_candle_started_too_late_is_skipped_without_orders(world):
+def test_a_candle_started_too_late_is_skipped_without_orders_and_the_run_says_so(world):
     with dg.instance_for_test() as instance:
         result = _run(instance, now=CLOSE + timedelta(seconds=40))  # limit: a third of 1m
         [row] = result.output_for_node("live_candle_close")
         assert row["status"] == "SKIPPED" and "after the close" in row["error"]
+        # visible on the run itself (runs list, run page), not only inside the output
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert tags[OUTCOME_TAG] == "SKIPPED" and tags[STATUSES_TAG] == "SKIPPED:1"
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert any(m.startswith("outcome: SKIPPED") and "after the close" in m for m in logs)
+        [mat] = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
+        assert mat.step_output_data.metadata["outcome"].value == "SKIPPED"
     assert _rows(world.settings, Order) == []
+
+
+def test_run_outcome_is_the_most_alarming_status():
+    assert run_outcome({}) == "NO_STRATEGY"
+    assert run_outcome({"COMPLETED": 2, "NO_SIGNAL": 1}) == "COMPLETED"
+    assert run_outcome({"COMPLETED": 2, "SKIPPED": 1}) == "SKIPPED"
+    assert run_outcome({"SKIPPED": 2, "FAILED": 1}) == "FAILED"
+    assert run_outcome({"COMPLETED": 1, "SOMETHING_NEW": 1}) == "SOMETHING_NEW"
 
 
 def test_bad_close_time_fails_the_run_naming_the_field_and_changes_nothing(world):
@@ -151,8 +173,8 @@ def _evaluate(instance, monkeypatch, now, cursor=None):
 @pytest.mark.parametrize("world", [False, True], ids=["sqlite", "postgres_redis"], indirect=True)
 def test_candle_sensor_runs_the_latest_close_first_then_each_new_one_bounded(world, monkeypatch):
     with dg.instance_for_test() as instance:
-        # First start, 25 s into 01:07: only the 01:07 close, no catch-up storm.
-        first = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=25))
+        # First start, 5 s into 01:07: only the 01:07 close, no catch-up storm.
+        first = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=5))
         [req] = first.run_requests
         assert req.run_key == "BTCUSDT:1m|2024-01-01T01:07:00Z_1m"
         assert req.tags[CANDLE_TAG] == "BTCUSDT:1m" and req.tags[LANE_TAG] == "BTCUSDT:1m"
@@ -183,6 +205,18 @@ def test_candle_sensor_runs_the_latest_close_first_then_each_new_one_bounded(wor
         assert json.loads(late.cursor)["BTCUSDT:1m"] == int(
             (START + timedelta(hours=1, minutes=14)).timestamp() * 1000
         )
+
+
+def test_candle_sensor_does_not_launch_a_close_already_stale_on_its_first_look(world, monkeypatch):
+    with dg.instance_for_test() as instance:
+        # 25 s into 01:07 (limit for 1m: 20 s): the run would only be SKIPPED, so none is launched
+        first = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=25))
+        assert first.run_requests == [] and "stale" in first.skip_message
+        assert json.loads(first.cursor) == {
+            "BTCUSDT:1m": int((START + timedelta(hours=1, minutes=7)).timestamp() * 1000)
+        }
+        nxt = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=8, seconds=3), first.cursor)
+        assert [r.tags[INTERVAL_TAG] for r in nxt.run_requests] == ["2024-01-01T01:08:00Z_1m"]
 
 
 def test_candle_sensor_holds_a_key_back_while_its_run_is_in_flight(world, monkeypatch):

@@ -55,6 +55,17 @@ def _summary_markdown(rows: list[dict]) -> str:
 
 
 RECONCILE_FRESH_SECONDS = 120
+OUTCOME_TAG = "xcoin/outcome"
+STATUSES_TAG = "xcoin/statuses"
+ERROR_SHOWN = 1000
+# The run's one-word outcome: the most alarming status among its strategies' executions.
+OUTCOME_ORDER = ("FAILED", "SKIPPED", "LOCKED", "IN_PROGRESS", "ALREADY_DONE", "COMPLETED", "NO_SIGNAL")
+
+
+def run_outcome(statuses: dict[str, int]) -> str:
+    if not statuses:
+        return "NO_STRATEGY"
+    return min(statuses, key=lambda s: OUTCOME_ORDER.index(s) if s in OUTCOME_ORDER else -1)
 
 
 def _reconciled_recently(instance: dg.DagsterInstance) -> bool:
@@ -139,9 +150,26 @@ def live_candle_close(
     if not reports:
         context.log.info(f"no active strategy trades {config.symbol} {config.resolution}")
     statuses = Counter(r.status for r in reports)
+    outcome = run_outcome(statuses)
+    # The run itself succeeds (its work is recorded); the outcome says what the candle did.
+    context.instance.add_run_tags(
+        context.run_id,
+        {OUTCOME_TAG: outcome, STATUSES_TAG: ",".join(f"{k}:{v}" for k, v in sorted(statuses.items()))},
+    )
+    line = (
+        f"outcome: {outcome} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items())) or 'no strategy'})"
+    )
+    problems = [
+        f"{r.strategy_code} {r.status}: {r.error}" for r in reports if r.status in ("FAILED", "SKIPPED")
+    ]
+    if problems:
+        context.log.warning(line + " — " + "; ".join(problems)[:ERROR_SHOWN])
+    else:
+        context.log.info(line)
     return dg.Output(
         rows,
         metadata={
+            "outcome": outcome,
             "strategies": dg.MetadataValue.md(_summary_markdown(rows)) if rows else "none",
             "executions": dg.MetadataValue.json(rows),
             "statuses": dg.MetadataValue.json(dict(sorted(statuses.items()))),

@@ -3,7 +3,8 @@
 `candle_close_sensor` (every 5 s: a candle waits 2.5 s on average for it, and a 1m candle's run is
 skipped 20 s after its close): for each active candle key (`symbol:resolution`) of the
 registry, one run per candle that closed since the key's cursor. On a key's first evaluation only
-the latest closed candle runs (no catch-up storm after a deploy or a new strategy); after a pause
+the latest closed candle runs (no catch-up storm after a deploy or a new strategy), and not even
+that one if it is already past the coordinator's staleness limit (it would only be SKIPPED); after a pause
 at most `MAX_CATCH_UP` candles run, the newest ones: older candles would be skipped by the
 coordinator's staleness rule anyway. The run key `f"{candle_key}|{interval_key}"` makes a candle
 launch at most once per sensor even if the cursor write is lost (cursor writes follow submission).
@@ -76,6 +77,18 @@ def due_closes(candle_keys: set[str], cursor: dict[str, int], now_ms: int) -> di
     return due
 
 
+def stale_ms(candle_key: str, close_ms: int, now_ms: int) -> int:
+    """The coordinator's staleness limit (ms) if the candle is already past it at `now_ms`, else 0."""
+    from dataclasses import fields
+
+    from xcoin_trading.live.coordinator import LiveContext
+    from xcoin_trading.timeframes import resolution_ms
+
+    fraction = next(f.default for f in fields(LiveContext) if f.name == "staleness_fraction")
+    limit = int(resolution_ms(candle_key.rsplit(":", 1)[1]) * fraction)
+    return limit if now_ms - close_ms > limit else 0
+
+
 def _in_flight_keys(instance: dg.DagsterInstance) -> set[str]:
     runs = instance.get_runs(
         filters=dg.RunsFilter(job_name=live_execution_job.name, statuses=list(IN_FLIGHT)), limit=500
@@ -110,12 +123,23 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
     with session_scope(settings) as session:
         keys = registry_for(settings).active_candle_keys(session)
     cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
-    due = due_closes(keys, cursor, _now_ms())
+    now_ms = _now_ms()
+    due = due_closes(keys, cursor, now_ms)
     busy = _in_flight_keys(context.instance) if due else set()
-    requests = []
+    requests, stale = [], []
     for key, closes in due.items():
         if key in busy:
             context.log.info(f"{key}: a run is still queued or in progress; its next candle waits")
+            continue
+        if key not in cursor and stale_ms(key, closes[-1], now_ms):
+            # First look at this key (deploy, new strategy, sensor turned on) too late in the candle:
+            # the run would only record SKIPPED. Start from the next close instead.
+            cursor[key] = closes[-1]
+            stale.append(key)
+            context.log.info(
+                f"{key}: its latest close is {(now_ms - closes[-1]) / 1000:.0f} s old, past the "
+                f"{stale_ms(key, closes[-1], now_ms) / 1000:.0f} s staleness limit; starting at the next close"
+            )
             continue
         requests.extend(candle_run_request(key, close) for close in closes)
         cursor[key] = closes[-1]
@@ -124,6 +148,8 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
         reason = "no active candle keys" if not keys else "no candle closed since the last evaluation"
         if due:
             reason = "every due candle key still has a run in flight"
+        if stale:
+            reason = f"latest close already stale on first look for {', '.join(stale)}; next close runs"
         return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
