@@ -225,9 +225,5 @@ def run_demo(echo: Echo = print, settings: Settings | None = None) -> DemoState:
     echo(f"  candle lake        {settings.lake_dir}")
     echo(f"  DuckDB warehouse   {settings.warehouse_path}")
     echo(f"  Dagster home       {settings.dagster_home}")
-    echo(
-        "  Dagster UI         DAGSTER_HOME="
-        + str(settings.dagster_home)
-        + " .venv/bin/dagster dev -w workspace.yaml"
-    )
+    echo(f"  Dagster UI         make dev XCOIN_HOME={settings.home}   (then http://127.0.0.1:3000)")
     return state
