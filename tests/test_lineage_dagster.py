@@ -8,6 +8,7 @@ import os
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from tests.conftest import shared_data_file
 from xcoin_pipelines.defs.market_data.lake_sensor import lake_candles_sensor
@@ -23,6 +24,11 @@ def _import(day_from: int, day_to: int) -> None:
         shared_data_file("BTCUSDT-1m-2024-01.parquet"), "BTCUSDT", "1m",
         start=datetime(2024, 1, day_from, tzinfo=UTC), end=datetime(2024, 1, day_to, tzinfo=UTC),
     )  # fmt: skip
+
+
+@pytest.fixture()
+def lake_btc_days():
+    _import(2, 5)
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[int, str | None]:
@@ -86,3 +92,34 @@ def test_missing_edges_are_in_the_graph():
     for resolution in ("5m", "15m", "1h", "4h", "1d"):
         parents = graph.get(dg.AssetKey(["market_data", f"candles_{resolution}"])).parent_keys
         assert parents == {CANDLES_1M}
+
+
+def test_backtests_stored_outside_dagster_are_reported_once_and_runs_own_are_not(lake_btc_days):
+    from datetime import timedelta
+
+    from xcoin_pipelines.defs.backtests.assets import backtest_result
+    from xcoin_pipelines.defs.backtests.sensors import BACKTEST_KEY, backtest_events
+    from xcoin_trading.backtest.service import BacktestRequest, execute
+    from xcoin_trading.config import get_settings
+
+    # the CLI / demo path: the domain stores a backtest, Dagster is not involved
+    _, cli = execute(BacktestRequest("sma_crossover", "BTCUSDT", "1m", "2024-01-02", "2024-01-03"))
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    with dg.instance_for_test() as instance:
+        # too fresh: a run may not have recorded its own row yet, so it waits
+        assert backtest_events(instance, get_settings(), 0, datetime.now(UTC)) == ([], 0)
+        # a backtest a Dagster run stored (and recorded)
+        assert dg.materialize(
+            [backtest_result], instance=instance, resources={"xcoin": XcoinSettingsResource()}
+        ).success
+        events, last = backtest_events(instance, get_settings(), 0, later)
+        assert [e.metadata["backtest_id"].value for e in events] == [cli.id] and last == cli.id + 1
+        for event in events:
+            instance.report_runless_asset_event(event)
+        assert backtest_events(instance, get_settings(), last, later) == ([], last)
+        runless = [
+            r.asset_materialization.metadata["backtest_id"].value
+            for r in instance.fetch_materializations(BACKTEST_KEY, limit=10).records
+            if not r.event_log_entry.run_id
+        ]
+        assert runless == [cli.id]

@@ -65,7 +65,7 @@ def _rounded(value: Any, decimals: int | None) -> int | float | None:
     return int(value) if decimals is None else round(float(value), decimals)
 
 
-def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
+def metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
     """One entry per headline metric, rounded as shown (the UI plots them across materializations)."""
     out: dict[str, Any] = {}
     for key, _, decimals in METRICS:
@@ -153,7 +153,7 @@ def backtest_result(
             "equity_parquet": dg.MetadataValue.path(saved.artifacts["equity"]),
             "dagster/row_count": dg.MetadataValue.int(result.trades.height),
             "execution_ms": dg.MetadataValue.float(round(result.timings_ms["total"], 1)),
-            **_metric_metadata(m),
+            **metric_metadata(m),
         }
     )
 

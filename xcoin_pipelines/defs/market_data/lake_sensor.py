@@ -19,7 +19,7 @@ from xcoin_pipelines.defs.market_data.partitions import DAYS, add_symbols, candl
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
-MAX_EVENTS = 2000  # per evaluation (the sensor has 60 s); a large import is reported over a few ticks
+MAX_EVENTS = 1000  # per evaluation (the sensor has 60 s); a large import is reported over a few ticks
 SOURCE = "lake_sensor"
 
 
