@@ -60,9 +60,10 @@ def _user_errors() -> Iterator[None]:
 
 
 def _rounded(value: Any, decimals: int | None) -> int | float | None:
-    if value is None:
-        return None  # undefined ratio (e.g. profit factor without a loss)
-    return int(value) if decimals is None else round(float(value), decimals)
+    try:
+        return int(value) if decimals is None else round(float(value), decimals)
+    except (TypeError, ValueError):  # None: an undefined ratio (profit factor without a loss)
+        return None
 
 
 def metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
