@@ -73,6 +73,21 @@ def _touches(
     return _NONE, math.nan
 
 
+@njit(cache=True, nogil=True, inline="always")
+def slipped(
+    price: float, direction: int, h: float, lo: float, frac: float, of_range: float, tick: float
+) -> float:
+    """A market fill moved against the taker: a buy (`direction` 1) pays more, a sell less, by
+    `frac` of the price plus `of_range` of the candle's high-low range; on the tick when given
+    (as the simulator rounds its slipped fills). No slippage: the price itself, bit for bit."""
+    if frac == 0.0 and of_range == 0.0:
+        return price
+    out = price + direction * (price * frac + (h - lo) * of_range)
+    if tick > 0.0:
+        out = round(out / tick) * tick
+    return out
+
+
 @njit(cache=True, nogil=True)
 def count_entries(action: np.ndarray) -> int:
     """LONG/SHORT rows: every trade starts on one, so this bounds the trade count. (A fixed trade
@@ -112,6 +127,9 @@ def simulate_nb(
     max_quantity: float,
     gap_at_open: bool,
     tp_first: bool,
+    slip_frac: float,  # market fills (entries, signal/END exits, stop losses) move by this fraction
+    slip_range: float,  # ... plus this fraction of the candle's high - low
+    slip_tick: float,  # slipped fills land on this tick (0: not rounded)
     m1_open: np.ndarray,
     m1_high: np.ndarray,
     m1_low: np.ndarray,
@@ -178,16 +196,21 @@ def simulate_nb(
                 if hit == _BOTH:
                     ambiguous = True
                     hit, price = (_TP, tp) if tp_first else (_SL, sl)
-                if hit == _SL:
-                    exit_price, reason = price, REASON_SL
+                if hit == _SL:  # a stop market order: slipped; a take profit fills at its level
+                    exit_price, reason = (
+                        slipped(price, -side, h, lo, slip_frac, slip_range, slip_tick),
+                        REASON_SL,
+                    )
                 elif hit == _TP:
                     exit_price, reason = price, REASON_TP
             if reason < 0:
                 a = action[i]
                 if i == n - 1:
-                    exit_price, reason = close[i], REASON_END  # what is still open closes at the last close
+                    reason = REASON_END  # what is still open closes at the last close
                 elif a != HOLD and a != (LONG if side == 1 else SHORT):  # EXIT, or the opposite side
-                    exit_price, reason = close[i], REASON_SIGNAL
+                    reason = REASON_SIGNAL
+                if reason >= 0:
+                    exit_price = slipped(cl, -side, h, lo, slip_frac, slip_range, slip_tick)
 
         if reason >= 0:
             exit_fee = fee_rate * qty * exit_price
@@ -228,10 +251,12 @@ def simulate_nb(
                     if take_valid.shape[0] == 0 or (take_valid[bit >> 3] >> (bit & 7)) & 1
                     else math.nan
                 )
+                direction = 1 if a == LONG else -1
+                fill = slipped(cl, direction, h, lo, slip_frac, slip_range, slip_tick)
                 q, code = size_position_float(
                     realised,
                     risk_per_trade,
-                    close[i],
+                    fill,
                     stop,
                     leverage,
                     fee_rate,
@@ -244,9 +269,9 @@ def simulate_nb(
                 if code != SIZE_OK:
                     refused[code] += 1
                 elif q > 0.0:
-                    side = 1 if a == LONG else -1
+                    side = direction
                     qty = q
-                    entry = close[i]
+                    entry = fill
                     entry_fee = fee_rate * qty * entry
                     sl = stop
                     tp = take
