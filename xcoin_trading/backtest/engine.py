@@ -14,7 +14,8 @@ Rules (ARCHITECTURE.md "Money rules"; what the issue left open is marked *chosen
   signal; a position still open is closed at the last close (reason END).
 - Slippage (*chosen* to match the simulator's `--slippage`): market fills, i.e. entries, signal
   and END exits and stop losses, move against the taker by `slippage` of the price plus
-  `slippage_range` of that candle's high - low (on the tick with `levels_on_tick`); take profits
+  `slippage_range` of that candle's high - low (with `levels_on_tick`: from the close on the tick and
+  back on the tick, as the simulator slips its current price); take profits
   fill at their level (a resting limit on spot, an unslipped trigger on the simulator's futures
   desk). Sizing uses the slipped entry price. 0 (default) leaves every price untouched.
 - Commission on each side's notional. Leverage scales size (seed formula) but liquidation and

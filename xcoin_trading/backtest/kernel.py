@@ -88,6 +88,18 @@ def slipped(
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def market_fill(
+    close: float, direction: int, h: float, lo: float, frac: float, of_range: float, tick: float
+) -> float:
+    """A market order at the close, slipped: from the close on the tick when there is one, as the
+    simulator takes its current price (a stop's level or gap open is slipped as it is)."""
+    if frac == 0.0 and of_range == 0.0:
+        return close
+    base = round(close / tick) * tick if tick > 0.0 else close
+    return slipped(base, direction, h, lo, frac, of_range, tick)
+
+
 @njit(cache=True, nogil=True)
 def count_entries(action: np.ndarray) -> int:
     """LONG/SHORT rows: every trade starts on one, so this bounds the trade count. (A fixed trade
@@ -163,7 +175,7 @@ def simulate_nb(
     prev_e = init_capital
     shift = math.nan
     sum_d = sum_d2 = down2 = 0.0
-    peak = init_capital
+    peak = trough = init_capital  # > 0 (validated), and it only grows
     dd = ddp = max_dd = max_dd_pct = 0.0
     dur = max_dur = 0
     exposed = 0
@@ -210,7 +222,7 @@ def simulate_nb(
                 elif a != HOLD and a != (LONG if side == 1 else SHORT):  # EXIT, or the opposite side
                     reason = REASON_SIGNAL
                 if reason >= 0:
-                    exit_price = slipped(cl, -side, h, lo, slip_frac, slip_range, slip_tick)
+                    exit_price = market_fill(cl, -side, h, lo, slip_frac, slip_range, slip_tick)
 
         if reason >= 0:
             exit_fee = fee_rate * qty * exit_price
@@ -252,7 +264,7 @@ def simulate_nb(
                     else math.nan
                 )
                 direction = 1 if a == LONG else -1
-                fill = slipped(cl, direction, h, lo, slip_frac, slip_range, slip_tick)
+                fill = market_fill(cl, direction, h, lo, slip_frac, slip_range, slip_tick)
                 q, code = size_position_float(
                     realised,
                     risk_per_trade,
@@ -281,11 +293,18 @@ def simulate_nb(
         if e != prev_e:
             r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
             prev_e = e
-            peak = max(peak, e)
-            dd = peak - e
-            ddp = dd / peak * 100.0 if peak > 0.0 else 0.0
-            max_dd = max(max_dd, dd)
-            max_dd_pct = max(max_dd_pct, ddp)
+            # The deepest point below a peak is that peak's drawdown: measured once, when a new
+            # peak ends it (and after the loop), not divided out on every candle. Same bits: the
+            # per-candle (peak - e) / peak is monotone in e.
+            if e > peak:
+                max_dd = max(max_dd, peak - trough)
+                max_dd_pct = max(max_dd_pct, (peak - trough) / peak * 100.0)
+                peak = trough = e
+            elif e < trough:
+                trough = e
+            if keep:
+                dd = peak - e
+                ddp = dd / peak * 100.0
         else:
             r = 0.0  # flat, or a close that did not move: half the candles skip the two divisions
         if i == 0:
@@ -306,6 +325,8 @@ def simulate_nb(
             drawdown_pct[i] = ddp
             position[i] = side
 
+    max_dd = max(max_dd, peak - trough)
+    max_dd_pct = max(max_dd_pct, (peak - trough) / peak * 100.0)
     stats = np.zeros(N_STATS)
     if n > 0:
         stats[S_MEAN_R] = shift + sum_d / n

@@ -40,6 +40,7 @@ from xcoin_trading.backtest.kernel import (
     REASON_TP,
     SHORT,
     _touches,
+    market_fill,
     slipped,
 )
 from xcoin_trading.backtest.metrics import compute_metrics, curve_stats
@@ -104,7 +105,7 @@ def simulate_portfolio_nb(
                 elif a != HOLD and a != (LONG if s == 1 else SHORT):
                     reason = REASON_SIGNAL
                 if reason >= 0:
-                    exit_price = slipped(cl, -s, h, lo, slip_frac, slip_range, ticks[m])
+                    exit_price = market_fill(cl, -s, h, lo, slip_frac, slip_range, ticks[m])
             if reason >= 0:
                 exit_fee = fee_rate * qty[m] * exit_price
                 pnl = s * qty[m] * (exit_price - entry[m]) - entry_fee[m] - exit_fee
@@ -139,7 +140,7 @@ def simulate_portfolio_nb(
                     if side[j] != 0:
                         held += qty[j] * entry[j] / leverage + entry_fee[j]
                 direction = 1 if a == LONG else -1
-                fill = slipped(cl, direction, high[m, i], low[m, i], slip_frac, slip_range, ticks[m])
+                fill = market_fill(cl, direction, high[m, i], low[m, i], slip_frac, slip_range, ticks[m])
                 q, code = size_position_float(
                     realised - held, risk_per_trade, fill, stop[m, i], leverage, fee_rate,
                     steps[m], decimals[m], min_qty[m], min_notional[m], max_qty[m],
