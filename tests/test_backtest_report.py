@@ -192,3 +192,18 @@ def test_a_million_candles_chart_is_bucketed_and_markers_capped(tmp_path):
     md = ts.markdown(result)
     assert "Buy & hold" in md and "| Peak | Trough |" in md
     assert not math.isnan(ts.build(result).benchmark["sharpeRatio"])
+
+
+def test_a_backtest_without_trades_still_reports_its_benchmark(tmp_path):
+    close = np.linspace(100.0, 120.0, 300)
+    candles = pl.DataFrame(
+        {"open_time": 1_704_067_200_000 + np.arange(300, dtype=np.int64) * 3_600_000, "open": close,
+         "high": close, "low": close, "close": close, "volume": np.ones(300)}
+    )  # fmt: skip
+    result = run_backtest(candles, "sma_crossover", {"fast": 5, "slow": 20}, SimulationConfig(commission=0))
+    assert result.trades.height == 0
+    page = _page(tmp_path, result)
+    assert "benchmark" in page.ids and page.children.get("exits", 0) == 0
+    table = {row[0]: row[1:] for row in page.tables["vs-benchmark"][1:]}
+    assert table["Total return %"] == ["0.00", "20.00"]  # 100 -> 120, no fee
+    assert page.tables["drawdowns"] == [["#", "Peak", "Trough", "Recovered", "Depth %", "Length", "Recovery"]]

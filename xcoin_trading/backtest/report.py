@@ -123,6 +123,9 @@ def render_figure(result: BacktestResult, sheet: ts.Tearsheet):
                         label="buy & hold")  # fmt: skip
     bench.set_gid("benchmark")
     top.axhline(float(result.config.initial_capital), color="#888", linewidth=0.8, linestyle="--")
+    both = np.concatenate((equity, sheet.benchmark_curve))
+    if both.min() > 0 and both.max() / both.min() > 10:  # one curve would flatten the other
+        top.set_yscale("log")
     top.set_ylabel("equity")
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)

@@ -66,7 +66,9 @@ def buy_and_hold(close: np.ndarray, initial_capital: float, fee: float) -> np.nd
     return curve
 
 
-def curve_metrics(equity: np.ndarray, initial_capital: float, candle_ms: int) -> dict[str, Any]:
+def curve_metrics(
+    equity: np.ndarray, initial_capital: float, candle_ms: int, time_ms: np.ndarray | None = None
+) -> dict[str, Any]:
     """Return, CAGR, Sharpe, Sortino, volatility and drawdowns of any equity curve, computed the
     way `metrics.py` does for the strategy (per-candle simple returns, the first against the
     initial capital, 365-day years), so the two columns compare like for like."""
@@ -91,7 +93,8 @@ def curve_metrics(equity: np.ndarray, initial_capital: float, candle_ms: int) ->
     dd_pct = np.where(peak > 0, (peak - equity) / peak * 100, 0.0)
     starts, ends = _underwater(equity, initial_capital)
     # A drawdown lasts from its peak candle to its recovery candle (or the last candle).
-    longest = (np.minimum(ends, n - 1) - np.maximum(starts - 1, 0)).max(initial=0) * candle_ms / 1000
+    t = np.arange(n, dtype=np.int64) * candle_ms if time_ms is None else time_ms  # real times: gaps count
+    longest = (t[np.minimum(ends, n - 1)] - t[np.maximum(starts - 1, 0)]).max(initial=0) / 1000
     return json_safe(
         {
             "totalReturnPct": (final / initial_capital - 1) * 100,
@@ -248,8 +251,8 @@ def build(result) -> Tearsheet:
     time_ms = t.dt.epoch("ms").to_numpy()
     return Tearsheet(
         inputs=inputs_of(result),
-        strategy=curve_metrics(equity, capital, result.candle_ms),
-        benchmark=curve_metrics(bench, capital, result.candle_ms),
+        strategy=curve_metrics(equity, capital, result.candle_ms, time_ms),
+        benchmark=curve_metrics(bench, capital, result.candle_ms, time_ms),
         benchmark_curve=bench,
         months=monthly_grid(monthly_returns(t, equity, capital)),
         drawdowns=drawdown_periods(equity, capital, time_ms),
