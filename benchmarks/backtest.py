@@ -16,6 +16,7 @@ call (pandas objects holding big arrays) is freed inside some calls or not at al
     .venv/bin/python benchmarks/backtest.py            # 100k, 1M, 5M; backtesting.py up to 1M (a few minutes)
     .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
     .venv/bin/python benchmarks/backtest.py --full     # backtesting.py at 5M too
+    .venv/bin/python benchmarks/backtest.py --research # 1M: xcoin vs the bare loop and vectorbt, sweep, walk-forward
 """
 
 from __future__ import annotations
@@ -89,6 +90,64 @@ def run_xcoin(candles):
     r = run_backtest(candles, "sma_crossover", {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP,
                                                 "mode": "long_only"}, cfg)  # fmt: skip
     return r.metrics["totalTrades"], r.metrics["finalCapital"]
+
+
+def _bare_loop():
+    """The SMA-SLTP rules of this workload as one bare numba loop: running-sum SMAs, crossovers,
+    stops from the next candle (gap at the open, stop first), entries all-in at the close, fees,
+    compounding; no checks, no curves, no metrics, no frames. The floor an engine can approach."""
+    from numba import njit
+
+    @njit(nogil=True)
+    def loop(o, h, lo, c, fast, slow, sl_pct, tp_pct, fee, risk, equity):
+        n = c.shape[0]
+        sf = ss = 0.0
+        was_above = was_below = in_pos = False
+        qty = entry = sl = tp = 0.0
+        entry_i = trades = 0
+        for i in range(n):
+            sf += c[i]
+            ss += c[i]
+            if i >= fast:
+                sf -= c[i - fast]
+            if i >= slow:
+                ss -= c[i - slow]
+            above, below = sf / fast > ss / slow, sf / fast < ss / slow
+            up = i >= slow and above and not was_above
+            down = i >= slow and below and not was_below
+            was_above, was_below = above, below
+            price = -1.0
+            if in_pos and entry_i < i:
+                if o[i] <= sl or o[i] >= tp:
+                    price = o[i]
+                elif lo[i] <= sl:
+                    price = sl
+                elif h[i] >= tp:
+                    price = tp
+            if in_pos and price < 0 and (i == n - 1 or down):
+                price = c[i]
+            if price >= 0:
+                equity += qty * (price - entry) - fee * qty * entry - fee * qty * price
+                in_pos = False
+                trades += 1
+            if up and not in_pos and i < n - 1:
+                entry = c[i]
+                sl, tp = entry * (1 - sl_pct), entry * (1 + tp_pct)
+                qty = min(equity * risk / (entry - sl), equity / (entry * (1 + fee)))
+                entry_i, in_pos = i, True
+        return trades, equity
+
+    return loop
+
+
+_BARE = []
+
+
+def run_bare(candles):
+    if not _BARE:
+        _BARE.append(_bare_loop())
+    o, h, lo, c = _vbt_arrays(candles)
+    return _BARE[0](o, h, lo, c, FAST, SLOW, SL, TP, FEE, 0.02, 10_000.0)
 
 
 def _vbt_arrays(candles):
@@ -185,8 +244,44 @@ def run_vectorbt_sweep(candles, engine):
     return int(np.asarray(sharpe).shape[0]), float(np.nanmax(np.asarray(sharpe)))
 
 
+_PREPARED = {}
+
+
+def run_xcoin_walk(candles):
+    """The kernel alone (the candle walk with its fused statistics and the per-candle curves) on
+    signals computed once: the part of a backtest the bare loop is the floor of."""
+    from xcoin_trading.backtest import SimulationConfig
+    from xcoin_trading.backtest.engine import run_kernel
+    from xcoin_trading.strategy import compute_signals, load_strategy, normalize_candles
+
+    if not _PREPARED:
+        strategy = load_strategy("sma_crossover")
+        params = strategy.resolve_params(
+            {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP, "mode": "long_only"}
+        )
+        frame = normalize_candles(candles)
+        cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+        _PREPARED.update(frame=frame, signals=compute_signals(strategy, frame, params), cfg=cfg)
+    trades, _, _, _ = run_kernel(_PREPARED["frame"], _PREPARED["signals"], _PREPARED["cfg"])
+    return trades.shape[1], None
+
+
+def run_xcoin_walk_forward(candles):
+    from xcoin_trading.backtest import SimulationConfig
+    from xcoin_trading.backtest.walkforward import run_walk_forward
+    from xcoin_trading.strategy import load_strategy
+
+    cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+    wf = run_walk_forward(candles, load_strategy("sma_crossover"), {"fast": SWEEP_FAST, "slow": SWEEP_SLOW}, cfg,
+                          base_params={"sl_pct": SL, "tp_pct": TP, "mode": "long_only"}, windows=10)  # fmt: skip
+    return wf.windows.height, float(wf.oos.metrics["finalCapital"])
+
+
 ENGINES = {
     "xcoin": run_xcoin,
+    "bare-loop": run_bare,
+    "xcoin-kernel": run_xcoin_walk,
+    "xcoin-walk-forward": run_xcoin_walk_forward,
     "vectorbt": lambda c: run_vectorbt(c, "numba"),
     "vectorbt-rust": lambda c: run_vectorbt(c, "rust"),
     "backtesting.py": run_backtesting_py,
@@ -247,6 +342,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100k and 1M only, no sweep")
     ap.add_argument("--full", action="store_true", help="backtesting.py at 5M too (slow)")
+    ap.add_argument("--research", action="store_true",
+                    help="1M only: xcoin vs the bare loop and vectorbt, the xcoin sweep and walk-forward (no 15 GB "
+                         "vectorbt sweep)")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best warm one counts")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -255,12 +353,18 @@ def main() -> None:
         return
 
     sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 5_000_000]
+    if args.research:
+        sizes = [1_000_000]
     for n in sizes:
         candles_file(n)
     rows = []
+    singles = ("xcoin", "xcoin-kernel", "bare-loop", "vectorbt") if args.research else (
+        "xcoin", "xcoin-kernel", "bare-loop", "vectorbt", "vectorbt-rust", "backtesting.py")  # fmt: skip
     for n in sizes:
-        for engine in ("xcoin", "vectorbt", "vectorbt-rust", "backtesting.py"):
+        for engine in singles:
             repeat = args.repeat
+            if engine == "xcoin-kernel" and n != 1_000_000:
+                continue
             if engine == "backtesting.py":
                 if n > 1_000_000 and not args.full:
                     continue
@@ -269,10 +373,15 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
     sweeps = []
-    if not args.quick:
+    if args.research:
+        for engine in ("xcoin-sweep", "xcoin-walk-forward"):
+            r = measure(engine, 1_000_000, args.repeat)
+            sweeps.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    elif not args.quick:
         # vectorbt's broadcast sweep peaks near 14 GB and takes minutes: a cold and one warm run each (the
         # warm one, without its JIT compile, is what is compared), Rust only with --full.
-        for engine in ("xcoin-sweep", "vectorbt-sweep", "vectorbt-rust-sweep"):
+        for engine in ("xcoin-sweep", "xcoin-walk-forward", "vectorbt-sweep", "vectorbt-rust-sweep"):
             if engine == "vectorbt-rust-sweep" and not args.full:
                 continue
             r = measure(engine, 1_000_000, 2 if engine == "vectorbt-sweep" else args.repeat)
@@ -281,35 +390,47 @@ def main() -> None:
     report(rows, sweeps)
 
 
+TARGETS = {"xcoin-sweep": 0.5, "xcoin-walk-forward": 2.0}  # seconds, warm, at 1M candles (issue 21)
+
+
 def report(rows: list[dict], sweeps: list[dict]) -> None:
     ours = {r["n"]: r for r in rows if r["engine"] == "xcoin" and "warm" in r}
+    bare = {r["n"]: r for r in rows if r["engine"] == "bare-loop" and "warm" in r}
     print(
         f"\nSMA 20/50 long-only, SL 2 % / TP 4 %, no fee; {os.cpu_count()} cores; end to end, warm (best of runs)\n"
     )
-    print(f"{'candles':>10}  {'engine':<15} {'warm s':>8} {'candles/s':>13} {'xcoin ×':>8} {'cold s':>8} "
-          f"{'peak RSS MB':>11}  trades")  # fmt: skip
+    print(f"{'candles':>10}  {'engine':<15} {'warm s':>8} {'candles/s':>13} {'xcoin ×':>8} {'/ bare':>7} "
+          f"{'cold s':>8} {'peak RSS MB':>11}  trades")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['n']:>10,}  {r['engine']:<15} failed: {r['error']}")
             continue
         speed = r["n"] / r["warm"]
         ratio = r["warm"] / ours[r["n"]]["warm"] if r["n"] in ours else float("nan")
-        print(f"{r['n']:>10,}  {r['engine']:<15} {r['warm']:>8.3f} {speed:>13,.0f} {ratio:>8.1f} {r['cold']:>8.2f} "
-              f"{r['rss_mb']:>11.0f}  {r['out'][0]}")  # fmt: skip
+        to_bare = r["warm"] / bare[r["n"]]["warm"] if r["n"] in bare else float("nan")
+        print(f"{r['n']:>10,}  {r['engine']:<15} {r['warm']:>8.4f} {speed:>13,.0f} {ratio:>8.1f} {to_bare:>7.2f} "
+              f"{r['cold']:>8.2f} {r['rss_mb']:>11.0f}  {r['out'][0]}")  # fmt: skip
     if sweeps:
         base = next((s for s in sweeps if s["engine"] == "xcoin-sweep" and "warm" in s), None)
         print(f"\n{len(SWEEP_FAST) * len(SWEEP_SLOW)}-combination sweep (fast {SWEEP_FAST[0]}..{SWEEP_FAST[-1]} × slow "
-              f"{SWEEP_SLOW[0]}..{SWEEP_SLOW[-1]}) on 1,000,000 candles\n")  # fmt: skip
-        print(f"{'engine':<20} {'warm s':>8} {'xcoin ×':>8} {'cold s':>8} {'peak RSS MB':>11}")
+              f"{SWEEP_SLOW[0]}..{SWEEP_SLOW[-1]}) on 1,000,000 candles; walk-forward: 10 rolling windows "
+              f"(train 3× test) × the same 100 combinations\n")  # fmt: skip
+        print(
+            f"{'engine':<20} {'warm s':>8} {'target s':>8} {'xcoin ×':>8} {'cold s':>8} {'peak RSS MB':>11}"
+        )
         for s in sweeps:
             if "error" in s:
                 print(f"{s['engine']:<20} failed: {s['error']}")
                 continue
             ratio = s["warm"] / base["warm"] if base else float("nan")
-            print(f"{s['engine']:<20} {s['warm']:>8.2f} {ratio:>8.1f} {s['cold']:>8.2f} {s['rss_mb']:>11.0f}")
+            target = f"{TARGETS[s['engine']]:.1f}" if s["engine"] in TARGETS else ""
+            print(f"{s['engine']:<20} {s['warm']:>8.3f} {target:>8} {ratio:>8.1f} {s['cold']:>8.2f} "
+                  f"{s['rss_mb']:>11.0f}")  # fmt: skip
     print(
-        "\n'xcoin ×' = that engine's time / xcoin's time (above 1: xcoin is faster). Cold = first call in a fresh "
-        "process (JIT compile or cache load included)."
+        "\n'xcoin ×' = that engine's time / xcoin's time (above 1: xcoin is faster); '/ bare' = that engine's time / "
+        "the bare numba loop's (issue 21: xcoin ≤ 2). Cold = first call in a fresh process (JIT compile or cache "
+        "load included). Load on the machine from other work shows in 'load avg' below.\n"
+        f"load avg (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 

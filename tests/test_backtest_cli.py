@@ -267,3 +267,50 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast"
     )
     assert code == 2 and "grid each entry must look like name=v1,v2" in text
+
+
+def test_sweeps_and_walk_forwards_are_stored_shown_and_compared(tmp_path, btc_file):
+    code, text = xcoin("backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid",
+                       "fast=5,10,20;slow=30,60,120", "--params", "sl_pct=0.01,tp_pct=0.02", "--oos", "0.3",
+                       "--metric", "netPnl")  # fmt: skip
+    assert code == 0, text
+    [sweep] = list_results()
+    assert sweep["config"]["kind"] == "sweep" and sweep["config"]["oos_fraction"] == 0.3
+    ranking = pl.read_parquet(sweep["artifacts"]["ranking"])
+    assert ranking.height == 9 and "oos_netPnl" in ranking.columns
+    best = ranking.row(0, named=True)
+    assert sweep["metrics"]["netPnl"] == pytest.approx(best["netPnl"])
+    on_edge = best["param_fast"] in ("5", "20") or best["param_slow"] in ("30", "120")
+    assert ("warning: best " in text) == on_edge
+
+    code, text = xcoin("backtest", "show", str(sweep["id"]))
+    assert code == 0, text
+    assert f"#{sweep['id']} sweep sma_crossover" in text and "last 30% held out" in text
+    assert f"rank=1  fast={best['param_fast']}  slow={best['param_slow']}" in text and "oos_netPnl=" in text
+
+    report = tmp_path / "wf.html"
+    code, text = xcoin("backtest", "walk-forward", "--strategy", "sma_crossover", "--data", btc_file, "--grid",
+                       "fast=5,10;slow=30,60", "--windows", "4", "--train-ratio", "2", "--report", str(report))  # fmt: skip
+    assert code == 0, text
+    assert "stitched out of sample: net P&L" in text and report.exists()
+    wf = list_results()[0]
+    assert wf["config"]["kind"] == "walk_forward" and pl.read_parquet(wf["artifacts"]["windows"]).height == 4
+    code, text = xcoin("backtest", "show", str(wf["id"]))
+    assert code == 0 and text.count("window ") == 4 and "report " in text
+
+    for params in ("fast=10,slow=40", "fast=20,slow=80"):
+        code, text = xcoin(
+            "backtest", "run", "--strategy", "sma_crossover", "--data", btc_file, "--params", params
+        )
+        assert code == 0, text
+    second, first = list_results()[:2]
+    code, text = xcoin("backtest", "compare", str(first["id"]), str(second["id"]))
+    assert code == 0, text
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert lines["params.fast"] == ["10", "20"] and lines["params.slow"] == ["40", "80"]
+    assert lines["netPnl"] == [f"{first['metrics']['netPnl']:,.4f}", f"{second['metrics']['netPnl']:,.4f}"]
+    code, text = xcoin("backtest", "history")
+    assert code == 0 and "walk_forward" in text and "sweep" in text
+
+    code, text = xcoin("backtest", "show", "999999")
+    assert code != 0 and "no stored backtest has id 999999" in text

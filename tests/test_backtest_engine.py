@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -339,3 +340,46 @@ def test_metrics_agree_with_an_independent_computation():
     years = n / (365 * 24)
     assert m["cagrPct"] == pytest.approx(((eq[-1] / 1000) ** (1 / years) - 1) * 100, rel=1e-9)
     assert m["exposurePct"] == pytest.approx((r.equity.get_column("position") != 0).sum() / n * 100)
+
+
+def test_slippage_moves_entries_signal_exits_and_stops_against_the_trader_not_take_profits():
+    # 1 % slippage. Entry at 100 -> 101 (a buy pays more); qty = 1000 / 101 (all-in cap).
+    # Candle 1's low 94 touches SL 95 -> a stop market sell at 95 × 0.99 = 94.05.
+    # Re-entry at candle 2's close 100 -> 101; candle 3 reaches TP 110: filled at 110, unslipped.
+    cfg = SimulationConfig(initial_capital=1000, risk_per_trade=1, commission=0, slippage="0.01")
+    r = run(
+        [(100, 100, 100, 100), (100, 100, 94, 96), (100, 100, 100, 100), (100, 111, 100, 105), (105,) * 4],
+        {0: ("LONG", 95, 110), 2: ("LONG", 95, 110)},
+        cfg,
+    )
+    first, second = r.trades.rows(named=True)
+    assert (first["entry_price"], first["exit_price"], first["exit_reason"]) == (101, 95 * 0.99, "SL")
+    assert first["quantity"] == pytest.approx(1000 / 101)
+    assert (second["entry_price"], second["exit_price"], second["exit_reason"]) == (101, 110, "TP")
+
+
+def test_range_slippage_adds_a_fraction_of_the_fill_candles_high_low():
+    # 0.1 % + a quarter of the range. Entry candle range 4: 100 + 0.1 + 1 = 101.1. EXIT at candle 1
+    # (range 8): a sell at 96 - 0.096 - 2 = 93.904. Short-side fills mirror it.
+    cfg = SimulationConfig(initial_capital=1000, risk_per_trade=1, commission=0, slippage="0.001",
+                           slippage_range="0.25")  # fmt: skip
+    r = run(
+        [(100, 102, 98, 100), (101, 103, 95, 96), (96, 96, 96, 96)],
+        {0: ("LONG", None, None), 1: ("EXIT", None, None)},
+        cfg,
+    )
+    t = r.trades.row(0, named=True)
+    assert t["entry_price"] == pytest.approx(101.1, abs=1e-12) and t["exit_price"] == pytest.approx(
+        93.904, abs=1e-12
+    )
+    assert t["pnl"] == pytest.approx(1000 / 101.1 * (93.904 - 101.1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("slippage", "-0.001", "slippage must be in [0, 0.1)"), ("slippage", "0.5", "slippage must be in [0, 0.1)"),
+     ("slippage_range", "2", "slippage_range must be in [0, 1]"), ("slippage", "abc", "slippage must be a number")],
+)  # fmt: skip
+def test_bad_slippage_is_refused_by_name(field, value, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        SimulationConfig(**{field: value})

@@ -3,6 +3,9 @@ on real candles. The reference below is written from the spec only (no engine co
 
 from __future__ import annotations
 
+from dataclasses import replace
+from decimal import Decimal
+
 import polars as pl
 import pytest
 
@@ -25,8 +28,13 @@ def sma_sltp_reference(
     risk=0.02,
     init_equity=10_000.0,
     long_short=True,
+    slip=0.0,
 ):
-    """SMA-SLTP v1, literally: running-sum SMAs, stops before signals, fills at the level."""
+    """SMA-SLTP v1, literally: running-sum SMAs, stops before signals, fills at the level.
+
+    `slip` (beyond the spec, the simulator's --slippage): market fills (entry, signal/END exit, stop
+    loss) move that fraction against the trader; levels stay where the signal put them (from the
+    close); take profits fill at their level."""
     n = len(c)
 
     def running_sma(k):
@@ -47,6 +55,8 @@ def sma_sltp_reference(
     def close_pos(i, price, reason):
         nonlocal equity, pos
         d = pos["side"]
+        if reason != "TP" and slip:
+            price = price - d * price * slip  # the close or the stop level, slipped
         pnl = d * pos["qty"] * (price - pos["E"]) - fee * pos["qty"] * pos["E"] - fee * pos["qty"] * price
         equity += pnl
         trades.append(
@@ -56,9 +66,9 @@ def sma_sltp_reference(
 
     def open_pos(i, d):
         nonlocal pos
-        E = c[i]
-        SL = E * (1 - sl_pct) if d == 1 else E * (1 + sl_pct)
-        TP = E * (1 + tp_pct) if d == 1 else E * (1 - tp_pct)
+        SL = c[i] * (1 - sl_pct) if d == 1 else c[i] * (1 + sl_pct)
+        TP = c[i] * (1 + tp_pct) if d == 1 else c[i] * (1 - tp_pct)
+        E = c[i] + d * c[i] * slip if slip else c[i]
         qty = min(equity * risk / abs(E - SL), equity / (E * (1 + fee)))
         pos = {"side": d, "entry_i": i, "E": E, "qty": qty, "SL": SL, "TP": TP}
 
@@ -150,6 +160,28 @@ def test_engine_reproduces_the_sma_sltp_reference_trade_by_trade(data_file, long
     assert abs(result.metrics["netPnl"] - ref_pnl) <= 1e-6 * abs(ref_pnl)
     assert result.metrics["finalCapital"] == pytest.approx(ref_equity, rel=1e-9)
     assert result.equity.get_column("equity")[-1] == pytest.approx(ref_equity, rel=1e-9)
+
+
+@pytest.mark.parametrize("long_short", [True, False])
+def test_slippage_moves_market_fills_against_the_trader_as_the_reference_says(long_short):
+    candles = read_candles_file(shared_data_file("BTCUSDT-1m-2024-01.parquet"))
+    p = {"fast": 10, "slow": 40, "sl_pct": 0.004, "tp_pct": 0.006}
+    cols = [candles.get_column(x).to_list() for x in ("open", "high", "low", "close")]
+    ref_trades, ref_equity = sma_sltp_reference(*cols, long_short=long_short, slip=0.0005, **p)
+    config = replace(SPEC_CONFIG, slippage=Decimal("0.0005"))
+    mode = "long_short" if long_short else "long_only"
+    got = run_backtest(candles, "sma_crossover", p | {"mode": mode}, config)
+    rows = got.trades.select(
+        "entry_index", "exit_index", "side", "entry_price", "exit_price", "exit_reason"
+    ).rows()
+    assert len(rows) == len(ref_trades) > 100
+    for g, r in zip(rows, ref_trades, strict=True):
+        assert g[0:3] == r[0:3] and g[5] == r[7], (g, r)
+        assert g[3] == pytest.approx(r[3], rel=1e-12) and g[4] == pytest.approx(r[4], rel=1e-12), (g, r)
+    assert got.metrics["finalCapital"] == pytest.approx(ref_equity, rel=1e-9)
+    # It costs money: the same trades without slippage end richer.
+    plain = run_backtest(candles, "sma_crossover", p | {"mode": mode}, SPEC_CONFIG)
+    assert plain.metrics["finalCapital"] > got.metrics["finalCapital"]
 
 
 def test_reference_covers_every_exit_reason():

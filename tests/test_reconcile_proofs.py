@@ -6,7 +6,9 @@ BTCUSDT 1m candles (../shared/data/BTCUSDT-1m-2024-01.parquet, from 2024-01-02 0
   equals the simulator's ledger change of that account minus what its open position cost, exactly;
 - parity: the same SMA crossover (fast 3, slow 12, SL 0.15 %, TP 0.2 %, long+short) backtested on
   those 6 hours and run live on the B-BTC_USDT futures market with zero slippage gives the same
-  trades (entry/exit candle, side, exit reason; prices within half a tick);
+  trades (entry/exit candle, side, exit reason; prices within half a tick); and again with 5 bps of
+  slippage on both sides (the simulator's and the backtest's: market fills and stop losses slipped,
+  take profits not);
 - crash: `xcoin reconcile --once` SIGKILLed in the middle of its stop-loss batch, then run again,
   ends exactly as a twin world reconciled without a kill;
 - faults: 10 % 5xx/timeouts/429 on every status call (and a few minutes of a status endpoint fully
@@ -40,6 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 import sqlalchemy as sa
 
 from tests.conftest import shared_data_file
@@ -66,8 +69,8 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _world(factory, n: int, symbol: str = "BTCUSDT", **kwargs):
-    sim = {"replay": shared_data_file(DATA), "symbol": "BTCUSDT", "config": SimConfig(slippage=Decimal(0))}
+def _world(factory, n: int, symbol: str = "BTCUSDT", slippage: Decimal = Decimal(0), **kwargs):
+    sim = {"replay": shared_data_file(DATA), "symbol": "BTCUSDT", "config": SimConfig(slippage=slippage)}
     return factory(n, servers=True, symbol=symbol, sim_kwargs=sim, **kwargs)
 
 
@@ -188,24 +191,30 @@ def _backtest(mode: str, start: datetime, hours: int, config: SimulationConfig) 
 REASONS = {"SL": "STOP_LOSS", "TP": "TAKE_PROFIT", "SIGNAL": "SIGNAL"}
 
 
-def test_parity_backtest_and_live_futures_replay_give_the_same_trades(live_world_factory):
+@pytest.mark.parametrize(
+    ("slippage", "hours", "at_least"),
+    [("0", HOURS, 15), ("0.0005", 3, 10)],  # the simulator's --slippage, and the backtest's, 5 bps
+)
+def test_parity_backtest_and_live_futures_replay_give_the_same_trades(
+    live_world_factory, slippage, hours, at_least
+):
     market = FUTURES_MARKETS["B-BTC_USDT"]
-    world = _world(live_world_factory, 1, symbol=market.pair)
+    world = _world(live_world_factory, 1, symbol=market.pair, slippage=Decimal(slippage))
     _use_sma(world, "long_short")
     [sub_id] = _set_subscriptions(world, [("1000", "0.02")])
     world.admin.advance(to_ms=_ms(T0))
-    _replay(world, market.pair, T0, HOURS * 60)
+    _replay(world, market.pair, T0, hours * 60)
 
     config = SimulationConfig(
         initial_capital=Decimal(1000), risk_per_trade=Decimal("0.02"), leverage=Decimal(2),
-        commission=Decimal("0.0005"), market=market, levels_on_tick=True,
+        commission=Decimal("0.0005"), market=market, levels_on_tick=True, slippage=Decimal(slippage),
     )  # fmt: skip
-    expected = _backtest("long_short", T0, HOURS, config)
+    expected = _backtest("long_short", T0, hours, config)
     live = _rows(world, Trade, Trade.subscription_id == sub_id)
     assert {t.status for t in live} <= {"CLOSED", "OPEN"}
     closed = [t for t in live if t.status == "CLOSED"]
     done = expected.filter(pl.col("exit_reason") != "END")
-    assert len(closed) == done.height and done.height >= 15, (len(closed), done.height)
+    assert len(closed) == done.height and done.height >= at_least, (len(closed), done.height)
     half_tick = market.tick / 2
     for got, want in zip(closed, done.iter_rows(named=True), strict=True):
         where = f"trade entered {got.entry_time}"

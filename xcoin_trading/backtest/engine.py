@@ -12,6 +12,12 @@ Rules (ARCHITECTURE.md "Money rules"; what the issue left open is marked *chosen
   when they cannot, the stop loss wins). Trades decided by the rule are flagged `ambiguous`.
 - A stop exit and a new entry may happen on the same candle. The last candle takes no new
   signal; a position still open is closed at the last close (reason END).
+- Slippage (*chosen* to match the simulator's `--slippage`): market fills, i.e. entries, signal
+  and END exits and stop losses, move against the taker by `slippage` of the price plus
+  `slippage_range` of that candle's high - low (with `levels_on_tick`: from the close on the tick and
+  back on the tick, as the simulator slips its current price); take profits
+  fill at their level (a resting limit on spot, an unslipped trigger on the simulator's futures
+  desk). Sizing uses the slipped entry price. 0 (default) leaves every price untouched.
 - Commission on each side's notional. Leverage scales size (seed formula) but liquidation and
   funding are not modelled (*chosen*; documented in the README).
 """
@@ -64,6 +70,9 @@ TRADE_SCHEMA = {
 }
 
 
+_DECIMALS = ("initial_capital", "risk_per_trade", "leverage", "commission", "slippage", "slippage_range")
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """How the account is simulated. Money inputs are exact decimals; the kernel gets floats."""
@@ -77,9 +86,11 @@ class SimulationConfig:
     market: Market | None = None  # quantity rounding and minimums; None: fractional, no minimums
     levels_on_tick: bool = False  # SL/TP rounded to the market's tick, as live places them (parity)
     resolution: str | None = None  # annualisation; None: inferred from the candle spacing
+    slippage: Decimal = Decimal(0)  # market fills move this fraction against us (the simulator's --slippage)
+    slippage_range: Decimal = Decimal(0)  # ... plus this fraction of the fill candle's high - low
 
     def __post_init__(self) -> None:
-        for name in ("initial_capital", "risk_per_trade", "leverage", "commission"):
+        for name in _DECIMALS:
             try:
                 object.__setattr__(self, name, D(getattr(self, name)))
             except Exception:
@@ -99,6 +110,16 @@ class SimulationConfig:
             raise ValidationError(
                 "commission", f"must be in [0, 0.1) (a fraction of notional), got {self.commission}"
             )
+        if not 0 <= self.slippage < Decimal("0.1"):
+            raise ValidationError(
+                "slippage",
+                f"must be in [0, 0.1) (a fraction of the price: 0.0005 = 5 bps), got {self.slippage}",
+            )
+        if not 0 <= self.slippage_range <= 1:
+            raise ValidationError(
+                "slippage_range",
+                f"must be in [0, 1] (a fraction of the candle's high - low), got {self.slippage_range}",
+            )
         if self.intrabar not in INTRABAR_RULES:
             raise ValidationError("intrabar", f"must be one of {INTRABAR_RULES}, got {self.intrabar!r}")
         if self.gap_fill not in GAP_FILLS:
@@ -110,7 +131,7 @@ class SimulationConfig:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("initial_capital", "risk_per_trade", "leverage", "commission"):
+        for name in _DECIMALS:
             out[name] = str(out[name])
         out["market"] = self.market.symbol if self.market else None
         return out
@@ -127,6 +148,7 @@ class BacktestResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     span: tuple[int, int] = (0, 0)  # first and last candle open_time (ms)
     candle_ms: int = MINUTE_MS
+    source: dict[str, Any] = field(default_factory=dict)  # where the candles came from (symbol, file)
 
     def summary(self) -> dict[str, Any]:
         """What is stored with the result: config, params, metrics (all JSON-safe)."""
@@ -248,6 +270,9 @@ def run_kernel(
         *market_rounding_args(config.market),
         config.gap_fill == "open",
         config.intrabar == "tp_first",
+        float(config.slippage),
+        float(config.slippage_range),
+        float(config.market.tick) if config.levels_on_tick and config.market else 0.0,
         *m1,
         *curves,
         trades,

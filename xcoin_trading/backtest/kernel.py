@@ -73,6 +73,33 @@ def _touches(
     return _NONE, math.nan
 
 
+@njit(cache=True, nogil=True, inline="always")
+def slipped(
+    price: float, direction: int, h: float, lo: float, frac: float, of_range: float, tick: float
+) -> float:
+    """A market fill moved against the taker: a buy (`direction` 1) pays more, a sell less, by
+    `frac` of the price plus `of_range` of the candle's high-low range; on the tick when given
+    (as the simulator rounds its slipped fills). No slippage: the price itself, bit for bit."""
+    if frac == 0.0 and of_range == 0.0:
+        return price
+    out = price + direction * (price * frac + (h - lo) * of_range)
+    if tick > 0.0:
+        out = round(out / tick) * tick
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def market_fill(
+    close: float, direction: int, h: float, lo: float, frac: float, of_range: float, tick: float
+) -> float:
+    """A market order at the close, slipped: from the close on the tick when there is one, as the
+    simulator takes its current price (a stop's level or gap open is slipped as it is)."""
+    if frac == 0.0 and of_range == 0.0:
+        return close
+    base = round(close / tick) * tick if tick > 0.0 else close
+    return slipped(base, direction, h, lo, frac, of_range, tick)
+
+
 @njit(cache=True, nogil=True)
 def count_entries(action: np.ndarray) -> int:
     """LONG/SHORT rows: every trade starts on one, so this bounds the trade count. (A fixed trade
@@ -112,6 +139,9 @@ def simulate_nb(
     max_quantity: float,
     gap_at_open: bool,
     tp_first: bool,
+    slip_frac: float,  # market fills (entries, signal/END exits, stop losses) move by this fraction
+    slip_range: float,  # ... plus this fraction of the candle's high - low
+    slip_tick: float,  # slipped fills land on this tick (0: not rounded)
     m1_open: np.ndarray,
     m1_high: np.ndarray,
     m1_low: np.ndarray,
@@ -145,7 +175,7 @@ def simulate_nb(
     prev_e = init_capital
     shift = math.nan
     sum_d = sum_d2 = down2 = 0.0
-    peak = init_capital
+    peak = trough = init_capital  # > 0 (validated), and it only grows
     dd = ddp = max_dd = max_dd_pct = 0.0
     dur = max_dur = 0
     exposed = 0
@@ -178,16 +208,21 @@ def simulate_nb(
                 if hit == _BOTH:
                     ambiguous = True
                     hit, price = (_TP, tp) if tp_first else (_SL, sl)
-                if hit == _SL:
-                    exit_price, reason = price, REASON_SL
+                if hit == _SL:  # a stop market order: slipped; a take profit fills at its level
+                    exit_price, reason = (
+                        slipped(price, -side, h, lo, slip_frac, slip_range, slip_tick),
+                        REASON_SL,
+                    )
                 elif hit == _TP:
                     exit_price, reason = price, REASON_TP
             if reason < 0:
                 a = action[i]
                 if i == n - 1:
-                    exit_price, reason = close[i], REASON_END  # what is still open closes at the last close
+                    reason = REASON_END  # what is still open closes at the last close
                 elif a != HOLD and a != (LONG if side == 1 else SHORT):  # EXIT, or the opposite side
-                    exit_price, reason = close[i], REASON_SIGNAL
+                    reason = REASON_SIGNAL
+                if reason >= 0:
+                    exit_price = market_fill(cl, -side, h, lo, slip_frac, slip_range, slip_tick)
 
         if reason >= 0:
             exit_fee = fee_rate * qty * exit_price
@@ -228,10 +263,12 @@ def simulate_nb(
                     if take_valid.shape[0] == 0 or (take_valid[bit >> 3] >> (bit & 7)) & 1
                     else math.nan
                 )
+                direction = 1 if a == LONG else -1
+                fill = market_fill(cl, direction, h, lo, slip_frac, slip_range, slip_tick)
                 q, code = size_position_float(
                     realised,
                     risk_per_trade,
-                    close[i],
+                    fill,
                     stop,
                     leverage,
                     fee_rate,
@@ -244,9 +281,9 @@ def simulate_nb(
                 if code != SIZE_OK:
                     refused[code] += 1
                 elif q > 0.0:
-                    side = 1 if a == LONG else -1
+                    side = direction
                     qty = q
-                    entry = close[i]
+                    entry = fill
                     entry_fee = fee_rate * qty * entry
                     sl = stop
                     tp = take
@@ -256,11 +293,18 @@ def simulate_nb(
         if e != prev_e:
             r = e / prev_e - 1.0 if prev_e > 0.0 else 0.0
             prev_e = e
-            peak = max(peak, e)
-            dd = peak - e
-            ddp = dd / peak * 100.0 if peak > 0.0 else 0.0
-            max_dd = max(max_dd, dd)
-            max_dd_pct = max(max_dd_pct, ddp)
+            # The deepest point below a peak is that peak's drawdown: measured once, when a new
+            # peak ends it (and after the loop), not divided out on every candle. Same bits: the
+            # per-candle (peak - e) / peak is monotone in e.
+            if e > peak:
+                max_dd = max(max_dd, peak - trough)
+                max_dd_pct = max(max_dd_pct, (peak - trough) / peak * 100.0)
+                peak = trough = e
+            elif e < trough:
+                trough = e
+            if keep:
+                dd = peak - e
+                ddp = dd / peak * 100.0
         else:
             r = 0.0  # flat, or a close that did not move: half the candles skip the two divisions
         if i == 0:
@@ -281,6 +325,8 @@ def simulate_nb(
             drawdown_pct[i] = ddp
             position[i] = side
 
+    max_dd = max(max_dd, peak - trough)
+    max_dd_pct = max(max_dd_pct, (peak - trough) / peak * 100.0)
     stats = np.zeros(N_STATS)
     if n > 0:
         stats[S_MEAN_R] = shift + sum_d / n

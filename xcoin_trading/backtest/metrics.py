@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from xcoin_trading.backtest.kernel import (
+    N_STATS,
     S_DOWNSIDE,
     S_EXPOSED_CANDLES,
     S_MAX_DD,
@@ -88,6 +89,29 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def curve_stats(equity: np.ndarray, position: np.ndarray, initial_capital: float) -> np.ndarray:
+    """The kernel's equity statistics (`S_*`) recomputed from a stitched curve, same definitions."""
+    stats = np.zeros(N_STATS)
+    n = equity.shape[0]
+    if n == 0:
+        return stats
+    prev = np.concatenate(([initial_capital], equity[:-1]))
+    r = np.where(prev > 0, equity / np.where(prev > 0, prev, 1.0) - 1.0, 0.0)
+    stats[S_MEAN_R] = r.mean()
+    stats[S_STD_R] = r.std(ddof=1) if n > 1 else 0.0
+    stats[S_DOWNSIDE] = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    peak = np.maximum.accumulate(np.concatenate(([initial_capital], equity)))[1:]
+    dd = peak - equity
+    stats[S_MAX_DD] = dd.max()
+    stats[S_MAX_DD_PCT] = np.where(peak > 0, dd / np.where(peak > 0, peak, 1.0) * 100, 0.0).max()
+    under = np.concatenate(([0], (equity < peak).view(np.int8), [0]))
+    edges = np.diff(under)
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    stats[S_MAX_DD_CANDLES] = runs.max(initial=0)
+    stats[S_EXPOSED_CANDLES] = np.count_nonzero(position)
+    return stats
 
 
 def compute_metrics(

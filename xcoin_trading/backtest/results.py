@@ -149,6 +149,78 @@ def save_result(
     return SavedBacktest(row_id, key, directory, artifacts)
 
 
+def save_research(
+    kind: str,
+    strategy_code: str,
+    *,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    frames: dict[str, Any],
+    result: BacktestResult | None = None,
+    strategy_id: int | None = None,
+    execution_time_ms: float = 0.0,
+    settings: Settings | None = None,
+) -> SavedBacktest:
+    """A sweep or walk-forward in the same history as backtests (`config.kind` tells them apart):
+    its tables as Parquet (`frames`: name -> polars frame), the out-of-sample backtest's artifacts
+    when there is one, and one row whose metrics are the best set's (sweep) or the stitched
+    out-of-sample ones (walk-forward)."""
+    settings = settings or get_settings()
+    key = new_key(f"{strategy_code}-{kind}")
+    _ensure_store(settings)
+    directory = settings.artifacts_dir / "backtests" / key
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import BacktestResult as Row
+
+    try:
+        directory.mkdir(parents=True, exist_ok=False)
+        artifacts = {"dir": str(directory)}
+        if result is not None:
+            artifacts |= write_artifacts(result, directory)
+        for name, frame in frames.items():
+            frame.write_parquet(directory / f"{name}.parquet")
+            artifacts[name] = str(directory / f"{name}.parquet")
+        with session_scope(settings) as session:
+            row = Row(
+                strategy_id=strategy_id,
+                strategy_code=strategy_code,
+                config=json_safe(config | {"kind": kind, "key": key}),
+                metrics=json_safe(metrics),
+                artifacts=artifacts,
+                execution_time_ms=round(execution_time_ms),
+            )
+            session.add(row)
+            session.flush()
+            row_id = row.id
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return SavedBacktest(row_id, key, directory, artifacts)
+
+
+def get_result(result_id: int, *, settings: Settings | None = None) -> dict:
+    """One stored backtest, sweep or walk-forward by id."""
+    settings = settings or get_settings()
+    _ensure_store(settings)
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import BacktestResult as Row
+
+    with session_scope(settings) as session:
+        r = session.get(Row, result_id)
+        if r is None:
+            raise NotFound(f"no stored backtest has id {result_id} (see `xcoin backtest history`)")
+        return {
+            "id": r.id,
+            "created_at": r.created_at,
+            "strategy": r.strategy_code,
+            "kind": (r.config or {}).get("kind", "backtest"),
+            "config": r.config,
+            "metrics": r.metrics,
+            "artifacts": r.artifacts,
+            "execution_time_ms": r.execution_time_ms,
+        }
+
+
 def list_results(
     strategy_code: str | None = None, *, limit: int = 20, settings: Settings | None = None
 ) -> list[dict]:

@@ -79,6 +79,8 @@ class BacktestRequest:
     commission: Decimal | str | float = Decimal("0.001")
     intrabar: str = "sl_first"
     gap_fill: str = "open"
+    slippage: Decimal | str | float = Decimal(0)
+    slippage_range: Decimal | str | float = Decimal(0)
     round_to_market: bool = True
 
     def simulation_config(self) -> SimulationConfig:
@@ -89,6 +91,8 @@ class BacktestRequest:
             commission=self.commission,
             intrabar=self.intrabar,  # type: ignore[arg-type]
             gap_fill=self.gap_fill,  # type: ignore[arg-type]
+            slippage=self.slippage,
+            slippage_range=self.slippage_range,
             market=market_for(self.symbol) if self.round_to_market else None,
             resolution=self.resolution,
         )
@@ -161,6 +165,7 @@ def execute(
     began = time.perf_counter()
     settings, config, resolved, params, candles, intrabar = prepare(request, settings)
     result = run_backtest(candles, resolved.strategy, params, config, intrabar_candles=intrabar)
+    result.source = request.context()
     saved = None
     if save:
         saved = save_result(

@@ -1,4 +1,5 @@
-"""Parameter sweeps: every combination of a grid, run in parallel threads, ranked by one metric.
+"""Parameter sweeps: every combination of a grid, run in parallel threads, ranked by one metric,
+optionally on an in-sample part with the rest held out (`oos_fraction`).
 
 Threads, not processes: the kernel releases the GIL (`nogil=True`) and polars computes outside
 it, so both cores work without copying the candles into worker processes. Each combination goes
@@ -92,6 +93,78 @@ def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
+def check_metric(metric: str) -> None:
+    if metric not in RANKING_COLUMNS and metric not in LOWER_IS_BETTER:
+        allowed = sorted(set(RANKING_COLUMNS) | LOWER_IS_BETTER)
+        raise ValidationError("metric", f"must be one of {allowed}, got {metric!r}")
+
+
+def check_grid(strategy: Strategy, grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    combos = combinations(grid)
+    # Unknown names fail once, up front, rather than once per combination.
+    unknown = sorted(set(grid) - set(strategy.default_params)) if strategy.default_params else []
+    if unknown:
+        raise ValidationError("grid", f"unknown parameter(s) {unknown} for {strategy.code}")
+    return combos
+
+
+def score(
+    strategy: Strategy,
+    candles: pl.DataFrame,
+    params: Mapping[str, Any],
+    config: SimulationConfig,
+    candle_ms: int,
+) -> dict[str, Any]:
+    """One backtest's metrics, without curves: what every sweep and walk-forward cell runs."""
+    signals = compute_signals(strategy, candles, params)
+    trades, refused, stats, _ = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
+    return compute_metrics(
+        trades,
+        stats,
+        n_candles=candles.height,
+        initial_capital=float(config.initial_capital),
+        candle_ms=candle_ms,
+        refused=refused,
+    )
+
+
+def better(metric: str, a: float | None, b: float | None) -> bool:
+    """Is `a` a better value of `metric` than `b` (None: worst)."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
+def rank(rows: list[dict[str, Any]], grid: Mapping[str, Sequence[Any]], metric: str) -> pl.DataFrame:
+    schema = {f"param_{n}": pl.String for n in grid} | {c: pl.Float64 for c in RANKING_COLUMNS}
+    schema |= {metric: pl.Float64, "error": pl.String, "totalTrades": pl.Int64}
+    extra = {c: pl.Float64 for row in rows for c in row if c.startswith("oos_") and c not in schema}
+    frame = pl.DataFrame(rows, schema=schema | extra, strict=False)
+    frame = frame.sort(metric, descending=metric not in LOWER_IS_BETTER, nulls_last=True)
+    return frame.with_row_index("rank", offset=1)
+
+
+def edge_warnings(grid: Mapping[str, Sequence[Any]], best: Mapping[str, Any]) -> list[str]:
+    """The best set sitting on the edge of a numeric grid axis (of 3+ values) may have its optimum
+    outside the grid: say which parameter and which way to widen it."""
+    out = []
+    for name, values in grid.items():
+        try:
+            numbers = sorted({float(v) for v in values})
+            chosen = float(best[name])
+        except (TypeError, ValueError, KeyError):
+            continue
+        if len(numbers) < 3:
+            continue
+        if chosen == numbers[0]:
+            out.append(f"best {name}={best[name]} is the grid's lowest value: widen the grid below it")
+        elif chosen == numbers[-1]:
+            out.append(f"best {name}={best[name]} is the grid's highest value: widen the grid above it")
+    return out
+
+
 def run_sweep(
     candles: pl.DataFrame,
     strategy: Strategy,
@@ -102,19 +175,26 @@ def run_sweep(
     metric: str = "sharpeRatio",
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    oos_fraction: float = 0.0,
 ) -> pl.DataFrame:
-    """One row per combination, best first by `metric`; invalid combinations keep their error."""
-    if metric not in RANKING_COLUMNS and metric not in LOWER_IS_BETTER:
-        allowed = sorted(set(RANKING_COLUMNS) | LOWER_IS_BETTER)
-        raise ValidationError("metric", f"must be one of {allowed}, got {metric!r}")
-    combos = combinations(grid)
-    # Unknown names fail once, up front, rather than once per combination.
-    unknown = sorted(set(grid) - set(strategy.default_params)) if strategy.default_params else []
-    if unknown:
-        raise ValidationError("grid", f"unknown parameter(s) {unknown} for {strategy.code}")
+    """One row per combination, best first by `metric`; invalid combinations keep their error.
+
+    `oos_fraction` > 0 holds the last part of the candles out: combinations are ranked on the
+    first part only, and each is also scored on the held-out part (`oos_*` columns; its signals
+    see the in-sample candles as warm-up, never the other way round).
+    """
+    check_metric(metric)
+    combos = check_grid(strategy, grid)
+    if not 0 <= oos_fraction < 1:
+        raise ValidationError("oos_fraction", f"must be in [0, 1), got {oos_fraction}")
     candles = normalize_candles(candles)
     candle_ms = infer_candle_ms(candles.get_column("open_time").to_numpy(), config.resolution)
-    capital = float(config.initial_capital)
+    split = candles.height - int(round(candles.height * oos_fraction)) if oos_fraction else candles.height
+    if oos_fraction and (split < 2 or split > candles.height - 2):
+        raise ValidationError(
+            "oos_fraction", f"leaves {split} of {candles.height} candles in sample: too few"
+        )
+    in_sample = candles.slice(0, split)
 
     def one(combo: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {f"param_{n}": str(v) for n, v in combo.items()}
@@ -122,17 +202,14 @@ def run_sweep(
             params = strategy.resolve_params({**(base_params or {}), **combo})
         except ValidationError as exc:
             return row | {"error": str(exc)}
-        signals = compute_signals(strategy, candles, params)
-        trades, refused, stats, _ = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
-        metrics = compute_metrics(
-            trades,
-            stats,
-            n_candles=candles.height,
-            initial_capital=capital,
-            candle_ms=candle_ms,
-            refused=refused,
-        )
-        return row | {c: metrics[c] for c in RANKING_COLUMNS} | {metric: metrics[metric], "error": None}
+        metrics = score(strategy, in_sample, params, config, candle_ms)
+        row |= {c: metrics[c] for c in RANKING_COLUMNS} | {metric: metrics[metric], "error": None}
+        if split < candles.height:
+            oos = score_span(strategy, candles, params, config, candle_ms, split, candles.height)
+            row |= {
+                f"oos_{c}": oos[c] for c in (metric, "netPnl", "totalPnlPct", "totalTrades", "maxDrawdownPct")
+            }
+        return row
 
     rows: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -140,8 +217,33 @@ def run_sweep(
             rows.append(row)
             if progress is not None:
                 progress(done, len(combos))
-    schema = {f"param_{n}": pl.String for n in grid} | {c: pl.Float64 for c in RANKING_COLUMNS}
-    schema |= {metric: pl.Float64, "error": pl.String, "totalTrades": pl.Int64}
-    frame = pl.DataFrame(rows, schema=schema, strict=False)
-    frame = frame.sort(metric, descending=metric not in LOWER_IS_BETTER, nulls_last=True)
-    return frame.with_row_index("rank", offset=1)
+    return rank(rows, grid, metric)
+
+
+def score_span(
+    strategy: Strategy,
+    candles: pl.DataFrame,
+    params: Mapping[str, Any],
+    config: SimulationConfig,
+    candle_ms: int,
+    start: int,
+    end: int,
+    *,
+    warmup_from: int = 0,
+) -> dict[str, Any]:
+    """Metrics of candles[start:end] traded alone (flat at `start`), its signals computed on
+    candles[warmup_from:end] so indicators are warm: nothing after `end` is ever seen."""
+    span = candles.slice(warmup_from, end - warmup_from)
+    signals = compute_signals(strategy, span, params)
+    part = start - warmup_from
+    trades, refused, stats, _ = run_kernel(
+        span.slice(part), signals.slice(part), config, None, candle_ms, keep_curves=False
+    )
+    return compute_metrics(
+        trades,
+        stats,
+        n_candles=end - start,
+        initial_capital=float(config.initial_capital),
+        candle_ms=candle_ms,
+        refused=refused,
+    )
