@@ -26,6 +26,7 @@ import sys
 import time
 import xmlrpc.client
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -359,6 +360,30 @@ class Check:
     detail: str
 
 
+def dagster_graphql(cfg: DeployConfig, query: str, variables: dict, attempts: int = 5) -> dict:
+    """One GraphQL call to the webserver. Retried: after a Postgres restart each of the webserver's
+    pooled connections fails once before it is replaced."""
+    import httpx
+
+    for attempt in range(attempts):
+        try:
+            answer = httpx.post(
+                f"http://127.0.0.1:{cfg.dagster_port}/graphql",
+                json={"query": query, "variables": variables},
+                timeout=30,
+            )
+            answer.raise_for_status()
+            body = answer.json()
+            if not body.get("errors"):
+                return body["data"]
+            reason = str(body["errors"][0].get("message", "?"))[:300]
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    raise ConfigError(f"the Dagster webserver refused: {reason}")
+
+
 DAEMONS_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
 LOCATIONS_QUERY = (
     "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
@@ -406,9 +431,7 @@ def health(cfg: DeployConfig) -> list[Check]:
     base = f"http://127.0.0.1:{cfg.dagster_port}"
 
     def graphql(query: str) -> dict:
-        answer = httpx.post(f"{base}/graphql", json={"query": query}, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["data"]
+        return dagster_graphql(cfg, query, {})
 
     def webserver():
         answer = httpx.get(f"{base}/server_info", timeout=5)
@@ -471,27 +494,7 @@ _SELECTOR = {"repositoryLocationName": "xcoin", "repositoryName": "__repository_
 
 def automation(cfg: DeployConfig, on: bool) -> dict[str, str]:
     """Start (or reset to their default, stopped) the live sensors and schedules through the webserver."""
-    import httpx
-
-    def call(query: str, variables: dict) -> dict:
-        # After a Postgres restart the webserver's first queries can fail on dead pooled connections.
-        for attempt in range(5):
-            try:
-                answer = httpx.post(
-                    f"http://127.0.0.1:{cfg.dagster_port}/graphql",
-                    json={"query": query, "variables": variables},
-                    timeout=30,
-                )
-                answer.raise_for_status()
-                break
-            except httpx.HTTPError:
-                if attempt == 4:
-                    raise ConfigError("the Dagster webserver did not answer (see its log)") from None
-                time.sleep(2)
-        body = answer.json()
-        if body.get("errors"):
-            raise ConfigError(f"Dagster refused: {body['errors'][0].get('message', '?')[:300]}")
-        return body["data"]
+    call = partial(dagster_graphql, cfg)
 
     states: dict[str, str] = {}
     verb = "start" if on else "reset"

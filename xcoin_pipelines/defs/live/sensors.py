@@ -181,6 +181,22 @@ def record_run_failure(settings, run_id: str, message: str, may_resume: bool) ->
     return failed, resumable
 
 
+def _claimed_any(settings, run_id: str) -> bool:
+    import sqlalchemy as sa
+
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import StrategyExecution
+
+    with session_scope(settings) as session:
+        return bool(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StrategyExecution)
+                .where(StrategyExecution.dagster_run_id == run_id)
+            )
+        )
+
+
 def _failure_message(context: dg.RunFailureSensorContext) -> str:
     """The user-facing cause (e.g. the op's exception), not Dagster's wrapper around it."""
     causes = []
@@ -204,12 +220,20 @@ def live_run_failure_sensor(context: dg.RunFailureSensorContext, xcoin: XcoinSet
     run = context.dagster_run
     message = _failure_message(context)
     may_resume = RESUME_TAG not in run.tags
-    failed, resumable = record_run_failure(xcoin.get(), run.run_id, message, may_resume)
+    settings = xcoin.get()
+    failed, resumable = record_run_failure(settings, run.run_id, message, may_resume)
     if failed:
         context.log.info(f"run {run.run_id}: executions {failed} marked FAILED")
-    if not resumable:
+    if resumable:
+        context.log.info(
+            f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle"
+        )
+    elif may_resume and not _claimed_any(settings, run.run_id):
+        # The worker died before it claimed a strategy: the candle is run once more (the coordinator
+        # records it SKIPPED if it is stale by then), never silently lost.
+        context.log.info(f"run {run.run_id} died before claiming its candle; running the candle once more")
+    else:
         return None
-    context.log.info(f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle")
     tags = {k: v for k, v in run.tags.items() if k in (CANDLE_TAG, INTERVAL_TAG, LANE_TAG)}
     return dg.RunRequest(
         run_key=f"{tags.get(CANDLE_TAG, '')}|{tags.get(INTERVAL_TAG, '')}|resume-{run.run_id}",
