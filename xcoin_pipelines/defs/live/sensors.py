@@ -40,6 +40,10 @@ import dagster as dg
 from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
 from xcoin_pipelines.resources import XcoinSettingsResource
 
+# A run is launched this long before its candle closes and waits for the close inside its op, so the
+# sensor's 5 s loop and the run's process start (~2-3 s: spawn + imports) are spent before the close,
+# not after it. 5 s loop + 3 s margin.
+PRELAUNCH_MS = 8_000
 MAX_CATCH_UP = 3  # candles per key per evaluation after a pause; older ones are stale anyway
 LANE_TAG = "xcoin/live_lane"
 CANDLE_TAG = "xcoin/candle_key"
@@ -58,15 +62,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def due_closes(candle_keys: set[str], cursor: dict[str, int], now_ms: int) -> dict[str, list[int]]:
-    """Close times (epoch ms) to run per candle key: since its cursor, bounded; the latest if new."""
+def due_closes(
+    candle_keys: set[str], cursor: dict[str, int], now_ms: int, lead_ms: int = 0
+) -> dict[str, list[int]]:
+    """Close times (epoch ms) to run per candle key: since its cursor, bounded; the latest if new.
+    A close at most `lead_ms` ahead counts as due: its run starts early and waits for the close."""
     from xcoin_trading.timeframes import floor_ms, resolution_ms
 
     due: dict[str, list[int]] = {}
     for key in sorted(candle_keys):
         _, resolution = key.rsplit(":", 1)
         step = resolution_ms(resolution)
-        latest = floor_ms(now_ms, resolution)  # the close of the last closed candle
+        latest = floor_ms(now_ms + lead_ms, resolution)  # the close of the last candle closed (or closing)
         last = cursor.get(key)
         if last is None:
             due[key] = [latest]
@@ -110,7 +117,7 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
     with session_scope(settings) as session:
         keys = registry_for(settings).active_candle_keys(session)
     cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
-    due = due_closes(keys, cursor, _now_ms())
+    due = due_closes(keys, cursor, _now_ms(), PRELAUNCH_MS)
     busy = _in_flight_keys(context.instance) if due else set()
     requests = []
     for key, closes in due.items():
