@@ -42,8 +42,16 @@ from xcoin_pipelines.resources import XcoinSettingsResource
 
 # A run is launched this long before its candle closes and waits for the close inside its op, so the
 # sensor's 5 s loop and the run's process start (~2-3 s: spawn + imports) are spent before the close,
-# not after it. 5 s loop + 3 s margin.
+# not after it. 5 s loop + 3 s margin; XCOIN_LIVE_PRELAUNCH_MS=0 requests runs after the close only.
 PRELAUNCH_MS = 8_000
+
+
+def _prelaunch_ms() -> int:
+    import os
+
+    return int(os.environ.get("XCOIN_LIVE_PRELAUNCH_MS") or PRELAUNCH_MS)
+
+
 MAX_CATCH_UP = 3  # candles per key per evaluation after a pause; older ones are stale anyway
 LANE_TAG = "xcoin/live_lane"
 CANDLE_TAG = "xcoin/candle_key"
@@ -117,7 +125,7 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
     with session_scope(settings) as session:
         keys = registry_for(settings).active_candle_keys(session)
     cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
-    due = due_closes(keys, cursor, _now_ms(), PRELAUNCH_MS)
+    due = due_closes(keys, cursor, _now_ms(), _prelaunch_ms())
     busy = _in_flight_keys(context.instance) if due else set()
     requests = []
     for key, closes in due.items():
