@@ -205,3 +205,21 @@ def test_error_body_is_json_with_code_message_status(simulator):
     reply = httpx.post(simulator.url + "/exchange/v1/orders/create", content=b"{}")
     assert reply.status_code == 401
     assert set(json.loads(reply.content)) == {"code", "message", "status"}
+
+
+def test_realtime_simulator_publishes_each_candle_at_its_close_on_the_wall_clock():
+    """A live run asks for the candle at its close: a realtime simulator must not lag the wall clock
+    (its feeds sit on the minute grid, its clock must not)."""
+    from xcoin_trading.exchange.simulator import SimulatorServer
+
+    with SimulatorServer.random_walk(seed=3, realtime=True) as sim, CoinDCXClient(sim.url, sim.url) as client:
+        for _ in range(3):
+            now = int(time.time() * 1000)
+            if now % 60_000 > 59_000:  # too close to the next boundary to tell; ask again after it
+                time.sleep(1.5)
+                continue
+            last_close = floor_ms(now, "1m")
+            candles = client.fetch_candles("BTCUSDT", "1m", last_close - 10 * 60_000, last_close)
+            assert int(candles["open_time"][-1]) == last_close - 60_000
+            assert abs(sim.now_ms - int(time.time() * 1000)) < 1_000
+            return

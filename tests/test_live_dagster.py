@@ -219,6 +219,20 @@ def test_candle_sensor_does_not_launch_a_close_already_stale_on_its_first_look(w
         assert [r.tags[INTERVAL_TAG] for r in nxt.run_requests] == ["2024-01-01T01:08:00Z_1m"]
 
 
+def test_candle_sensor_launches_a_run_just_before_its_close_so_it_is_warm_at_the_close(world, monkeypatch):
+    with dg.instance_for_test() as instance:
+        first = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=30))
+        early = _evaluate(
+            instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=54), first.cursor
+        )
+        # 6 s before 01:08 closes (within PRELAUNCH_MS): the 01:08 run is requested now, once.
+        assert [r.run_key for r in early.run_requests] == ["BTCUSDT:1m|2024-01-01T01:08:00Z_1m"]
+        after = _evaluate(
+            instance, monkeypatch, START + timedelta(hours=1, minutes=8, seconds=2), early.cursor
+        )
+        assert after.run_requests == []  # not launched a second time after the close
+
+
 def test_candle_sensor_holds_a_key_back_while_its_run_is_in_flight(world, monkeypatch):
     with dg.instance_for_test() as instance:
         first = _evaluate(instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=5))

@@ -36,6 +36,7 @@ from xcoin_trading.strategy.sandbox import SandboxLimits
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
 
+PUBLICATION_GRACE = timedelta(seconds=3)  # how long after a close its candle may still be missing
 log = logging.getLogger(__name__)
 TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")
 
@@ -146,6 +147,12 @@ def _fetch_candles(
     start = end - strategy.lookback * step
     with CoinDCXClient(ctx.api_url, ctx.public_url) as client:
         candles = client.fetch_candles(strategy.symbol, strategy.resolution, start, end)
+        # A run that waited for the close asks at the close itself: give the exchange a moment to publish.
+        while (candles.height == 0 or int(candles["open_time"][-1]) != end - step) and (
+            utcnow() - close_time < PUBLICATION_GRACE
+        ):
+            time.sleep(0.2)
+            candles = client.fetch_candles(strategy.symbol, strategy.resolution, start, end)
     if candles.height == 0 or int(candles["open_time"][-1]) != end - step:
         last = "none" if candles.height == 0 else str(int(candles["open_time"][-1]))
         raise XcoinError(

@@ -80,6 +80,16 @@ def _reconciled_recently(instance: dg.DagsterInstance) -> bool:
     return datetime.now(UTC).timestamp() - records[0].end_time < RECONCILE_FRESH_SECONDS
 
 
+def _wait_for_close(context: dg.OpExecutionContext, close) -> None:
+    """A run the sensor launched ahead of its candle (PRELAUNCH_MS) waits here, warm, for the close."""
+    from datetime import UTC, datetime
+
+    ahead = (close - datetime.now(UTC)).total_seconds()
+    if ahead > 0:
+        context.log.info(f"launched {ahead:.1f} s before the candle closes; waiting for the close")
+        time.sleep(ahead)
+
+
 @dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
 def live_candle_close(
     context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
@@ -107,6 +117,8 @@ def live_candle_close(
             f"start-up reconcile: {report.accounts} accounts, {report.api_calls} calls, "
             f"{dict(report.transitions)} in {report.duration_ms} ms"
         )
+    if now is None:
+        _wait_for_close(context, close)
     started = time.perf_counter()
     reports = run_candle_close(
         ctx,

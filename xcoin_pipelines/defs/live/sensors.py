@@ -41,6 +41,18 @@ import dagster as dg
 from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
 from xcoin_pipelines.resources import XcoinSettingsResource
 
+# A run is launched this long before its candle closes and waits for the close inside its op, so the
+# sensor's 5 s loop and the run's process start (~2-3 s: spawn + imports) are spent before the close,
+# not after it. 5 s loop + 3 s margin; XCOIN_LIVE_PRELAUNCH_MS=0 requests runs after the close only.
+PRELAUNCH_MS = 8_000
+
+
+def _prelaunch_ms() -> int:
+    import os
+
+    return int(os.environ.get("XCOIN_LIVE_PRELAUNCH_MS") or PRELAUNCH_MS)
+
+
 MAX_CATCH_UP = 3  # candles per key per evaluation after a pause; older ones are stale anyway
 LANE_TAG = "xcoin/live_lane"
 CANDLE_TAG = "xcoin/candle_key"
@@ -59,15 +71,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def due_closes(candle_keys: set[str], cursor: dict[str, int], now_ms: int) -> dict[str, list[int]]:
-    """Close times (epoch ms) to run per candle key: since its cursor, bounded; the latest if new."""
+def due_closes(
+    candle_keys: set[str], cursor: dict[str, int], now_ms: int, lead_ms: int = 0
+) -> dict[str, list[int]]:
+    """Close times (epoch ms) to run per candle key: since its cursor, bounded; the latest if new.
+    A close at most `lead_ms` ahead counts as due: its run starts early and waits for the close."""
     from xcoin_trading.timeframes import floor_ms, resolution_ms
 
     due: dict[str, list[int]] = {}
     for key in sorted(candle_keys):
         _, resolution = key.rsplit(":", 1)
         step = resolution_ms(resolution)
-        latest = floor_ms(now_ms, resolution)  # the close of the last closed candle
+        latest = floor_ms(now_ms + lead_ms, resolution)  # the close of the last candle closed (or closing)
         last = cursor.get(key)
         if last is None:
             due[key] = [latest]
@@ -124,7 +139,7 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
         keys = registry_for(settings).active_candle_keys(session)
     cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
     now_ms = _now_ms()
-    due = due_closes(keys, cursor, now_ms)
+    due = due_closes(keys, cursor, now_ms, _prelaunch_ms())
     busy = _in_flight_keys(context.instance) if due else set()
     requests, stale = [], []
     for key, closes in due.items():
@@ -207,6 +222,22 @@ def record_run_failure(settings, run_id: str, message: str, may_resume: bool) ->
     return failed, resumable
 
 
+def _claimed_any(settings, run_id: str) -> bool:
+    import sqlalchemy as sa
+
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import StrategyExecution
+
+    with session_scope(settings) as session:
+        return bool(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StrategyExecution)
+                .where(StrategyExecution.dagster_run_id == run_id)
+            )
+        )
+
+
 def _failure_message(context: dg.RunFailureSensorContext) -> str:
     """The user-facing cause (e.g. the op's exception), not Dagster's wrapper around it."""
     causes = []
@@ -230,12 +261,20 @@ def live_run_failure_sensor(context: dg.RunFailureSensorContext, xcoin: XcoinSet
     run = context.dagster_run
     message = _failure_message(context)
     may_resume = RESUME_TAG not in run.tags
-    failed, resumable = record_run_failure(xcoin.get(), run.run_id, message, may_resume)
+    settings = xcoin.get()
+    failed, resumable = record_run_failure(settings, run.run_id, message, may_resume)
     if failed:
         context.log.info(f"run {run.run_id}: executions {failed} marked FAILED")
-    if not resumable:
+    if resumable:
+        context.log.info(
+            f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle"
+        )
+    elif may_resume and not _claimed_any(settings, run.run_id):
+        # The worker died before it claimed a strategy: the candle is run once more (the coordinator
+        # records it SKIPPED if it is stale by then), never silently lost.
+        context.log.info(f"run {run.run_id} died before claiming its candle; running the candle once more")
+    else:
         return None
-    context.log.info(f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle")
     tags = {k: v for k, v in run.tags.items() if k in (CANDLE_TAG, INTERVAL_TAG, LANE_TAG)}
     return dg.RunRequest(
         run_key=f"{tags.get(CANDLE_TAG, '')}|{tags.get(INTERVAL_TAG, '')}|resume-{run.run_id}",

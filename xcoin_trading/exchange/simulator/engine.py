@@ -120,6 +120,7 @@ class Exchange:
         config: SimConfig | None = None,
     ) -> Exchange:
         """Seeded 1m random walks for every listed coin, `history_days` before the start."""
+        on_wall_clock = start_ms is None and realtime  # the clock must read the wall time, not lag it
         if start_ms is None:
             start_ms = int(time.time() * 1000) if realtime else DEFAULT_START_MS
         start_ms -= start_ms % 60_000
@@ -134,7 +135,8 @@ class Exchange:
             )
             for c in coins
         }
-        return cls(feeds, SimClock(start_ms, realtime=realtime, speed=speed), config, seed=seed)
+        clock_start = int(time.time() * 1000) if on_wall_clock else start_ms
+        return cls(feeds, SimClock(clock_start, realtime=realtime, speed=speed), config, seed=seed)
 
     @classmethod
     def replay(

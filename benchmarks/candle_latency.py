@@ -1,0 +1,158 @@
+"""Candle close → first entry acknowledged, through the daemon path (no hand ticks).
+
+The simulator runs a random walk on the real clock in its own process; N subscribers (default 100)
+follow one spot strategy that enters on even minutes and exits on odd ones; a local Dagster instance
+(`dagster.example.yaml`: queued coordinator, 1 s dequeue) runs `dagster-daemon` with
+`candle_close_sensor` on. For every entry candle: when the run was created and its step started
+(negative = before the close), when the exchange created the first entry order (its own clock), and
+when the last entry's answer was recorded. Two modes in one run, the same everything else:
+
+- `prelaunch`: the sensor requests a close up to 8 s ahead and the run waits for it warm (default);
+- `at close`: `XCOIN_LIVE_PRELAUNCH_MS=0`, the run is requested after the close (the old path).
+
+    XCOIN_TEST_POSTGRES_URL=... .venv/bin/python benchmarks/candle_latency.py [--n 100] [--candles 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.fanout import dagster_daemon, fresh_store, percentile, seed  # noqa: E402
+
+ALTERNATING = """
+import polars as pl
+DEFAULT_PARAMS = {}
+def signals(candles, params):
+    even = ((pl.col("open_time") // 60_000) % 2) == 0  # open_time: epoch ms
+    return candles.select(
+        pl.when(even).then(pl.lit("LONG")).otherwise(pl.lit("EXIT")).alias("action"),
+        (pl.col("close") * 0.95).alias("stop_loss"), (pl.col("close") * 1.05).alias("take_profit"),
+    )
+"""
+
+
+def _exchange_ms(raw: dict | None) -> float | None:
+    value = (raw or {}).get("created_at")
+    if value is None:
+        return None
+    if isinstance(value, int | float) or str(value).isdigit():
+        return float(value) / 1000
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def measure(url: str, admin, n: int, candles: int, prelaunch_ms: int) -> list[dict]:
+    import dagster as dg
+    import sqlalchemy as sa
+
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import Order, Strategy, StrategyExecution
+
+    os.environ["XCOIN_LIVE_PRELAUNCH_MS"] = str(prelaunch_ms)
+    store = fresh_store(f"latency{prelaunch_ms}")
+    strategy_id, _ = seed(store, admin, n)
+    with session_scope(store) as session:
+        session.get(Strategy, strategy_id).source = ALTERNATING
+    rows = []
+    with dagster_daemon(url, store, before_daemon=["sensor", "start", "candle_close_sensor"]):
+        instance = dg.DagsterInstance.get()
+        try:
+            deadline = time.time() + 60 * (candles + 2)
+            while time.time() < deadline:
+                with session_scope(store) as session:
+                    done = session.scalar(
+                        sa.select(sa.func.count())
+                        .select_from(StrategyExecution)
+                        .where(StrategyExecution.status.in_(("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")))
+                    )
+                if done >= candles:
+                    break
+                time.sleep(2)
+            runs = {
+                r.dagster_run.run_id: r
+                for r in instance.get_run_records(filters=dg.RunsFilter(job_name="live_execution_job"))
+            }
+            with session_scope(store) as session:
+                executions = session.scalars(
+                    sa.select(StrategyExecution).order_by(StrategyExecution.id)
+                ).all()
+                for e in executions[1:]:  # the first candle also paid the daemon's start-up
+                    close = e.scheduled_at.timestamp()
+                    entries = session.scalars(
+                        sa.select(Order).where(Order.execution_id == e.id, Order.leg == "ENTRY")
+                    ).all()
+                    if e.signal != "LONG" or not entries:
+                        continue
+                    record = runs.get(e.dagster_run_id or "")
+                    step = None
+                    if record is not None:
+                        for entry in instance.all_logs(record.dagster_run.run_id):
+                            if entry.dagster_event and entry.dagster_event.event_type.name == "STEP_START":
+                                step = entry.timestamp - close
+                                break
+                    acked = [t for t in (_exchange_ms(o.raw_last_response) for o in entries) if t]
+                    rows.append({
+                        "status": e.status,
+                        "run_created": record.create_timestamp.timestamp() - close if record else None,
+                        "step_start": step,
+                        "first_ack": (min(acked) - close) if acked else None,
+                        "last_recorded": max(o.updated_at.timestamp() for o in entries) - close,
+                        "entries": len(entries),
+                    })  # fmt: skip
+        finally:
+            instance.dispose()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=100, help="subscribers")
+    parser.add_argument("--candles", type=int, default=6, help="candles per mode (half of them enter)")
+    args = parser.parse_args()
+
+    from xcoin_trading.exchange.simulator import SimulatorAdmin
+    from xcoin_trading.exchange.simulator.server import SimulatorProcess
+
+    if not os.environ.get("XCOIN_ENCRYPTION_KEY"):
+        import base64
+
+        os.environ["XCOIN_ENCRYPTION_KEY"] = "k1:" + base64.b64encode(os.urandom(32)).decode()
+    results = {}
+    with SimulatorProcess(["--seed", "9", "--no-rate-limits"]) as sim, SimulatorAdmin(sim.url) as admin:
+        for label, lead in (("prelaunch 8 s", 8000), ("at close", 0)):
+            results[label] = measure(sim.url, admin, args.n, args.candles, lead)
+    load = os.getloadavg()[0]
+    print(
+        f"\nCandle close → first entry acknowledged through the daemon (N={args.n}, load avg {load:.1f}), seconds"
+    )
+    print(f"{'mode':<14} {'candles':>7} {'run created':>12} {'step start':>11} {'first ack p50/p95':>18} "
+          f"{'last recorded p50/p95':>22}")  # fmt: skip
+    for label, rows in results.items():
+        ok = [r for r in rows if r["first_ack"] is not None]
+        if not ok:
+            print(f"{label:<14} no entry candle measured: {rows}")
+            continue
+        first = [r["first_ack"] for r in ok]
+        last = [r["last_recorded"] for r in ok]
+        created = statistics_mean([r["run_created"] for r in ok if r["run_created"] is not None])
+        step = statistics_mean([r["step_start"] for r in ok if r["step_start"] is not None])
+        print(f"{label:<14} {len(ok):>7} {created:>12.2f} {step:>11.2f} "
+              f"{percentile(first, 0.5):>8.2f} / {percentile(first, 0.95):<7.2f} "
+              f"{percentile(last, 0.5):>11.2f} / {percentile(last, 0.95):<7.2f}")  # fmt: skip
+    print("Target (issue 18): close → first entry acknowledged p95 ≤ 2 s at N = 100.")
+
+
+def statistics_mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,517 @@
+"""The production profile on one host: every long-lived service under supervisord.
+
+Why supervisord: it is on PyPI (installs with the project, no root, no systemd needed), restarts a
+crashed service, stops a service's whole process group (Dagster run workers and uvicorn workers
+included), and answers status over a Unix socket. A host with systemd can run `supervisord -n`
+as one unit (docs in the README).
+
+Configuration is one env file (`KEY=value` lines, mode 0600). Secrets stay in it and in the
+processes' environment: the generated `supervisord.conf`, `dagster.yaml` and `workspace.yaml`
+hold only `{env: NAME}` references, paths and ports.
+
+Services, in start order: Postgres and Redis (only with `XCOIN_LOCAL_SERVERS=1`: a single host
+that runs its own servers, in the deploy folder), the Dagster code server (the one code location,
+over gRPC), `dagster-daemon` (sensors, schedules, run queue, run monitoring), `dagster-webserver`,
+and `xcoin api serve` with several workers. Dagster's run/event/schedule storage is Postgres too
+(`dagster-postgres`), in its own database: both Dagster and xcoin keep an `alembic_version` table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+from xcoin_trading.errors import ConfigError
+
+GROUP = "xcoin"  # the application programs; servers are their own group
+REQUIRED = ("XCOIN_DATABASE_URL", "XCOIN_REDIS_URL", "XCOIN_ENCRYPTION_KEY", "XCOIN_JWT_SECRET")
+PORT_DEFAULTS = {"XCOIN_API_PORT": 8000, "XCOIN_DAGSTER_PORT": 3000, "XCOIN_CODE_SERVER_PORT": 4266}
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """What one env file says, checked: every service's address and the folder state lives in."""
+
+    dir: Path
+    env: dict[str, str]  # the services' environment: never written to a generated file
+    store_url: URL
+    dagster_url: URL
+    redis_url: str
+    local_servers: bool
+    api_workers: int
+    api_port: int
+    dagster_port: int
+    code_server_port: int
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.dir / "dagster_home"
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "supervisor.sock"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "supervisord.conf"
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {raw!r}")
+    return int(raw)
+
+
+def load_config(env_file: Path, deploy_dir: Path) -> DeployConfig:
+    """Read and check the env file; refuse it when others may read it or a required key is missing."""
+    from dotenv import dotenv_values
+
+    if not env_file.is_file():
+        raise ConfigError(f"env file {env_file} does not exist")
+    if env_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"env file {env_file} holds secrets: make it readable by its owner only (chmod 600)"
+        )
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    missing = [name for name in REQUIRED if not values.get(name)]
+    if missing:
+        raise ConfigError(f"env file {env_file} lacks {', '.join(missing)}")
+    store = make_url(values["XCOIN_DATABASE_URL"])
+    if store.drivername != "postgresql+psycopg2":
+        raise ConfigError("XCOIN_DATABASE_URL must be postgresql+psycopg2://… in the production profile")
+    dagster = (
+        make_url(values["XCOIN_DAGSTER_DATABASE_URL"])
+        if values.get("XCOIN_DAGSTER_DATABASE_URL")
+        else store.set(database=f"{store.database}_dagster")
+    )
+    if dagster.database == store.database:
+        raise ConfigError("XCOIN_DAGSTER_DATABASE_URL must name another database than XCOIN_DATABASE_URL")
+    ports = {name: _int(values, name, default, 1, 65535) for name, default in PORT_DEFAULTS.items()}
+    env = {
+        **values,
+        "XCOIN_DAGSTER_DATABASE_URL": dagster.render_as_string(hide_password=False),
+        "DAGSTER_HOME": str(deploy_dir / "dagster_home"),
+        "XCOIN_HOME": values.get("XCOIN_HOME") or str(deploy_dir / "home"),
+    }
+    return DeployConfig(
+        dir=deploy_dir,
+        env=env,
+        store_url=store,
+        dagster_url=dagster,
+        redis_url=values["XCOIN_REDIS_URL"],
+        local_servers=values.get("XCOIN_LOCAL_SERVERS", "0") in ("1", "true", "yes"),
+        api_workers=_int(values, "XCOIN_API_WORKERS", 2, 1, 64),
+        api_port=ports["XCOIN_API_PORT"],
+        dagster_port=ports["XCOIN_DAGSTER_PORT"],
+        code_server_port=ports["XCOIN_CODE_SERVER_PORT"],
+    )
+
+
+DAGSTER_YAML = """\
+# Generated by `xcoin deploy`: storage on Postgres, secrets only as env references.
+storage:
+  postgres:
+    postgres_url: {env: XCOIN_DAGSTER_DATABASE_URL}
+run_queue:
+  max_concurrent_runs: 20
+  dequeue_interval_seconds: 1
+  dequeue_use_threads: true
+  dequeue_num_workers: 4
+  tag_concurrency_limits:
+    - key: xcoin/live_lane          # two runs of one candle key never overlap
+      value: {applyLimitPerUniqueValue: true}
+      limit: 1
+sensors: {use_threads: true, num_workers: 4}
+schedules: {use_threads: true, num_workers: 4}
+run_monitoring:
+  enabled: true                     # a killed run worker becomes a FAILED run -> live_run_failure_sensor
+  start_timeout_seconds: 180
+  poll_interval_seconds: 5
+  max_resume_run_attempts: 0
+retention:
+  schedule: {purge_after_days: 30}
+  sensor: {purge_after_days: {skipped: 7, failure: 30, success: -1}}
+telemetry: {enabled: false}
+"""
+
+
+def _program(
+    name: str, command: list[str], cfg: DeployConfig, priority: int, group_app: bool, **extra
+) -> str:
+    lines = [
+        f"[program:{name}]",
+        "command=" + " ".join(_quote(part) for part in command),
+        f"priority={priority}",
+        f"autostart={'false' if group_app else 'true'}",
+        "autorestart=true",
+        "startsecs=3",
+        "startretries=10",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "stopwaitsecs=20",
+        f"stdout_logfile={cfg.dir / 'logs' / (name + '.log')}",
+        "redirect_stderr=true",
+        "stdout_logfile_maxbytes=20MB",
+        "stdout_logfile_backups=3",
+    ]
+    lines += [f"{k}={v}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def _quote(part: str) -> str:
+    """supervisord splits `command=` with shlex and expands %(name)s."""
+    import shlex
+
+    return shlex.quote(part).replace("%", "%%")
+
+
+def _bin(name: str) -> str:
+    found = Path(sys.executable).with_name(name)
+    return str(found) if found.exists() else (shutil.which(name) or name)
+
+
+def pg_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: float(p.parent.name))
+    if not candidates:
+        raise ConfigError("XCOIN_LOCAL_SERVERS=1 needs PostgreSQL (apt-get install postgresql)")
+    return candidates[-1]
+
+
+def render(cfg: DeployConfig) -> None:
+    """Write supervisord.conf, dagster.yaml and workspace.yaml into the deploy folder."""
+    for folder in (cfg.dir, cfg.dir / "logs", cfg.dagster_home, Path(cfg.env["XCOIN_HOME"])):
+        folder.mkdir(parents=True, exist_ok=True)
+    # Others may only traverse (the local Postgres runs as `postgres` inside it); nothing here is secret.
+    cfg.dir.chmod(0o711 if cfg.local_servers else 0o700)
+    (cfg.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    workspace = cfg.dir / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - grpc_server:\n"
+        f"      host: 127.0.0.1\n      port: {cfg.code_server_port}\n      location_name: xcoin\n"
+    )
+    programs = []
+    if cfg.local_servers:
+        pg_dir, redis_url = cfg.dir / "pg", make_url(cfg.redis_url.replace("redis://", "postgresql://"))
+        programs.append(
+            _program(
+                "postgres",
+                [str(pg_bindir() / "postgres"), "-D", str(pg_dir / "data"), "-p", str(cfg.store_url.port or 5432),
+                 "-k", str(pg_dir), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"],
+                cfg, 10, False, user="postgres", stopsignal="INT",
+            )
+        )  # fmt: skip
+        programs.append(
+            _program(
+                "redis",
+                [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+                 "--port", str(redis_url.port or 6379), "--dir", str(cfg.dir), "--save", "", "--appendonly", "no"],
+                cfg, 10, False,
+            )
+        )  # fmt: skip
+    workspace_args = ["-w", str(workspace)]
+    programs += [
+        _program(
+            "code_server",
+            [_bin("dagster"), "code-server", "start", "-m", "xcoin_pipelines.definitions",
+             "-h", "127.0.0.1", "-p", str(cfg.code_server_port), "--location-name", "xcoin"],
+            cfg, 20, True,
+        ),
+        _program("dagster_daemon", [_bin("dagster-daemon"), "run", *workspace_args], cfg, 30, True),
+        _program(
+            "dagster_webserver",
+            [_bin("dagster-webserver"), *workspace_args, "-h", "127.0.0.1", "-p", str(cfg.dagster_port)],
+            cfg, 30, True,
+        ),
+        _program(
+            "api",
+            [_bin("xcoin"), "api", "serve", "--no-migrate", "--host", "127.0.0.1",
+             "--port", str(cfg.api_port), "--workers", str(cfg.api_workers)],
+            cfg, 40, True,
+        ),
+    ]  # fmt: skip
+    app_names = [p.split("]", 1)[0].removeprefix("[program:") for p in programs if "autostart=false" in p]
+    conf = [
+        "; Generated by `xcoin deploy`; the services' environment comes from the env file, not from here.",
+        "[unix_http_server]",
+        f"file={cfg.socket}",
+        "chmod=0700",
+        "[supervisord]",
+        f"logfile={cfg.dir / 'logs' / 'supervisord.log'}",
+        f"pidfile={cfg.dir / 'supervisord.pid'}",
+        f"directory={cfg.dir}",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "[supervisorctl]",
+        f"serverurl=unix://{cfg.socket}",
+        *programs,
+        f"[group:{GROUP}]",
+        "programs=" + ",".join(app_names),
+    ]
+    cfg.conf.write_text("\n".join(conf) + "\n")
+
+
+def rpc(cfg: DeployConfig):
+    """supervisord's XML-RPC interface over its Unix socket."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{cfg.socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+
+def supervisor_running(cfg: DeployConfig) -> bool:
+    try:
+        return rpc(cfg).getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Fault):
+        return False
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def init_local_postgres(cfg: DeployConfig) -> None:
+    data = cfg.dir / "pg" / "data"
+    if (data / "PG_VERSION").exists():
+        return
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(data.parent, "postgres", "postgres")
+    user = cfg.store_url.username or "postgres"
+    done = subprocess.run(
+        _as_postgres(
+            [str(pg_bindir() / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise ConfigError(f"initdb failed: {done.stderr.strip()[-500:]}")
+
+
+def start_supervisor(cfg: DeployConfig) -> None:
+    if supervisor_running(cfg):
+        return
+    env = {**os.environ, **cfg.env}
+    subprocess.run([_bin("supervisord"), "-c", str(cfg.conf)], check=True, env=env)
+    deadline = time.monotonic() + 20
+    while not supervisor_running(cfg):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"supervisord did not start: see {cfg.dir / 'logs' / 'supervisord.log'}")
+        time.sleep(0.2)
+
+
+def prepare_databases(cfg: DeployConfig, timeout: float = 60) -> None:
+    """Wait for Postgres, create the store and Dagster databases if missing, migrate the store."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(cfg.store_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with admin.connect() as conn:
+                    existing = set(conn.scalars(sa.text("SELECT datname FROM pg_database")))
+                    for name in (cfg.store_url.database, cfg.dagster_url.database):
+                        if name not in existing:
+                            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                break
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"Postgres did not answer within {timeout:.0f} s") from None
+                time.sleep(0.5)
+    finally:
+        admin.dispose()
+    subprocess.run(
+        [_bin("xcoin"), "db", "upgrade"], check=True, env={**os.environ, **cfg.env}, capture_output=True
+    )
+
+
+def stop(cfg: DeployConfig, timeout: float = 60) -> bool:
+    """Stop every service and supervisord itself; True once its pid is gone."""
+    if not supervisor_running(cfg):
+        return True
+    pid = int((cfg.dir / "supervisord.pid").read_text().strip())
+    rpc(cfg).shutdown()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def dagster_graphql(cfg: DeployConfig, query: str, variables: dict, attempts: int = 5) -> dict:
+    """One GraphQL call to the webserver. Retried: after a Postgres restart each of the webserver's
+    pooled connections fails once before it is replaced."""
+    import httpx
+
+    for attempt in range(attempts):
+        try:
+            answer = httpx.post(
+                f"http://127.0.0.1:{cfg.dagster_port}/graphql",
+                json={"query": query, "variables": variables},
+                timeout=30,
+            )
+            answer.raise_for_status()
+            body = answer.json()
+            if not body.get("errors"):
+                return body["data"]
+            reason = str(body["errors"][0].get("message", "?"))[:300]
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    raise ConfigError(f"the Dagster webserver refused: {reason}")
+
+
+DAEMONS_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+LOCATIONS_QUERY = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+    " locationOrLoadError { __typename } } } } }"
+)
+
+
+def _probe(name: str, fn) -> Check:
+    try:
+        return Check(name, *fn())
+    except Exception as exc:  # a probe that raises is a failed check; its type is enough of a reason
+        return Check(name, False, f"unreachable ({type(exc).__name__})")
+
+
+def health(cfg: DeployConfig) -> list[Check]:
+    """One check per service; nothing in a detail is a URL, a password or an exception text."""
+    import httpx
+    import redis
+    import sqlalchemy as sa
+
+    checks: list[Check] = []
+    try:
+        infos = rpc(cfg).getAllProcessInfo()
+    except (OSError, xmlrpc.client.Fault):
+        return [Check("supervisord", False, "not running")]
+    for info in infos:
+        checks.append(Check(f"process {info['name']}", info["statename"] == "RUNNING", info["statename"]))
+
+    def store():
+        engine = sa.create_engine(cfg.store_url, pool_pre_ping=True)
+        try:
+            with engine.connect() as conn:
+                version = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        finally:
+            engine.dispose()
+        return True, f"migrated to {version}"
+
+    def cache():
+        client = redis.Redis.from_url(cfg.redis_url, socket_timeout=2)
+        try:
+            return bool(client.ping()), "PONG"
+        finally:
+            client.close()
+
+    base = f"http://127.0.0.1:{cfg.dagster_port}"
+
+    def graphql(query: str) -> dict:
+        return dagster_graphql(cfg, query, {})
+
+    def webserver():
+        answer = httpx.get(f"{base}/server_info", timeout=5)
+        return answer.status_code == 200, f"dagster {answer.json().get('dagster_version', '?')}"
+
+    def code_location():
+        entries = graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+        loaded = [e for e in entries if e["locationOrLoadError"]["__typename"] == "RepositoryLocation"]
+        return bool(loaded), ", ".join(f"{e['name']} {e['loadStatus'].lower()}" for e in entries) or "none"
+
+    def daemons():
+        statuses = graphql(DAEMONS_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        sick = [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
+        return not sick, ("unhealthy: " + ", ".join(sick)) if sick else f"{len(statuses)} daemons healthy"
+
+    def api():
+        # "degraded" while the exchange is unreachable still serves users: the store is what it needs.
+        body = httpx.get(f"http://127.0.0.1:{cfg.api_port}/health", timeout=5).json()
+        return body["checks"]["database"]["status"] == "ok", body["status"]
+
+    checks += [
+        _probe("store (Postgres)", store),
+        _probe("redis", cache),
+        _probe("dagster webserver", webserver),
+        _probe("dagster code location", code_location),
+        _probe("dagster daemon", daemons),
+        _probe("api", api),
+    ]
+    return checks
+
+
+def wait_healthy(cfg: DeployConfig, timeout: float) -> list[Check]:
+    deadline = time.monotonic() + timeout
+    while True:
+        checks = health(cfg)
+        if all(c.ok for c in checks) or time.monotonic() > deadline:
+            return checks
+        time.sleep(1)
+
+
+def up(cfg: DeployConfig, timeout: float = 180) -> list[Check]:
+    """Render, start supervisord (and the local servers), prepare the databases, start the services."""
+    render(cfg)
+    if cfg.local_servers:
+        init_local_postgres(cfg)
+    start_supervisor(cfg)
+    prepare_databases(cfg)
+    server = rpc(cfg)
+    for info in server.getAllProcessInfo():
+        if info["group"] == GROUP and info["statename"] not in ("RUNNING", "STARTING"):
+            server.startProcess(f"{GROUP}:{info['name']}", False)
+    return wait_healthy(cfg, timeout)
+
+
+# What runs live trading by itself; off until the operator turns it on (`xcoin deploy automation on`).
+SENSORS = ("candle_close_sensor", "live_run_failure_sensor")
+SCHEDULES = ("reconcile_every_minute",)
+_SELECTOR = {"repositoryLocationName": "xcoin", "repositoryName": "__repository__"}
+
+
+def automation(cfg: DeployConfig, on: bool) -> dict[str, str]:
+    """Start (or reset to their default, stopped) the live sensors and schedules through the webserver."""
+    call = partial(dagster_graphql, cfg)
+
+    states: dict[str, str] = {}
+    verb = "start" if on else "reset"
+    for name in SENSORS:
+        data = call(
+            f"mutation($s: SensorSelector!) {{ {verb}Sensor(sensorSelector: $s) {{ __typename"
+            " ... on Sensor { sensorState { status } } ... on PythonError { message } } }",
+            {"s": {**_SELECTOR, "sensorName": name}},
+        )[f"{verb}Sensor"]
+        states[name] = data.get("sensorState", {}).get("status") or data.get("message", data["__typename"])
+    for name in SCHEDULES:
+        data = call(
+            f"mutation($s: ScheduleSelector!) {{ {verb}Schedule(scheduleSelector: $s) {{ __typename"
+            " ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }",
+            {"s": {**_SELECTOR, "scheduleName": name}},
+        )[f"{verb}Schedule"]
+        states[name] = (data.get("scheduleState") or {}).get("status") or data.get(
+            "message", data["__typename"]
+        )
+    return states
