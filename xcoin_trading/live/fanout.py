@@ -124,19 +124,22 @@ class PlanInput:
     fee_rate: Decimal
     now: datetime
     allow_new: bool  # False on a resumed execution past its staleness limit: only resolve intents
+    skip_trades: frozenset[int] = frozenset()  # a flatten: trades whose earlier exit is still unresolved
+    every_subscription: bool = False  # a flatten: paused and inactive subscriptions' trades close too
 
 
-def _subscribers(session: Session, strategy_id: int) -> list[tuple[Subscription, BrokerCredential | None]]:
-    rows = session.execute(
+def _subscribers(
+    session: Session, strategy_id: int, every: bool = False
+) -> list[tuple[Subscription, BrokerCredential | None]]:
+    query = (
         select(Subscription, BrokerCredential)
         .outerjoin(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
-        .where(
-            Subscription.strategy_id == strategy_id,
-            Subscription.is_active.is_(True),
-            Subscription.is_paused.is_(False),
-        )
+        .where(Subscription.strategy_id == strategy_id)
         .order_by(Subscription.id)
-    ).all()
+    )
+    if not every:
+        query = query.where(Subscription.is_active.is_(True), Subscription.is_paused.is_(False))
+    rows = session.execute(query).all()
     return [(s, c) for s, c in rows]
 
 
@@ -203,7 +206,7 @@ class _NewOrder:
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     """Write intents (and trades) for every subscriber; return what must be sent."""
     market, signal, kind = p.market, p.signal, p.market.kind
-    subs = _subscribers(session, p.strategy_id)
+    subs = _subscribers(session, p.strategy_id, p.every_subscription)
     sub_ids = [s.id for s, _ in subs]
     existing = {
         o.client_order_id: o
@@ -241,7 +244,8 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         closing = [
             t
             for t in open_trades.get(sub.id, [])
-            if signal.action == "EXIT" or (entry_side and t.side != signal.action)
+            if (signal.action == "EXIT" or (entry_side and t.side != signal.action))
+            and t.id not in p.skip_trades
         ]
         for trade in closing:
             cid = client_order_id(p.execution_id, sub.id, "EXIT", trade.id)

@@ -100,7 +100,8 @@ def _load(
     work: dict[int, AccountWork] = {}
 
     def mine(query, model):
-        return query if subscription_ids is None else query.where(model.subscription_id.in_(subscription_ids))
+        column = model.id if model is Subscription else model.subscription_id
+        return query if subscription_ids is None else query.where(column.in_(subscription_ids))
 
     rows = session.execute(mine(
         select(Order, BrokerCredential)
@@ -613,9 +614,10 @@ async def _send_protection(api_url: str, public_url: str, vault, needs: list[tup
 
 
 def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool = False,
-                   subscription_ids: list[int] | None = None) -> ReconcileReport:  # fmt: skip
+                   subscription_ids: list[int] | None = None, protect: bool = True) -> ReconcileReport:  # fmt: skip
     """One reconcile pass over every account with unresolved orders or open futures trades
-    (`subscription_ids`: only theirs, as a flatten asks)."""
+    (`subscription_ids`: only theirs, as a flatten asks; `protect=False`: no take profit or TP/SL is
+    placed, as a flatten that closes the positions next wants)."""
     started = time.perf_counter()
     now = now or utcnow()
     report = ReconcileReport()
@@ -626,7 +628,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
         report.api_calls += asyncio.run(
             _ask_all(ctx.api_url, ctx.public_url, ctx.vault, work, audit, ctx.concurrency)
         )
-    protect: list[tuple[BrokerCredential, int, str, Any, Any]] = []
+    protection: list[tuple[BrokerCredential, int, str, Any, Any]] = []
     with session_scope(ctx.settings) as session:
         for w in work:
             if w.error is not None:
@@ -636,19 +638,19 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
             _apply_futures(session, w, now, report)
             _adopt_positions(session, w, now, report)
             _flag_external(session, w, report)
-            for trade, position in _unprotected_futures(session, w):
+            for trade, position in _unprotected_futures(session, w) if protect else []:
                 tp = trade.take_profit if position.take_profit_trigger is None else None
                 sl = trade.stop_loss if position.stop_loss_trigger is None else None
-                protect.append((w.credential, trade.id, position.id, tp, sl))
+                protection.append((w.credential, trade.id, position.id, tp, sl))
     with session_scope(ctx.settings) as session:
         _settle_pending(session, report, subscription_ids)
         _sweep(session, report)
         if subscription_ids is None:
             _close_dead_flattens(session, report)
-    if protect:
-        report.api_calls += len(protect)
+    if protection:
+        report.api_calls += len(protection)
         for trade_id, error in asyncio.run(
-            _send_protection(ctx.api_url, ctx.public_url, ctx.vault, protect)
+            _send_protection(ctx.api_url, ctx.public_url, ctx.vault, protection)
         ).items():
             with session_scope(ctx.settings) as session:
                 trade = session.get(Trade, trade_id)
@@ -672,9 +674,9 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
             prices = {}
         with session_scope(ctx.settings) as session:
             jobs = _stop_outs(session, prices, report, subscription_ids)
-            jobs += _restore_take_profits(
-                session, prices, {j.order.trade_id for j in jobs}, report, subscription_ids
-            )
+            if protect:
+                stopping = {j.order.trade_id for j in jobs}
+                jobs += _restore_take_profits(session, prices, stopping, report, subscription_ids)
             fanout.mark_sending(session, jobs)
         if jobs:
             report.api_calls += 2 * len(jobs)
