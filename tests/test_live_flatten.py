@@ -138,6 +138,43 @@ def test_a_rerun_takes_the_dead_flatten_over_instead_of_starting_another(live_wo
     _assert_flat_and_exact(world, futures=False)
 
 
+def test_a_dead_flatten_nobody_reruns_is_closed_by_the_reconciler_once_its_orders_are_resolved(
+    live_world_factory, monkeypatch
+):
+    import socket
+
+    from xcoin_trading.live import coordinator, fanout
+    from xcoin_trading.live.reconcile import LOST_AFTER, reconcile_once
+
+    world = live_world_factory(3)
+    _enter(world, sl="0.3", tp="0.3")
+    send_all = fanout.send_all
+
+    async def one_then_die(api_url, public_url, vault, jobs, *args, **kwargs):
+        await send_all(api_url, public_url, vault, jobs[:1], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fanout, "send_all", one_then_die)
+    dead = coordinator.live_context(world.settings, worker_id=f"{socket.gethostname()}:999999999:dead")
+    with pytest.raises(KeyboardInterrupt):
+        coordinator.flatten(dead, _strategy(world))
+    monkeypatch.setattr(fanout, "send_all", send_all)
+    for _ in range(LOST_AFTER):
+        reconcile_once(coordinator.live_context(world.settings))
+    [row] = _rows(world, StrategyExecution, StrategyExecution.interval_key.like("%flatten"))
+    assert (
+        row.status == "FAILED"
+        and row.interval_key.endswith(f"_{row.id}_flatten")
+        and "run the flatten" in row.error
+    )
+    statuses = sorted(o.status for o in _rows(world, Order, Order.leg == "EXIT"))
+    assert statuses == ["FILLED", "LOST", "LOST"]  # the one sent closed its trade; the others never left
+    assert sorted(t.status for t in _rows(world, Trade)) == ["CLOSED", "OPEN", "OPEN"]
+    report = _flatten(world)  # and a new flatten closes the rest
+    assert sorted(o["status"] for o in report.outcomes.values()) == ["ALREADY_FLAT", "CLOSED", "CLOSED"]
+    _assert_flat_and_exact(world, futures=False)
+
+
 def _strategy(world):
     from xcoin_trading.live.registry import StrategySettings
 

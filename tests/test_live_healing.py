@@ -261,3 +261,27 @@ def test_a_refused_stop_sell_stays_armed_and_sells_once_the_coins_are_free(live_
     [trade] = _rows(world, Trade)
     assert trade.exit_type == "STOP_LOSS" and "RACE" not in trade.flags
     _assert_pnl_is_ledger(world)
+
+
+def test_an_unknown_futures_exit_is_resolved_and_its_pnl_recorded(live_world_factory):
+    """Issue 20's forced case: a futures exit whose reply is lost and whose look-ups fail stays
+    UNKNOWN; the old reconciler never asked about it, so the trade stayed open with its realised P&L
+    unrecorded (ledger −5.8550 vs Σ P&L −1.98972). Now the next pass finds it by client id."""
+    world = live_world_factory(2, symbol=PAIR)
+    _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
+    world.admin.set_faults(
+        {"lost_reply": 1, "count": 2, "endpoints": ["futures/orders/create"]},
+        {"error_5xx": 1, "count": 8, "endpoints": ["derivatives/futures/orders"]},
+    )
+    world.set_action("EXIT")
+    moment = CLOSE + timedelta(minutes=1)
+    world.admin.advance(to_ms=_ms(moment))
+    [report] = run_candle_close(
+        live_context(world.settings), PAIR, "1m", moment, now=moment + timedelta(seconds=1)
+    )
+    world.admin.clear_faults()
+    assert {o.status for o in _rows(world, Order, Order.leg == "EXIT")} == {"UNKNOWN"}
+    assert all(_positions(world, sub) == {} for sub in world.keys)  # the exits did execute
+    reconcile_once(live_context(world.settings))
+    assert {(t.status, t.exit_type) for t in _rows(world, Trade)} == {("CLOSED", "SIGNAL")}
+    _assert_pnl_is_ledger(world)

@@ -586,6 +586,8 @@ def _close_dead_flattens(session: Session, report: ReconcileReport) -> None:
         )
         if unresolved is None:
             row.status, row.finished_at = "FAILED", utcnow()
+            stamp = (row.started_at or row.scheduled_at).strftime("%Y-%m-%dT%H:%M:%SZ")
+            row.interval_key = f"{stamp}_{row.id}_flatten"  # gives the strategy's running key up
             row.error = (
                 "its worker died; the reconciler resolved its orders: run the flatten again for what is open"
             )
