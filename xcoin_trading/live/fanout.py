@@ -18,7 +18,6 @@ reconciler's stop-outs, and marked SENDING just before it) were never sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -385,7 +384,7 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     return
             if job.cancel_first:
                 try:
-                    tp = await _cancel_confirmed(client, job.cancel_first, order.market)
+                    cancelled, tp = await _cancel_confirmed(client, job.cancel_first, order.market)
                 except ExchangeError as exc:
                     job.deferred = (
                         f"could not confirm its take profit {job.cancel_first} is cancelled: {exc}"[:500]
@@ -399,7 +398,7 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     # The coins are still locked by the resting take profit: a sell now is refused.
                     job.deferred = f"its take profit {job.cancel_first} still rests (the cancel failed)"
                     return
-                job.cancelled_take_profit = tp is not None
+                job.cancelled_take_profit = cancelled or tp is not None
             if job.after is not None:  # a spot take profit: sell what the entry actually bought
                 entry = job.after.result
                 if entry is None or entry.filled_quantity <= 0:
@@ -442,13 +441,17 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
 
 async def _cancel_confirmed(
     client: AsyncCoinDCXClient, client_order_id: str, market: str
-) -> ExchangeOrder | None:
-    """Cancel a take profit and return what the exchange then says it is (None: it has no such
-    order). The cancel's own reply is not trusted either way: a 503 may have cancelled it, a
-    success may come after a fill. A failed look-up raises: "could not ask" is never "cancelled"."""
-    with contextlib.suppress(ExchangeError):  # executed, not executed or unknown: the look-up tells
+) -> tuple[bool, ExchangeOrder | None]:
+    """Cancel a take profit: (True, None) when the exchange said it cancelled it; after any failure
+    (a 503 may have cancelled it or not, a refusal may mean it filled) (False, what the exchange
+    then says it is, None when it has no such order). A failed look-up raises: "could not ask" is
+    never "cancelled"."""
+    try:
         await client.cancel_order(client_order_id=client_order_id)
-    return await client.find_order_by_client_id(client_order_id, market, kind="spot")
+        return True, None
+    except ExchangeError:
+        pass  # executed, not executed or unknown: the look-up tells which
+    return False, await client.find_order_by_client_id(client_order_id, market, kind="spot")
 
 
 async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Order) -> Decimal:
