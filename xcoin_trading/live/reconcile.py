@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from xcoin_trading.exchange.auth import Credentials
@@ -507,7 +507,9 @@ def _restore_take_profits(session: Session, prices: dict[str, Decimal], stopping
         .join(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
         .where(Trade.status == "OPEN", Trade.market_type == "spot", Trade.side == "LONG",
                Trade.take_profit.is_not(None))
-    )  # fmt: skip
+        .where(~exists().where(Order.trade_id == Trade.id, Order.leg == "TAKE_PROFIT",
+                               Order.status.in_(("OPEN", "PARTIALLY_FILLED", "FILLED"))))
+    )  # fmt: skip  # only the unprotected: a pass over 10 000 protected trades reads none of them
     if subscription_ids is not None:
         query = query.where(Trade.subscription_id.in_(subscription_ids))
     rows = session.execute(query).all()
