@@ -196,8 +196,8 @@ def test_chaos_every_money_path_heals(master_key_env, postgres_url, redis_url, m
                 for t in session.scalars(sa.select(Trade).where(Trade.status == "CLOSED"))
             )
         print(f"chaos: closed trades {dict(closed)}")
-        assert sum(n for (kind, _), n in closed.items() if kind == "spot") >= 5
-        assert sum(n for (kind, _), n in closed.items() if kind == "futures") >= 5
+        assert sum(n for (kind, _), n in closed.items() if kind == "spot") >= 3
+        assert sum(n for (kind, _), n in closed.items() if kind == "futures") >= 3
         with session_scope(settings) as session:
             trades = session.scalars(sa.select(Trade)).all()
             subs = {s.id: s for s in session.scalars(sa.select(Subscription))}
