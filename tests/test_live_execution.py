@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.live import CONSTANT_SIGNAL, START
+from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.live.coordinator import live_context, run_candle_close
 from xcoin_trading.services import credentials as creds_service
 from xcoin_trading.store.db import session_scope
@@ -209,15 +210,17 @@ class _WorkerDied(BaseException):
     """Stands for a SIGKILL: nothing in the coordinator catches it."""
 
 
-def test_a_take_profit_a_dead_worker_never_sent_is_placed_when_its_candle_resumes(
+def test_a_take_profit_a_dead_worker_never_sent_is_placed_by_the_next_reconcile_pass(
     live_world_factory, monkeypatch
 ):
-    """Entries sent, then the worker dies before the take profits; the reconciler meanwhile fills the
-    entries and finds the take profits LOST. The resumed candle must still protect every position."""
+    """Entries sent, then the worker dies before the take profits. The next reconcile pass fills the
+    entries, finds the take profits absent and places them (same client id: the exchange refuses a
+    duplicate); the resumed candle then finds them and sends nothing twice. (Issue 15 item 3: the
+    old reconciler only counted them LOST and waited for a resume.)"""
     import socket
 
     from xcoin_trading.live import fanout
-    from xcoin_trading.live.reconcile import LOST_AFTER, reconcile_once
+    from xcoin_trading.live.reconcile import reconcile_once
 
     world = live_world_factory(3)
     world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
@@ -234,15 +237,20 @@ def test_a_take_profit_a_dead_worker_never_sent_is_placed_when_its_candle_resume
     with pytest.raises(_WorkerDied):
         run_candle_close(dead, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
     monkeypatch.setattr(fanout, "send_all", send_all)
-    for _ in range(LOST_AFTER):
-        reconcile_once(live_context(world.settings), now=CLOSE + timedelta(seconds=3))
-    take_profits = _rows(world, Order, Order.leg == "TAKE_PROFIT")
-    assert [o.status for o in take_profits] == ["LOST"] * 3
+    reconcile_once(live_context(world.settings), now=CLOSE + timedelta(seconds=3))
     assert [t.status for t in _rows(world, Trade)] == ["OPEN"] * 3
 
+    def protected():
+        for trade in _rows(world, Trade):
+            [tp] = _rows(world, Order, Order.trade_id == trade.id, Order.leg == "TAKE_PROFIT")
+            assert (tp.status, tp.quantity, tp.price) == ("OPEN", trade.quantity, trade.take_profit)
+            assert (
+                world.order_by_client_id(trade.subscription_id, tp.client_order_id).id == tp.exchange_order_id
+            )
+            with CoinDCXClient(world.sim.url, world.sim.url, world.keys[trade.subscription_id]) as client:
+                assert len(client.active_orders("BTCUSDT")) == 1
+
+    protected()
     [report] = _tick(world, now=CLOSE + timedelta(seconds=5))
     assert report.status == "COMPLETED", report.error
-    for trade in _rows(world, Trade):
-        [tp] = _rows(world, Order, Order.trade_id == trade.id, Order.leg == "TAKE_PROFIT")
-        assert (tp.status, tp.quantity, tp.price) == ("OPEN", trade.quantity, trade.take_profit)
-        assert world.order_by_client_id(trade.subscription_id, tp.client_order_id).id == tp.exchange_order_id
+    protected()

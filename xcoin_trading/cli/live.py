@@ -59,24 +59,39 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
 
 
 @live_group.command("flatten")
-@click.option("--strategy", "code", required=True, help="Strategy code.")
-def flatten_cmd(code: str) -> None:
-    """Close every open trade of a strategy at market now (subscribers keep their subscriptions)."""
-    from xcoin_trading.live.coordinator import flatten, live_context
+@click.option("--strategy", "code", default=None, help="Strategy code.")
+@click.option("--all", "every", is_flag=True, help="Every strategy that has subscribers.")
+def flatten_cmd(code: str | None, every: bool) -> None:
+    """Close every open trade of a strategy (or of all) at market now; subscribers keep their
+    subscriptions. Safe to run again after a crash: it takes the dead run over. Exits 1 when a
+    subscriber could not be closed (the reason is printed) or another flatten is still running."""
+    from xcoin_trading.live.coordinator import flatten, flatten_all, live_context
     from xcoin_trading.live.registry import StrategySettings
     from xcoin_trading.services.strategies import get_by_code
     from xcoin_trading.store.db import session_scope
 
+    if bool(code) == every:
+        raise ValidationError("--strategy", "give a strategy code or --all (exactly one)")
     ctx = live_context()
-    with session_scope(ctx.settings) as session:
-        strategy = StrategySettings.from_row(get_by_code(session, code))
-    report = flatten(ctx, strategy)
-    click.echo(f"{code} {report.interval_key}: {report.status}")
-    for sub_id, outcome in sorted(report.outcomes.items()):
-        click.echo(
-            f"  subscription {sub_id}: {outcome['status']}"
-            + (f" pnl={outcome['pnl']}" if outcome.get("pnl") else "")
-        )
+    if every:
+        reports = flatten_all(ctx)
+    else:
+        with session_scope(ctx.settings) as session:
+            strategy = StrategySettings.from_row(get_by_code(session, code))
+        reports = [flatten(ctx, strategy)]
+    incomplete = False
+    for report in reports:
+        click.echo(f"{report.strategy_code} {report.interval_key}: {report.status}"
+                   + (f" ({report.error})" if report.error else ""))  # fmt: skip
+        incomplete |= report.status != "COMPLETED" or report.error is not None
+        for sub_id, outcome in sorted(report.outcomes.items()):
+            click.echo(
+                f"  subscription {sub_id}: {outcome['status']}"
+                + (f" pnl={outcome['pnl']}" if outcome.get("pnl") else "")
+                + (f" ({outcome['reason']})" if outcome.get("reason") else "")
+            )
+    if incomplete:
+        raise SystemExit(1)
 
 
 def register(main: click.Group) -> None:

@@ -502,6 +502,26 @@ class Endpoints:
         body = {"pair": pair, "leverage": _num(lev), "margin_currency_short_name": margin_currency}
         yield Call("api", f"{FUTURES}/positions/update_leverage", body=body, retry=False)
 
+    def _p_futures_ensure_leverage(self, pair: str, leverage: Any, attempts: int = 2) -> Plan:
+        """Leverage set on `pair`, classified by the exchange's own answer: after any failure
+        (executed? not executed? unknown) the position's leverage is read back, and only a
+        confirmed "not set" is sent again. Raises when it cannot be confirmed: the entry that
+        needs it must then not be sent."""
+        wanted = _check_positive("leverage", leverage)
+        for attempt in range(attempts):
+            try:
+                yield from self._p_futures_set_leverage(pair, wanted)
+                return wanted
+            except ExchangeError:
+                rows = yield from self._p_futures_positions(pairs=[pair])  # a failed read raises: unknown
+                held = [p for p in rows if p.pair == pair]
+                if held and held[0].leverage == wanted:
+                    return wanted  # executed although the reply failed, or already so
+                if attempt + 1 >= attempts:
+                    raise
+                yield Sleep(0.1)
+        return wanted
+
     def _p_futures_create_order(
         self,
         pair: str,
@@ -759,6 +779,7 @@ class Endpoints:
     cancel_by_ids = _endpoint(_p_cancel_by_ids)
     edit_price = _endpoint(_p_edit_price)
     futures_set_leverage = _endpoint(_p_futures_set_leverage)
+    futures_ensure_leverage = _endpoint(_p_futures_ensure_leverage)
     futures_create_order = _endpoint(_p_futures_create_order)
     futures_instrument = _endpoint(_p_futures_instrument)
     futures_orders = _endpoint(_p_futures_orders)

@@ -90,6 +90,9 @@ class Job:
     after: Job | None = None  # spot take profit: the entry it protects, sent just before it
     market: Market | None = None  # rounding of a take profit to what the entry filled
     send_quantity: Decimal | None = None  # what was actually sent, when not the intent's quantity
+    deferred: str | None = None  # not sent now (its take profit still rests): left armed / reported
+    take_profit_seen: ExchangeOrder | None = None  # the take profit as the exchange showed it after cancel
+    on_defer: str = "CANCELLED"  # the status of a deferred order: a watched stop stays INTENT (armed)
 
     # Decided from the row as loaded, before `mark_sending`: only an intent that may already have been
     # sent (a dead worker's SENDING, an UNKNOWN) is looked up first. A fresh one costs 1 request, not 3.
@@ -120,19 +123,22 @@ class PlanInput:
     fee_rate: Decimal
     now: datetime
     allow_new: bool  # False on a resumed execution past its staleness limit: only resolve intents
+    skip_trades: frozenset[int] = frozenset()  # a flatten: trades whose earlier exit is still unresolved
+    every_subscription: bool = False  # a flatten: paused and inactive subscriptions' trades close too
 
 
-def _subscribers(session: Session, strategy_id: int) -> list[tuple[Subscription, BrokerCredential | None]]:
-    rows = session.execute(
+def _subscribers(
+    session: Session, strategy_id: int, every: bool = False
+) -> list[tuple[Subscription, BrokerCredential | None]]:
+    query = (
         select(Subscription, BrokerCredential)
         .outerjoin(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
-        .where(
-            Subscription.strategy_id == strategy_id,
-            Subscription.is_active.is_(True),
-            Subscription.is_paused.is_(False),
-        )
+        .where(Subscription.strategy_id == strategy_id)
         .order_by(Subscription.id)
-    ).all()
+    )
+    if not every:
+        query = query.where(Subscription.is_active.is_(True), Subscription.is_paused.is_(False))
+    rows = session.execute(query).all()
     return [(s, c) for s, c in rows]
 
 
@@ -199,7 +205,7 @@ class _NewOrder:
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     """Write intents (and trades) for every subscriber; return what must be sent."""
     market, signal, kind = p.market, p.signal, p.market.kind
-    subs = _subscribers(session, p.strategy_id)
+    subs = _subscribers(session, p.strategy_id, p.every_subscription)
     sub_ids = [s.id for s, _ in subs]
     existing = {
         o.client_order_id: o
@@ -237,7 +243,8 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         closing = [
             t
             for t in open_trades.get(sub.id, [])
-            if signal.action == "EXIT" or (entry_side and t.side != signal.action)
+            if (signal.action == "EXIT" or (entry_side and t.side != signal.action))
+            and t.id not in p.skip_trades
         ]
         for trade in closing:
             cid = client_order_id(p.execution_id, sub.id, "EXIT", trade.id)
@@ -377,10 +384,21 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                     return
             if job.cancel_first:
                 try:
-                    await client.cancel_order(client_order_id=job.cancel_first)
-                    job.cancelled_take_profit = True
-                except ExchangeError:
-                    pass  # already filled or cancelled: the reconciler settles the take profit
+                    cancelled, tp = await _cancel_confirmed(client, job.cancel_first, order.market)
+                except ExchangeError as exc:
+                    job.deferred = (
+                        f"could not confirm its take profit {job.cancel_first} is cancelled: {exc}"[:500]
+                    )
+                    return
+                job.take_profit_seen = tp
+                if tp is not None and tp.status == "filled":
+                    job.skipped = "not needed: its take profit filled first"
+                    return
+                if tp is not None and tp.status not in ("cancelled", "partially_cancelled", "rejected"):
+                    # The coins are still locked by the resting take profit: a sell now is refused.
+                    job.deferred = f"its take profit {job.cancel_first} still rests (the cancel failed)"
+                    return
+                job.cancelled_take_profit = cancelled or tp is not None
             if job.after is not None:  # a spot take profit: sell what the entry actually bought
                 entry = job.after.result
                 if entry is None or entry.filled_quantity <= 0:
@@ -400,7 +418,13 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
             extra: dict[str, Any] = {}
             if job.kind == "futures" and order.leg == "ENTRY":
                 if job.leverage is not None:
-                    await client.futures_set_leverage(order.market, job.leverage)
+                    try:
+                        await client.futures_ensure_leverage(order.market, job.leverage)
+                    except ExchangeError as exc:  # the entry itself was never sent: not executed
+                        job.error = (
+                            f"leverage {job.leverage} could not be confirmed on {order.market}: {exc}"[:500]
+                        )
+                        return
                     extra["leverage"] = job.leverage
                 extra |= {"take_profit_price": job.take_profit, "stop_loss_price": job.stop_loss}
             job.result = await client.create_order_idempotent(
@@ -413,6 +437,21 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
             job.error = str(exc)[:500]
         except Exception as exc:  # noqa: BLE001 - one subscriber never stops the others
             job.error, job.ambiguous = f"{type(exc).__name__}: {exc}"[:500], True
+
+
+async def _cancel_confirmed(
+    client: AsyncCoinDCXClient, client_order_id: str, market: str
+) -> tuple[bool, ExchangeOrder | None]:
+    """Cancel a take profit: (True, None) when the exchange said it cancelled it; after any failure
+    (a 503 may have cancelled it or not, a refusal may mean it filled) (False, what the exchange
+    then says it is, None when it has no such order). A failed look-up raises: "could not ask" is
+    never "cancelled"."""
+    try:
+        await client.cancel_order(client_order_id=client_order_id)
+        return True, None
+    except ExchangeError:
+        pass  # executed, not executed or unknown: the look-up tells which
+    return False, await client.find_order_by_client_id(client_order_id, market, kind="spot")
 
 
 async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Order) -> Decimal:
@@ -468,6 +507,20 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
     exits: dict[int, tuple[int, Exit]] = {}  # trade id -> (subscription id, its exit fill)
     orders = [_record_one(job, cancelled, opened, exits, now, result) for job in jobs]
     update_by_id(session, Order, orders)
+    for job in jobs:  # what the exchange said of a take profit an exit cancelled (rare: one per exit)
+        tp = job.take_profit_seen
+        if tp is None:
+            continue
+        session.execute(
+            update(Order)
+            .where(Order.client_order_id == job.cancel_first)
+            .values(status=order_status_of(tp), exchange_order_id=tp.id, filled_quantity=tp.filled_quantity,
+                    avg_price=tp.avg_price or None, fee=tp.fee_amount, raw_last_response=tp.raw, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        if tp.status == "filled" and job.order.trade_id:
+            exits[job.order.trade_id] = (job.order.subscription_id, Exit(tp.avg_price, tp.fee_amount, "TAKE_PROFIT",
+                                                                          tp.updated_at or now))  # fmt: skip
     update_by_id(session, Trade, opened)
     closed = close_trades(session, {trade_id: fill for trade_id, (_, fill) in exits.items()}, now)
     for trade_id, pnl in closed.items():
@@ -490,6 +543,12 @@ def _record_one(job: Job, cancelled: list[str], opened: list[dict[str, Any]], ex
     sub_id = order.subscription_id
     entry_of = order.trade_id if order.leg == "ENTRY" else None
     protective = order.leg == "TAKE_PROFIT"  # its outcome belongs to the entry's, not in its place
+    if job.deferred is not None:
+        # Never sent: a stop stays armed (INTENT, sent again next pass); an exit is reported not done.
+        order.status = job.on_defer
+        if not protective:
+            result.note(sub_id, "NOT_CLOSED", job.deferred)
+        return {"id": order.id, "status": order.status, "error": job.deferred, "updated_at": now}
     if job.skipped is not None:
         order.status = "CANCELLED"
         if not protective:
