@@ -262,7 +262,7 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
     code, text = xcoin(
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast=5;slow=4"
     )
-    assert code == 0 and "must be below slow" in text  # an invalid combination keeps its reason
+    assert code == 2 and "must be below slow" in text  # no valid combination: bad input, reason kept
     code, text = xcoin(
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -152,6 +153,8 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, **kw) -
 @click.option("--workers", type=int, default=None, help="Parallel threads (default: all cores).")
 def sweep_cmd(grid: str, metric: str, top: int, out_file: str | None, workers: int | None, **kw) -> None:
     """Backtest every combination of a parameter grid and rank them."""
+    import polars as pl
+
     from xcoin_trading.backtest.service import prepare
     from xcoin_trading.backtest.sweep import combinations, parse_grid, run_sweep
 
@@ -188,6 +191,11 @@ def sweep_cmd(grid: str, metric: str, top: int, out_file: str | None, workers: i
     if out_file:
         ranking.write_parquet(out_file)
         click.echo(f"ranking written to {out_file}")
+    errors = ranking.filter(pl.col("error").is_not_null())["error"]
+    if errors.len():  # a combination fails only on its parameters (e.g. fast >= slow): bad input
+        click.echo(f"{errors.len()} of {total} combinations are invalid; first: {errors[0]}", err=True)
+    if errors.len() == total:
+        sys.exit(2)
 
 
 @backtest_group.command("history")

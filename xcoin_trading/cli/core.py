@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -144,6 +145,9 @@ def strategies_add(
         )
         for problem in strategy.validation_errors or []:
             click.echo(f"  {problem}")
+        invalid = strategy.validation_status != "VALID"
+    if invalid:  # stored with its reasons (so they can be read back), but the upload was bad input
+        sys.exit(2)
 
 
 @click.command("subscribe")

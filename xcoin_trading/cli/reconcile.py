@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -24,6 +25,8 @@ def reconcile_cmd(once: bool, every: int, audit: bool) -> None:
         click.echo(f"reconciled {report.accounts} accounts with {report.api_calls} API calls in "
                    f"{report.duration_ms} ms ({report.failed_accounts} unreachable): {moved}")  # fmt: skip
         if once:
+            if report.failed_accounts:  # an account could not be asked: its orders are not reconciled
+                sys.exit(1)
             return
         first = False
         time.sleep(every)
