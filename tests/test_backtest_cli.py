@@ -267,3 +267,48 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast"
     )
     assert code == 2 and "grid each entry must look like name=v1,v2" in text
+
+
+LOOKS_AHEAD = """
+import polars as pl
+def signals(candles, params):
+    up = pl.col("close").shift(-1) > pl.col("close")
+    return candles.select(
+        pl.when(up).then(pl.lit("LONG")).otherwise(pl.lit("EXIT")).alias("action"),
+        (pl.col("close") * 0.99).alias("stop_loss"),
+        (pl.col("close") * 1.01).alias("take_profit"),
+    )
+"""
+
+
+def test_a_strategy_file_that_looks_ahead_is_refused_unless_allowed(tmp_path, btc_file):
+    cheat = tmp_path / "cheat.py"
+    cheat.write_text(LOOKS_AHEAD)
+    args = (
+        "backtest",
+        "run",
+        "--strategy",
+        str(cheat),
+        "--data",
+        btc_file,
+        "--end",
+        "2024-01-03",
+        "--no-save",
+    )
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2
+    assert "error: strategy looks ahead: with " in result.output
+    assert f"({cheat} fails validation; pass --allow-invalid to run it anyway)" in result.output
+    assert "--allow-invalid" in result.output and "totalTrades" not in result.output
+    allowed = CliRunner().invoke(main, [*args, "--allow-invalid"])
+    assert allowed.exit_code == 0, allowed.output
+    assert (
+        "warning: " in allowed.stderr
+        and "not trustworthy" in allowed.stderr
+        and "totalTrades" in allowed.stdout
+    )
+    honest = tmp_path / "honest.py"
+    honest.write_text(LOOKS_AHEAD.replace('shift(-1) > pl.col("close")', 'shift(1) < pl.col("close")'))
+    ok = CliRunner().invoke(main, ["backtest", "run", "--strategy", str(honest), "--data", btc_file,
+                                   "--end", "2024-01-03", "--no-save"])  # fmt: skip
+    assert ok.exit_code == 0 and "warning" not in ok.output, ok.output

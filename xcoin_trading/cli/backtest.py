@@ -103,12 +103,33 @@ def backtest_group() -> None:
     "--report", "report_out", type=click.Path(dir_okay=False), help="Also write the HTML report here."
 )
 @click.option("--no-save", is_flag=True, help="Do not store the result (no history row, no artifacts).")
-def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, **kw) -> None:
-    """Run one backtest and print its metrics."""
-    from xcoin_trading.backtest.metrics import SEED_FIELDS
-    from xcoin_trading.backtest.service import execute
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Run a strategy that fails validation (e.g. looks ahead); its figures are then not trustworthy.",
+)
+def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_invalid: bool, **kw) -> None:
+    """Run one backtest and print its metrics.
 
-    result, saved = execute(_request(kw), settings=get_settings(), save=not no_save, report_path=report_out)
+    A .py file is validated first like an upload (sandboxed; compiles, runs, does not look ahead), a
+    stored strategy must be VALID: otherwise the run is refused (exit 2) unless --allow-invalid."""
+    from xcoin_trading.backtest.metrics import SEED_FIELDS
+    from xcoin_trading.backtest.service import execute, validation_problems
+    from xcoin_trading.errors import ValidationError
+
+    request = _request(kw)
+    problems = validation_problems(request, get_settings())
+    if problems and not allow_invalid:
+        raise ValidationError(
+            "strategy",
+            f"{problems[0]} ({kw['strategy']} fails validation; pass --allow-invalid to run it anyway)",
+        )
+    for problem in problems:
+        click.echo(
+            f"warning: {kw['strategy']} fails validation, its results are not trustworthy: {problem}",
+            err=True,
+        )
+    result, saved = execute(request, settings=get_settings(), save=not no_save, report_path=report_out)
     m = result.metrics
     click.echo(
         f"{result.strategy} {json.dumps(result.params, sort_keys=True)}  {m['candles']:,} candles ({m['resolution']})"
