@@ -45,6 +45,9 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
     close = _parse_time(at) or from_ms(floor_ms(to_ms(utcnow()), resolution))
     moment = _parse_time(now) or (close if at else utcnow())
     reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
+    from xcoin_trading.alerts import execution_reports
+
+    execution_reports(reports)
     if not reports:
         click.echo(f"no active strategy trades {symbol} {resolution}")
     for r in reports:
