@@ -312,3 +312,19 @@ def test_a_strategy_file_that_looks_ahead_is_refused_unless_allowed(tmp_path, bt
     ok = CliRunner().invoke(main, ["backtest", "run", "--strategy", str(honest), "--data", btc_file,
                                    "--end", "2024-01-03", "--no-save"])  # fmt: skip
     assert ok.exit_code == 0 and "warning" not in ok.output, ok.output
+
+
+def test_metric_names_say_gross_or_net_and_every_metric_has_a_unit(tmp_path, btc_file):
+    out = tmp_path / "m.json"
+    code, text = xcoin("backtest", "run", "--strategy", "sma_crossover", "--data", btc_file, "--end", "2024-01-10",
+                       "--no-save", "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    payload = json.loads(out.read_text())
+    m, units, trades = payload["metrics"], payload["units"], payload["trades"]
+    assert set(m) == set(units)
+    fees = sum(t["entry_fee"] + t["exit_fee"] for t in trades)
+    net = sum(t["pnl"] for t in trades)
+    assert m["grossPnl"] == m["totalPnl"] == pytest.approx(net + fees)  # the seed's totalPnl is gross
+    assert m["netPnlPct"] == m["totalPnlPct"] == pytest.approx(net / 10_000 * 100)  # ... its Pct is net
+    assert m["spanDays"] == pytest.approx(10.0) and "extrapolates 10.0 days" in text  # Jan 1-10
+    assert "averageTradeDuration" in text and units["averageTradeDuration"] == "seconds"

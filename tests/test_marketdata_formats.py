@@ -174,3 +174,22 @@ def test_embedded_backfill_before_the_simulators_history_is_refused_pointing_at_
     assert out.exit_code == 2
     assert "start 2024-01-01 is before the embedded simulator's history" in out.output
     assert "xcoin data import" in out.output
+
+
+def test_xcoin_sql_sees_the_candle_lake_before_and_after_the_warehouse_is_built(tmp_path, real):
+    path = tmp_path / "btc.parquet"
+    real.write_parquet(path)
+    assert _import(path).exit_code == 0
+    sql = "SELECT count(*) AS n, min(open_time) AS first FROM candles WHERE symbol = 'BTCUSDT'"
+    before = CliRunner().invoke(main, ["sql", sql, "--format", "json"])
+    assert before.exit_code == 0, before.output
+    assert json.loads(before.stdout)[0] == {"n": real.height, "first": int(real["open_time"][0])}
+    missing = CliRunner().invoke(main, ["sql", "SELECT * FROM daily_pnl"])
+    assert missing.exit_code == 2 and "xcoin analytics build" in missing.output
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    assert CliRunner().invoke(main, ["analytics", "build"]).exit_code == 0
+    both = CliRunner().invoke(main, ["sql", "SELECT (SELECT count(*) FROM candles) AS candles, "
+                                     "(SELECT count(*) FROM candle_days WHERE source = 'file') AS days, "
+                                     "(SELECT count(*) FROM strategy_performance) AS strategies", "--format", "json"])  # fmt: skip
+    assert both.exit_code == 0, both.output
+    assert json.loads(both.stdout)[0] == {"candles": real.height, "days": 3, "strategies": 0}

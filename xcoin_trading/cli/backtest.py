@@ -113,7 +113,7 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_i
 
     A .py file is validated first like an upload (sandboxed; compiles, runs, does not look ahead), a
     stored strategy must be VALID: otherwise the run is refused (exit 2) unless --allow-invalid."""
-    from xcoin_trading.backtest.metrics import SEED_FIELDS
+    from xcoin_trading.backtest.metrics import METRIC_UNITS, SEED_FIELDS
     from xcoin_trading.backtest.service import execute, validation_problems
     from xcoin_trading.errors import ValidationError
 
@@ -135,8 +135,10 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_i
         f"{result.strategy} {json.dumps(result.params, sort_keys=True)}  {m['candles']:,} candles ({m['resolution']})"
     )
     for name in SEED_FIELDS:
-        click.echo(f"  {name:<22} {_fmt(m[name])}")
+        click.echo(f"  {name:<22} {_fmt(m[name])}  ({METRIC_UNITS[name]})")
     extras = (
+        "grossPnl",
+        "netPnlPct",
         "sortinoRatio",
         "calmarRatio",
         "cagrPct",
@@ -147,6 +149,10 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_i
         "refusedEntries",
     )
     click.echo("  " + "  ".join(f"{k}={_fmt(m[k])}" for k in extras))
+    if m["spanDays"] < 365:
+        click.echo(
+            f"  (cagrPct extrapolates {m['spanDays']:.1f} days to a year; netPnlPct is this span's return)"
+        )
     t = result.timings_ms
     click.echo(
         f"  time: signals {t['signals']:.0f} ms, simulation {t['simulate']:.0f} ms, total {t['total']:.0f} ms"
@@ -156,7 +162,7 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_i
     if report_out:
         click.echo(f"report written to {report_out}")
     if json_out:
-        payload = result.summary() | {"trades": json.loads(result.trades.write_json())}
+        payload = result.summary() | {"units": METRIC_UNITS, "trades": json.loads(result.trades.write_json())}
         Path(json_out).write_text(json.dumps(payload, indent=1, allow_nan=False, default=str))
         click.echo(f"json written to {json_out}")
 

@@ -82,6 +82,19 @@ def days_view_sql(lake_glob: str, has_files: bool) -> str:
     """
 
 
+def lake_views(settings: Settings | None = None) -> list[str]:
+    """Statements that make the lake's `candles` and `candle_days` views exist as TEMP views on any
+    DuckDB connection (e.g. the analytics warehouse's, so `xcoin sql` can join candles and trades)."""
+    settings = settings or get_settings()
+    root = candles_root(settings)
+    lake_glob = str(root / "*" / "*" / "*.parquet")
+    has_files = root.exists() and next(root.glob("symbol=*/resolution=*/date=*.parquet"), None) is not None
+    return [
+        sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1)
+        for sql in (view_sql(lake_glob, has_files), days_view_sql(lake_glob, has_files))
+    ]
+
+
 def refresh_catalog(settings: Settings | None = None) -> CatalogInfo:
     """(Re)create the catalog file with the `candles` view over the current lake."""
     settings = settings or get_settings()
