@@ -262,7 +262,7 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
     code, text = xcoin(
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast=5;slow=4"
     )
-    assert code == 0 and "must be below slow" in text  # an invalid combination keeps its reason
+    assert code == 2 and "must be below slow" in text  # no valid combination: bad input, reason kept
     code, text = xcoin(
         "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast"
     )
@@ -314,3 +314,64 @@ def test_sweeps_and_walk_forwards_are_stored_shown_and_compared(tmp_path, btc_fi
 
     code, text = xcoin("backtest", "show", "999999")
     assert code != 0 and "no stored backtest has id 999999" in text
+
+
+LOOKS_AHEAD = """
+import polars as pl
+def signals(candles, params):
+    up = pl.col("close").shift(-1) > pl.col("close")
+    return candles.select(
+        pl.when(up).then(pl.lit("LONG")).otherwise(pl.lit("EXIT")).alias("action"),
+        (pl.col("close") * 0.99).alias("stop_loss"),
+        (pl.col("close") * 1.01).alias("take_profit"),
+    )
+"""
+
+
+def test_a_strategy_file_that_looks_ahead_is_refused_unless_allowed(tmp_path, btc_file):
+    cheat = tmp_path / "cheat.py"
+    cheat.write_text(LOOKS_AHEAD)
+    args = (
+        "backtest",
+        "run",
+        "--strategy",
+        str(cheat),
+        "--data",
+        btc_file,
+        "--end",
+        "2024-01-03",
+        "--no-save",
+    )
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2
+    assert "error: strategy looks ahead: with " in result.output
+    assert f"({cheat} fails validation; pass --allow-invalid to run it anyway)" in result.output
+    assert "--allow-invalid" in result.output and "totalTrades" not in result.output
+    allowed = CliRunner().invoke(main, [*args, "--allow-invalid"])
+    assert allowed.exit_code == 0, allowed.output
+    assert (
+        "warning: " in allowed.stderr
+        and "not trustworthy" in allowed.stderr
+        and "totalTrades" in allowed.stdout
+    )
+    honest = tmp_path / "honest.py"
+    honest.write_text(LOOKS_AHEAD.replace('shift(-1) > pl.col("close")', 'shift(1) < pl.col("close")'))
+    ok = CliRunner().invoke(main, ["backtest", "run", "--strategy", str(honest), "--data", btc_file,
+                                   "--end", "2024-01-03", "--no-save"])  # fmt: skip
+    assert ok.exit_code == 0 and "warning" not in ok.output, ok.output
+
+
+def test_metric_names_say_gross_or_net_and_every_metric_has_a_unit(tmp_path, btc_file):
+    out = tmp_path / "m.json"
+    code, text = xcoin("backtest", "run", "--strategy", "sma_crossover", "--data", btc_file, "--end", "2024-01-10",
+                       "--no-save", "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    payload = json.loads(out.read_text())
+    m, units, trades = payload["metrics"], payload["units"], payload["trades"]
+    assert set(m) == set(units)
+    fees = sum(t["entry_fee"] + t["exit_fee"] for t in trades)
+    net = sum(t["pnl"] for t in trades)
+    assert m["grossPnl"] == m["totalPnl"] == pytest.approx(net + fees)  # the seed's totalPnl is gross
+    assert m["netPnlPct"] == m["totalPnlPct"] == pytest.approx(net / 10_000 * 100)  # ... its Pct is net
+    assert m["spanDays"] == pytest.approx(10.0) and "extrapolates 10.0 days" in text  # Jan 1-10
+    assert "averageTradeDuration" in text and units["averageTradeDuration"] == "seconds"

@@ -71,7 +71,7 @@ def test_account_flow_from_the_command_line(tmp_path, master_key_env):
         "--resolution",
         "5m",
     )
-    assert out.exit_code == 0 and "added: INVALID" in out.output and "looks ahead" in out.output
+    assert out.exit_code == 2 and "added: INVALID" in out.output and "looks ahead" in out.output
     out = _run("subscribe", "--user", "q@x.io", "--strategy", "q-cheat", "--capital", "500", "--risk", "0.02")
     assert out.exit_code == 2 and "failed validation" in out.output
 

@@ -252,6 +252,29 @@ def test_candle_sensor_holds_a_key_back_while_its_run_is_in_flight(world, monkey
         assert [r.tags[INTERVAL_TAG] for r in freed.run_requests] == ["2024-01-01T01:08:00Z_1m"]
 
 
+def test_candle_sensor_relaunches_a_candle_that_failed_for_a_transient_cause_while_it_is_fresh(
+    world, monkeypatch
+):
+    with dg.instance_for_test() as instance:
+        first = _evaluate(instance, monkeypatch, CLOSE + timedelta(seconds=1))
+        [req] = first.run_requests
+        world.admin.set_faults(error_5xx=1.0, endpoints=["market_data/candles"])  # the exchange is down
+        failed = _run(instance, now=CLOSE + timedelta(seconds=2))
+        assert failed.success  # the run itself works; its execution is FAILED (retryable)
+        [row] = _rows(world.settings, StrategyExecution)
+        assert row.status == "FAILED" and row.details == {"retryable": True}
+        world.admin.clear_faults()
+        retry = _evaluate(instance, monkeypatch, CLOSE + timedelta(seconds=6), first.cursor)
+        [again] = retry.run_requests
+        assert again.run_key.startswith(req.run_key + "|retry-") and again.run_config == req.run_config
+        done = _run(instance, now=CLOSE + timedelta(seconds=7))
+        assert done.success
+        [row] = _rows(world.settings, StrategyExecution)
+        assert (row.status, row.trades_created) == ("COMPLETED", 3)
+        # Done now, and past its window it is never relaunched.
+        assert _evaluate(instance, monkeypatch, CLOSE + timedelta(seconds=9), first.cursor).run_requests == []
+
+
 def test_candle_sensor_without_strategies_skips(live_world_factory, monkeypatch, master_key_env):
     from xcoin_trading.store.db import upgrade
 

@@ -84,7 +84,8 @@ def test_hourly_candles_from_the_exchange_and_resampled_from_1m_agree(instance, 
     assert _materialize(instance, replay, "1m", "2024-01-03|BTCUSDT").success
     assert _materialize(instance, replay, "1h", "2024-01-03|BTCUSDT", source="resample").success
     resampled = read_partition("BTCUSDT", "1h", "2024-01-03")
-    assert partition_info(partition_path("BTCUSDT", "1h", "2024-01-03")).source == "resample"
+    info = partition_info(partition_path("BTCUSDT", "1h", "2024-01-03"))
+    assert (info.source, info.origin) == ("simulator", "resampled from the lake's 1m day")  # as its minutes
     assert resampled.drop("volume").equals(from_exchange.drop("volume"))
     assert ((resampled["volume"] - from_exchange["volume"]).abs() / from_exchange["volume"]).max() < 1e-12
 

@@ -44,7 +44,8 @@ def test_import_of_a_real_file_slice_lands_and_the_summary_shows_it():
     summary = _run("summary")
     assert summary.exit_code == 0
     assert (
-        "BTCUSDT      1m        3       0       4,320  2024-01-02 00:00 → 2024-01-04 23:59" in summary.stdout
+        "BTCUSDT      1m        3       0       4,320     0        0  2024-01-02 00:00 → 2024-01-04 23:59   file"
+        in summary.stdout
     )
 
 
@@ -96,10 +97,12 @@ def test_backfill_from_the_exchange_stores_what_the_exchange_serves(simulator, m
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     # 3 days of 1m = 4,320 candles = 5 pages of <= 1000; 72 hourly candles = 1 page.
-    assert result.stdout.strip() == (
+    line = result.stdout.strip()
+    assert line.startswith(
         "backfilled 6 day(s) (0 partial), 4,392 candles, 0 day(s) failed checks, 6 exchange request(s), "
-        + result.stdout.strip().rsplit(", ", 1)[1]
     )
+    assert line.endswith(", source simulator (SIMULATOR: synthetic candles, not market history)")
+    assert partition_info(partition_path("BTCUSDT", "1m", "2023-12-30")).source == "simulator"
     start = int(datetime(2023, 12, 30, tzinfo=UTC).timestamp() * 1000)
     with CoinDCXClient(simulator.url, simulator.url) as client:
         served = client.fetch_candles("BTCUSDT", "1m", start, start + 86_400_000)

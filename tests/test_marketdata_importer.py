@@ -128,8 +128,11 @@ def test_unknown_symbol_or_resolution_is_refused(symbol, resolution, field):
 
 
 def test_other_file_types_and_missing_files_are_refused(tmp_path):
-    (tmp_path / "candles.json").write_text("[]")
-    with pytest.raises(ValidationError, match=r"must be a \.parquet or \.csv file"):
+    (tmp_path / "candles.txt").write_text("[]")
+    with pytest.raises(ValidationError, match=r"must be a \.parquet, \.csv, \.json or \.zip file"):
+        import_candles(tmp_path / "candles.txt", "BTCUSDT", "1m")
+    (tmp_path / "candles.json").write_text('{"candles": 1}')
+    with pytest.raises(ValidationError, match="must be CoinDCX candle JSON"):
         import_candles(tmp_path / "candles.json", "BTCUSDT", "1m")
     with pytest.raises(ValidationError, match="does not exist"):
         import_candles(tmp_path / "nope.parquet", "BTCUSDT", "1m")

@@ -132,3 +132,73 @@ def test_rotation_re_encrypts_everything_and_the_dump_holds_no_plaintext(store, 
     assert len(dump) > 1000
     for key, secret in secrets.values():
         assert secret.encode() not in dump and key.encode() not in dump
+
+
+def _embedded_credentials(n: int = 2) -> dict[str, tuple[str, str]]:
+    from xcoin_trading.store.db import upgrade
+
+    settings = get_settings()
+    upgrade(settings)
+    secrets = {f"e{i}@x.io": (f"api-key-{i}-EMBEDDED", f"api-secret-{i}-EMBEDDED") for i in range(n)}
+    vault = Vault.from_settings(settings)  # generates master.key
+    with session_scope(settings) as s:
+        for email, (key, secret) in secrets.items():
+            credentials.add_credential(
+                s, vault, users.register_user(s, email, "password-123").id, key, secret
+            )
+    return secrets
+
+
+def _decrypts_in_a_fresh_process(secrets) -> None:
+    """What the next `xcoin` run sees: the environment as it is now, master.key as it is on disk."""
+    dispose_engines()
+    reset_settings()
+    settings = get_settings()
+    vault = Vault.from_settings(settings)
+    with session_scope(settings) as s:
+        for email, (key, secret) in secrets.items():
+            plain = credentials.decrypt(
+                vault, credentials.active_credential(s, users.get_user_by_email(s, email).id)
+            )
+            assert (plain.api_key.reveal(), plain.api_secret.reveal()) == (key, secret)
+    dispose_engines()
+
+
+def test_embedded_rotate_generates_a_new_key_and_master_key_follows_it():
+    secrets = _embedded_credentials()
+    path = get_settings().master_key_path
+    before = path.read_text()
+    result = CliRunner().invoke(main, ["vault", "rotate"])
+    assert result.exit_code == 0, result.output
+    after = path.read_text().strip()
+    assert after != before.strip() and "," not in after  # only the new key is left
+    new_id = after.split(":")[0]
+    assert f"re-encrypted 2 credentials under master key {new_id}" in result.output
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    _decrypts_in_a_fresh_process(secrets)
+
+
+def test_embedded_rotate_to_a_given_key_leaves_master_key_usable_without_it(monkeypatch):
+    secrets = _embedded_credentials()
+    new = _key()
+    monkeypatch.setenv("XCOIN_ENCRYPTION_KEY", f"k9:{new}")  # the old key lives only in master.key
+    reset_settings()
+    result = CliRunner().invoke(main, ["vault", "rotate"])
+    assert result.exit_code == 0 and "under master key k9" in result.output, result.output
+    assert get_settings().master_key_path.read_text().strip() == f"k9:{new}"
+    monkeypatch.delenv("XCOIN_ENCRYPTION_KEY")  # the next run uses master.key alone
+    _decrypts_in_a_fresh_process(secrets)
+
+
+def test_embedded_rotate_that_fails_midway_keeps_every_key_in_master_key(monkeypatch):
+    secrets = _embedded_credentials()
+    old = get_settings().master_key_path.read_text().strip()
+
+    def crash(session, vault):
+        raise RuntimeError("killed mid-rotation")
+
+    monkeypatch.setattr(credentials, "rotate_all", crash)
+    result = CliRunner().invoke(main, ["vault", "rotate"])
+    assert result.exit_code != 0
+    assert old in get_settings().master_key_path.read_text()  # old and new both kept
+    _decrypts_in_a_fresh_process(secrets)

@@ -99,6 +99,45 @@ def _embedded_key(path: Path) -> str:
     return path.read_text().strip()
 
 
+def key_entry(key: MasterKey) -> str:
+    """`id:base64`, as XCOIN_ENCRYPTION_KEY and master.key hold a key (the id keeps tokens readable)."""
+    return f"{key.key_id}:{base64.b64encode(key.material).decode()}"
+
+
+def write_key_file(path: Path, keys: list[MasterKey]) -> None:
+    """Replace the embedded master.key (mode 0600) by rename, so it is never half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(",".join(key_entry(k) for k in keys) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def embedded_rotation_keys(settings: Settings) -> list[MasterKey] | None:
+    """The keys for `vault rotate` on the embedded default, master.key made safe first: the new active
+    key (XCOIN_ENCRYPTION_KEY's first, or a freshly generated one) followed by every key that may
+    still have encrypted something. master.key holds all of them until `finish_embedded_rotation`,
+    so a crash mid-rotation never leaves a credential that cannot be decrypted. None: not embedded."""
+    if not settings.embedded:
+        return None
+    path = settings.master_key_path
+    stored = parse_master_keys(path.read_text().strip()) if path.exists() else []
+    given = parse_master_keys(settings.encryption_keys_b64) if settings.encryption_keys_b64 else []
+    if not given:
+        given = parse_master_keys(generate_key_b64())
+    keys = list({k.key_id: k for k in [*given, *stored]}.values())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_key_file(path, keys)
+    return keys
+
+
+def finish_embedded_rotation(settings: Settings, active: MasterKey) -> None:
+    """After the credentials were re-encrypted and committed: master.key keeps only the active key."""
+    write_key_file(settings.master_key_path, [active])
+
+
 class Vault:
     def __init__(self, keys: list[MasterKey]):
         if not keys:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 from xcoin_trading.analytics.warehouse import connect
 from xcoin_trading.config import Settings
-from xcoin_trading.errors import ValidationError
+from xcoin_trading.errors import NotFound, ValidationError
 
 _WRITE_NODES = ("Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "Copy", "Attach", "Detach")
 
@@ -82,6 +83,19 @@ def statement_kinds(sql: str) -> list[str]:
         return ["UNPARSEABLE"]
 
 
+@contextmanager
+def _lake_only():
+    """Before the warehouse is built: an in-memory DuckDB that sees only the candle lake."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
 def run_query(settings: Settings, sql: str, *, allow_write: bool = False) -> QueryResult:
     """Run `sql` (one or more statements; the last one's result is returned)."""
     import duckdb
@@ -95,11 +109,23 @@ def run_query(settings: Settings, sql: str, *, allow_write: bool = False) -> Que
             f"is not read-only ({kinds}); the warehouse is rebuilt from snapshots, pass --write to change it",
         )
     started = time.perf_counter()
-    with connect(settings, write=allow_write) as con:
+    from xcoin_trading.marketdata.catalog import lake_views
+
+    built = allow_write or settings.warehouse_path.exists()
+    with connect(settings, write=allow_write) if built else _lake_only() as con:
+        for statement in lake_views(settings):  # the candle lake is queryable beside the models
+            con.execute(statement)
         try:
             relation = con.sql(sql)  # runs every statement; a relation for a final query
             table = relation.to_arrow_table() if relation is not None else None
             types = [str(t) for t in relation.types] if relation is not None else []
+        except duckdb.CatalogException as exc:
+            if not built:  # a model or snapshot table before the first build: say how to get them
+                raise NotFound(
+                    f"the analytics warehouse {settings.warehouse_path} is not built yet: run `xcoin analytics "
+                    "build` (the candle lake's `candles` and `candle_days` can be queried already)"
+                ) from None
+            raise ValidationError("sql", f"failed: {exc}") from None
         except duckdb.Error as exc:
             raise ValidationError("sql", f"failed: {exc}") from None
     import pyarrow as pa

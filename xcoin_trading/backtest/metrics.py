@@ -3,6 +3,8 @@
 Conventions (the seed did not define them; chosen and fixed here):
 - Money fields are in the quote currency; `*Pct` fields and `winRate`, `exposurePct`, `cagrPct` are
   percentages (0-100).
+- Units of every field: `METRIC_UNITS` below. `totalPnl` (seed name) is GROSS, `totalPnlPct` NET;
+  `grossPnl`, `grossPnlPct`, `netPnlPct`, `*Seconds` and `spanDays` say so in their names.
 - `totalPnl` is the price P&L before fees, `totalCommission` the fees of both sides of every trade,
   `netPnl = totalPnl - totalCommission`, `finalCapital = initialCapital + netPnl`,
   `totalPnlPct = netPnl / initialCapital × 100`. Wins/losses use the net P&L of a trade
@@ -189,5 +191,34 @@ def compute_metrics(
         "intrabarResolved": int(np.count_nonzero(trades[T_INTRABAR])),
         "refusedEntries": int(refused.sum()),
         "candles": int(n_candles),
+        # Explicit twins of seed fields whose names mislead (the seed's names stay as they are).
+        "grossPnl": float(gross.sum()),
+        "grossPnlPct": float(gross.sum()) / initial_capital * 100,
+        "netPnlPct": net / initial_capital * 100,
+        "averageTradeDurationSeconds": float(durations_ms.mean() / 1000) if n else 0.0,
+        "maxDrawdownDurationSeconds": float(max_dd_candles * candle_ms / 1000),
+        "spanDays": n_candles * candle_ms / 86_400_000,
     }
     return json_safe(metrics)
+
+
+# Unit of every metric (money is the quote currency, e.g. USDT). `totalPnl` is GROSS (before fees)
+# while `totalPnlPct` is NET: the seed's names, kept; `grossPnl`/`netPnlPct` say it outright.
+METRIC_UNITS: dict[str, str] = {
+    "totalTrades": "count", "winningTrades": "count", "losingTrades": "count", "winRate": "% of trades",
+    "totalPnl": "quote, gross (before fees)", "totalPnlPct": "% of initial capital, net (after fees)",
+    "avgWin": "quote, net", "avgLoss": "quote, net (negative)", "largestWin": "quote, net",
+    "largestLoss": "quote, net (negative)", "profitFactor": "ratio (null: no losing trade)",
+    "sharpeRatio": "annualised, per-candle equity returns", "maxDrawdown": "quote",
+    "maxDrawdownPct": "% of the peak", "averageTradeDuration": "seconds", "totalCommission": "quote",
+    "netPnl": "quote, net", "finalCapital": "quote", "initialCapital": "quote",
+    "sortinoRatio": "annualised", "calmarRatio": "ratio (cagrPct / maxDrawdownPct)",
+    "cagrPct": "% per year, compounded (extrapolated when spanDays < 365)", "expectancy": "quote per trade, net",
+    "sqn": "ratio", "tradeSharpe": "ratio, per trade, not annualised", "exposurePct": "% of candles",
+    "maxDrawdownDuration": "seconds", "maxDrawdownDurationCandles": "candles",
+    "averageTradeDurationCandles": "candles", "longTrades": "count", "shortTrades": "count",
+    "ambiguousCandles": "count", "intrabarResolved": "count", "refusedEntries": "count", "candles": "count",
+    "grossPnl": "quote, gross (= totalPnl)", "grossPnlPct": "% of initial capital, gross",
+    "netPnlPct": "% of initial capital, net (= totalPnlPct)", "averageTradeDurationSeconds": "seconds",
+    "maxDrawdownDurationSeconds": "seconds", "spanDays": "days", "resolution": "the candles' resolution",
+}  # fmt: skip

@@ -17,7 +17,7 @@ from xcoin_trading.backtest.engine import BacktestResult, SimulationConfig, run_
 from xcoin_trading.backtest.results import ResolvedStrategy, SavedBacktest, resolve_strategy, save_result
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS, Market
+from xcoin_trading.exchange.markets import Market, default_market
 from xcoin_trading.strategy import read_candles_file
 
 
@@ -60,7 +60,10 @@ def market_for(symbol: str | None) -> Market | None:
     """The market whose step and minimums the backtest applies (None: fractional sizes)."""
     if symbol is None:
         return None
-    return SPOT_MARKETS.get(symbol) or FUTURES_MARKETS.get(symbol)
+    try:
+        return default_market(symbol)
+    except ValidationError:  # a file's candles of a market the exchange does not list
+        return None
 
 
 @dataclass
@@ -134,13 +137,63 @@ def load_inputs(request: BacktestRequest, settings: Settings) -> tuple[pl.DataFr
     missing = [n for n in ("symbol", "resolution", "start", "end") if getattr(request, n) in (None, "")]
     if missing:
         raise ValidationError(missing[0], "is required unless a data file is given")
-    from xcoin_trading.marketdata.lake import load_candles
-
-    candles = load_candles(request.symbol, request.resolution, start, end, settings)
+    candles = load_lake_candles(request.symbol, request.resolution, start, end, settings)
     intrabar = None
     if request.intrabar == "1m" and request.resolution != "1m":
+        from xcoin_trading.marketdata.lake import load_candles
+
         intrabar = load_candles(request.symbol, "1m", start, end, settings)
     return candles, intrabar
+
+
+def load_lake_candles(
+    symbol: str, resolution: str, start: datetime, end: datetime, settings: Settings
+) -> pl.DataFrame:
+    """The lake's candles at `resolution`; when the lake has none of those days at that resolution
+    but has them in 1m, built from the 1m candles (the same aggregation the Dagster assets use)."""
+    from xcoin_trading.errors import NotFound
+    from xcoin_trading.marketdata.lake import load_candles
+    from xcoin_trading.marketdata.resample import resample
+
+    try:
+        return load_candles(symbol, resolution, start, end, settings)
+    except NotFound:
+        if resolution == "1m":
+            raise
+        try:
+            minutes = load_candles(symbol, "1m", start, end, settings)
+        except NotFound:
+            raise NotFound(
+                f"the lake has no {symbol} {resolution} candles for that range, nor the 1m candles to "
+                f"build them from (import a file with `xcoin data import` or backfill with `xcoin data backfill`)"
+            ) from None
+        return resample(minutes, resolution)
+
+
+def validation_problems(request: BacktestRequest, settings: Settings | None = None) -> list[str]:
+    """Why the strategy would not be allowed to trade live: a `.py` file is validated like an upload
+    (sandboxed: compiles, runs, does not look ahead); a stored strategy reports its recorded status.
+    Built-ins are trusted. A backtest of code that looks ahead shows profits it could never make."""
+    ref = request.strategy
+    from xcoin_trading.strategy.builtin import BUILTIN_STRATEGIES
+
+    if ref in BUILTIN_STRATEGIES:
+        return []
+    resolved = resolve_strategy(ref, settings)  # names a missing file or an unknown code first
+    if resolved.strategy_id is None:  # a .py file
+        from xcoin_trading.strategy.validation import validate_strategy
+
+        path = Path(ref)
+        params = resolved.strategy.resolve_params({**resolved.params, **request.params})
+        return validate_strategy(path.stem, path.read_text(), params).errors
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import Strategy
+
+    with session_scope(settings or get_settings()) as session:
+        row = session.get(Strategy, resolved.strategy_id)
+        if row.validation_status == "INVALID":
+            return list(row.validation_errors or ["it was stored INVALID"])
+    return []
 
 
 def prepare(request: BacktestRequest, settings: Settings | None = None):

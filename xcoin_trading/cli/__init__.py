@@ -8,7 +8,15 @@ import sys
 
 import click
 
-from xcoin_trading.errors import XcoinError
+from xcoin_trading.errors import VaultError, XcoinError
+
+
+def exit_code_of(exc: XcoinError) -> int:
+    """2: the operator's input was wrong (fix it and re-run); 1: the work itself failed (the exchange
+    could not be reached or refused, a secret could not be decrypted)."""
+    from xcoin_trading.exchange.errors import ExchangeError
+
+    return 1 if isinstance(exc, ExchangeError | VaultError) else 2
 
 
 class _Main(click.Group):
@@ -17,7 +25,7 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except XcoinError as exc:  # a clear one-line error, never a traceback with secrets in locals
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exit_code_of(exc))
 
 
 @click.group(cls=_Main)

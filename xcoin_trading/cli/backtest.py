@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -117,19 +118,42 @@ def backtest_group() -> None:
     "--report", "report_out", type=click.Path(dir_okay=False), help="Also write the HTML report here."
 )
 @click.option("--no-save", is_flag=True, help="Do not store the result (no history row, no artifacts).")
-def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, **kw) -> None:
-    """Run one backtest and print its metrics."""
-    from xcoin_trading.backtest.metrics import SEED_FIELDS
-    from xcoin_trading.backtest.service import execute
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Run a strategy that fails validation (e.g. looks ahead); its figures are then not trustworthy.",
+)
+def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, allow_invalid: bool, **kw) -> None:
+    """Run one backtest and print its metrics.
 
-    result, saved = execute(_request(kw), settings=get_settings(), save=not no_save, report_path=report_out)
+    A .py file is validated first like an upload (sandboxed; compiles, runs, does not look ahead), a
+    stored strategy must be VALID: otherwise the run is refused (exit 2) unless --allow-invalid."""
+    from xcoin_trading.backtest.metrics import METRIC_UNITS, SEED_FIELDS
+    from xcoin_trading.backtest.service import execute, validation_problems
+    from xcoin_trading.errors import ValidationError
+
+    request = _request(kw)
+    problems = validation_problems(request, get_settings())
+    if problems and not allow_invalid:
+        raise ValidationError(
+            "strategy",
+            f"{problems[0]} ({kw['strategy']} fails validation; pass --allow-invalid to run it anyway)",
+        )
+    for problem in problems:
+        click.echo(
+            f"warning: {kw['strategy']} fails validation, its results are not trustworthy: {problem}",
+            err=True,
+        )
+    result, saved = execute(request, settings=get_settings(), save=not no_save, report_path=report_out)
     m = result.metrics
     click.echo(
         f"{result.strategy} {json.dumps(result.params, sort_keys=True)}  {m['candles']:,} candles ({m['resolution']})"
     )
     for name in SEED_FIELDS:
-        click.echo(f"  {name:<22} {_fmt(m[name])}")
+        click.echo(f"  {name:<22} {_fmt(m[name])}  ({METRIC_UNITS[name]})")
     extras = (
+        "grossPnl",
+        "netPnlPct",
         "sortinoRatio",
         "calmarRatio",
         "cagrPct",
@@ -140,6 +164,10 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, **kw) -
         "refusedEntries",
     )
     click.echo("  " + "  ".join(f"{k}={_fmt(m[k])}" for k in extras))
+    if m["spanDays"] < 365:
+        click.echo(
+            f"  (cagrPct extrapolates {m['spanDays']:.1f} days to a year; netPnlPct is this span's return)"
+        )
     t = result.timings_ms
     click.echo(
         f"  time: signals {t['signals']:.0f} ms, simulation {t['simulate']:.0f} ms, total {t['total']:.0f} ms"
@@ -149,7 +177,7 @@ def run_cmd(json_out: str | None, report_out: str | None, no_save: bool, **kw) -
     if report_out:
         click.echo(f"report written to {report_out}")
     if json_out:
-        payload = result.summary() | {"trades": json.loads(result.trades.write_json())}
+        payload = result.summary() | {"units": METRIC_UNITS, "trades": json.loads(result.trades.write_json())}
         Path(json_out).write_text(json.dumps(payload, indent=1, allow_nan=False, default=str))
         click.echo(f"json written to {json_out}")
 
@@ -195,6 +223,8 @@ def sweep_cmd(
     """Backtest every combination of a parameter grid and rank them."""
     import time
 
+    import polars as pl
+
     from xcoin_trading.backtest.results import save_research
     from xcoin_trading.backtest.service import prepare
     from xcoin_trading.backtest.sweep import combinations, edge_warnings, parse_grid, run_sweep
@@ -228,6 +258,11 @@ def sweep_cmd(
     if out_file:
         ranking.write_parquet(out_file)
         click.echo(f"ranking written to {out_file}")
+    errors = ranking.filter(pl.col("error").is_not_null())["error"]
+    if errors.len():  # a combination fails only on its parameters (e.g. fast >= slow): bad input
+        click.echo(f"{errors.len()} of {total} combinations are invalid; first: {errors[0]}", err=True)
+    if errors.len() == total:
+        sys.exit(2)
     if not no_save:
         saved = save_research(
             "sweep", resolved.strategy.code, strategy_id=resolved.strategy_id,

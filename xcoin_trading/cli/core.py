@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -144,6 +145,9 @@ def strategies_add(
         )
         for problem in strategy.validation_errors or []:
             click.echo(f"  {problem}")
+        invalid = strategy.validation_status != "VALID"
+    if invalid:  # stored with its reasons (so they can be read back), but the upload was bad input
+        sys.exit(2)
 
 
 @click.command("subscribe")
@@ -184,14 +188,23 @@ def vault_group() -> None:
 
 @vault_group.command("rotate")
 def vault_rotate() -> None:
-    """Re-encrypt every credential under the newest master key (first in XCOIN_ENCRYPTION_KEY)."""
-    from xcoin_trading.services.credentials import rotate_all
-    from xcoin_trading.vault import Vault
+    """Re-encrypt every credential under the newest master key (first in XCOIN_ENCRYPTION_KEY).
 
-    vault = Vault.from_settings(get_settings())
+    Embedded default: the new key is XCOIN_ENCRYPTION_KEY's first if set, else a generated one, and
+    $XCOIN_HOME/master.key is updated to it (it holds old and new keys until the re-encryption commits)."""
+    from xcoin_trading.services.credentials import rotate_all
+    from xcoin_trading.vault import Vault, embedded_rotation_keys, finish_embedded_rotation
+
+    settings = get_settings()
+    keys = embedded_rotation_keys(settings)
+    vault = Vault(keys) if keys is not None else Vault.from_settings(settings)
     with _session() as session:
         count = rotate_all(session, vault)
+    if keys is not None:
+        finish_embedded_rotation(settings, vault.active)
     click.echo(f"re-encrypted {count} credentials under master key {vault.active.key_id}")
+    if keys is not None:
+        click.echo(f"{settings.master_key_path} now holds master key {vault.active.key_id} only")
 
 
 @click.command("demo")

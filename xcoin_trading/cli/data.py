@@ -62,11 +62,22 @@ def data_group() -> None:
     "--start", default=None, help="First UTC day to import (YYYY-MM-DD); default: the file's first."
 )
 @click.option("--end", default=None, help="Last UTC day to import, inclusive; default: the file's last.")
-def import_cmd(file: Path, symbol: str, resolution: str, start: str | None, end: str | None) -> None:
-    """Load a Parquet or CSV candle file into the lake, one checked day at a time.
+@click.option(
+    "--source",
+    "origin",
+    type=click.Choice(["binance", "coindcx", "file"]),
+    default=None,
+    help="Where the candles come from, recorded on each day; default: detected from the format.",
+)
+def import_cmd(
+    file: Path, symbol: str, resolution: str, start: str | None, end: str | None, origin: str | None
+) -> None:
+    """Load a candle file into the lake, one checked day at a time.
 
-    FILE needs the columns open_time (epoch ms or ISO time, UTC), open, high, low, close, volume.
-    A day with bad rows is reported and not written; the exit status is then 1.
+    FILE is Parquet or CSV with open_time (epoch ms/µs or ISO time, UTC), open, high, low, close,
+    volume; a Binance kline file from data.binance.vision (CSV with or without header, or its .zip;
+    ms or µs times); or CoinDCX candle JSON. A day with bad rows is reported and not written; the
+    exit status is then 1.
     """
     from xcoin_trading.marketdata.importer import import_candles
 
@@ -79,6 +90,7 @@ def import_cmd(file: Path, symbol: str, resolution: str, start: str | None, end:
             start=first,
             end=last + timedelta(days=1) if last else None,
             progress=lambda done, total, day: advance(done, total, day.day),
+            origin=origin,
         )
     if report.rejected:
         click.echo(report.describe_rejections(), err=True)
@@ -115,6 +127,23 @@ def backfill_cmd(symbols: tuple[str, ...], resolutions: tuple[str, ...], start: 
         raise ValidationError("end", f"must not be after today, got {end}")
     days = day_range(first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d"))
     settings = get_settings()
+    if settings.api_url is None and settings.public_url is None:
+        from xcoin_trading.marketdata.candles import check_symbol
+
+        for symbol in symbols:  # a wrong symbol is the first thing to fix
+            check_symbol(symbol)
+        from xcoin_trading.exchange.embedded import EMBEDDED_HISTORY_DAYS, embedded_history_start_ms
+        from xcoin_trading.timeframes import from_ms
+
+        earliest = from_ms(embedded_history_start_ms())
+        if first < earliest:
+            raise ValidationError(
+                "start",
+                f"{start} is before the embedded simulator's history: with no COINDCX_API_URL set it serves "
+                f"synthetic candles for the last {EMBEDDED_HISTORY_DAYS} days only (from {earliest:%Y-%m-%d}); "
+                "load real history with `xcoin data import` (e.g. Binance's kline files) or point "
+                "COINDCX_API_URL/COINDCX_PUBLIC_URL at CoinDCX",
+            )
     with exchange_client(settings) as client, _progress("backfill") as advance:
         report = backfill(
             client,
@@ -134,10 +163,14 @@ def backfill_cmd(symbols: tuple[str, ...], resolutions: tuple[str, ...], start: 
 
 
 @data_group.command("summary")
-def summary_cmd() -> None:
-    """Days, rows and span per symbol and resolution in the lake (through the DuckDB catalog)."""
-    from xcoin_trading.marketdata.catalog import catalog_summary
-    from xcoin_trading.marketdata.lake import lake_summary
+@click.option("--gaps", "show_gaps", default=3, show_default=True, help="Gap ranges listed per row.")
+def summary_cmd(show_gaps: int) -> None:
+    """Days, rows, span, sources and gaps per symbol and resolution in the lake (through DuckDB).
+
+    Days fetched from a simulator are synthetic and marked SIMULATOR; a gap is a break in the
+    time grid inside the stored span (missing candles, or whole missing days)."""
+    from xcoin_trading.marketdata.catalog import catalog_gaps, catalog_summary
+    from xcoin_trading.marketdata.lake import lake_summary, source_label
 
     settings = get_settings()
     files = lake_summary(settings)
@@ -145,17 +178,34 @@ def summary_cmd() -> None:
         click.echo(f"the lake at {settings.lake_dir} is empty")
         return
     rows = catalog_summary(settings).join(
-        files.select("symbol", "resolution", "partial_days"), on=["symbol", "resolution"]
+        files.select("symbol", "resolution", "partial_days", "sources", "simulated_days"),
+        on=["symbol", "resolution"],
     )
+    gaps = catalog_gaps(settings)
     click.echo(
-        f"{'symbol':<12} {'res':<4} {'days':>6} {'partial':>7} {'candles':>11}  first open → last open (UTC)"
+        f"{'symbol':<12} {'res':<4} {'days':>6} {'partial':>7} {'candles':>11} {'gaps':>5} {'missing':>8}  "
+        f"{'first open → last open (UTC)':<35} source"
     )
     order = {r: i for i, r in enumerate(TRADED_RESOLUTIONS)}
+    simulated = 0
     for r in sorted(rows.iter_rows(named=True), key=lambda r: (r["symbol"], order.get(r["resolution"], 99))):
+        g = gaps.get((r["symbol"], r["resolution"]), [])
+        missing = sum(n for _, _, n in g)
+        sources = "+".join(source_label(x) for x in r["sources"].split("+"))
+        simulated += r["simulated_days"]
         click.echo(
-            f"{r['symbol']:<12} {r['resolution']:<4} {r['days']:>6} {r['partial_days']:>7} {r['rows']:>11,}  "
-            f"{r['first_open']:%Y-%m-%d %H:%M} → {r['last_open']:%Y-%m-%d %H:%M}"
+            f"{r['symbol']:<12} {r['resolution']:<4} {r['days']:>6} {r['partial_days']:>7} {r['rows']:>11,} "
+            f"{len(g):>5} {missing:>8,}  "
+            f"{r['first_open']:%Y-%m-%d %H:%M} → {r['last_open']:%Y-%m-%d %H:%M}   {sources}"
         )
+        for after, before, n in g[:show_gaps]:
+            click.echo(
+                f"    gap: {n:,} candle(s) missing after {after:%Y-%m-%d %H:%M} (next {before:%Y-%m-%d %H:%M})"
+            )
+        if len(g) > show_gaps:
+            click.echo(f"    … {len(g) - show_gaps} more gap(s)")
+    if simulated:
+        click.echo(f"{simulated} day(s) are SIMULATOR data: synthetic prices, not market history")
     click.echo(f"lake {settings.lake_dir} · catalog {settings.catalog_path}")
 
 

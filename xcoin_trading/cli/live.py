@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import click
@@ -44,6 +45,9 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
     close = _parse_time(at) or from_ms(floor_ms(to_ms(utcnow()), resolution))
     moment = _parse_time(now) or (close if at else utcnow())
     reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
+    from xcoin_trading.alerts import execution_reports
+
+    execution_reports(reports)
     if not reports:
         click.echo(f"no active strategy trades {symbol} {resolution}")
     for r in reports:
@@ -56,6 +60,18 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
         for sub_id, outcome in sorted(r.outcomes.items()):
             reason = f" ({outcome['reason']})" if outcome.get("reason") else ""
             click.echo(f"  subscription {sub_id}: {outcome['status']}{reason}")
+    failed = [r for r in reports if not tick_succeeded(r)]
+    if failed:
+        click.echo(f"{len(failed)} of {len(reports)} execution(s) did not complete", err=True)
+        sys.exit(1)
+
+
+def tick_succeeded(report) -> bool:
+    """FAILED/SKIPPED executions, or a subscriber whose order failed or is unknown, are failed work;
+    a candle another worker holds or already ran is not (nothing was left undone by us)."""
+    if report.status in ("FAILED", "SKIPPED"):
+        return False
+    return not any(o.get("status") in ("FAILED", "UNKNOWN") for o in report.outcomes.values())
 
 
 @live_group.command("flatten")

@@ -15,6 +15,12 @@ _embedded_lock = threading.Lock()
 _embedded_server: Any = None
 
 
+def embedded_history_start_ms(now_ms: int | None = None) -> int:
+    """First candle the embedded simulator serves: a UTC midnight EMBEDDED_HISTORY_DAYS back."""
+    now = to_ms(utcnow()) if now_ms is None else now_ms
+    return now - now % DAY_MS - EMBEDDED_HISTORY_DAYS * DAY_MS
+
+
 def embedded_exchange_url() -> str:
     """URL of this process's simulator, started on first use and stopped at exit (embedded mode)."""
     global _embedded_server
@@ -26,7 +32,7 @@ def embedded_exchange_url() -> str:
             # mean against CoinDCX. The seeded walks start at a UTC midnight EMBEDDED_HISTORY_DAYS
             # back, so every process (each Dagster run starts one) serves the same prices that day.
             now = to_ms(utcnow())
-            anchor = now - now % DAY_MS - EMBEDDED_HISTORY_DAYS * DAY_MS
+            anchor = embedded_history_start_ms(now)
             server = SimulatorServer.random_walk(
                 seed=0,
                 realtime=True,

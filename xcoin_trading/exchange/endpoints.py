@@ -569,27 +569,16 @@ class Endpoints:
             f"{FUTURES}/data/instrument",
             params={"pair": pair, "margin_currency_short_name": margin_currency},
         )
-        row = reply["instrument"]
-        tick, step = Decimal(str(row["price_increment"])), Decimal(str(row["quantity_increment"]))
-        target = pair.split("-", 1)[1].split("_", 1)[0]
-        return Market(
-            symbol=pair,
-            pair=pair,
-            target=target,
-            base=margin_currency,
-            price_precision=max(0, -tick.normalize().as_tuple().exponent),
-            quantity_precision=max(0, -step.normalize().as_tuple().exponent),
-            step=step,
-            min_quantity=Decimal(str(row["min_quantity"])),
-            max_quantity=Decimal(str(row["max_quantity"])),
-            min_notional=Decimal(str(row.get("min_notional") or 0)),
-            kind="futures",
-            max_leverage=Decimal(str(row["max_leverage_long"]))
-            if row.get("max_leverage_long") is not None
-            else None,
-            price_increment=tick,
-            status=row.get("status", "active"),
+        return Market.from_instrument(reply["instrument"] | {"pair": pair}, margin_currency)
+
+    def _p_futures_active_instruments(self, margin_currency: str = "USDT") -> Plan:
+        """Pairs of every active futures instrument (`B-BTC_USDT`, ...)."""
+        rows = yield Call(
+            "api",
+            f"{FUTURES}/data/active_instruments",
+            params={"margin_currency_short_name[]": margin_currency},
         )
+        return [r if isinstance(r, str) else r["pair"] for r in rows]
 
     def _p_futures_orders(
         self,
@@ -782,6 +771,7 @@ class Endpoints:
     futures_ensure_leverage = _endpoint(_p_futures_ensure_leverage)
     futures_create_order = _endpoint(_p_futures_create_order)
     futures_instrument = _endpoint(_p_futures_instrument)
+    futures_active_instruments = _endpoint(_p_futures_active_instruments)
     futures_orders = _endpoint(_p_futures_orders)
     futures_cancel_order = _endpoint(_p_futures_cancel_order)
     futures_positions = _endpoint(_p_futures_positions)

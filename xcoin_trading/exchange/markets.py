@@ -6,8 +6,10 @@ CoinDCX names: `symbol` is `BTCUSDT`; `pair` is `B-BTC_USDT` (look it up, never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any, Literal
 
 from xcoin_trading.errors import ValidationError
@@ -22,6 +24,12 @@ def D(value: Any) -> Decimal:
     if isinstance(value, float):
         return Decimal(repr(value))
     return Decimal(str(value))
+
+
+def _exact(value: Any) -> Decimal:
+    """A listed number as the exchange means it: `5.0` is 5, `1e-05` is 0.00001 (messages, JSON)."""
+    d = D(value)
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
 class BelowMinimum(ValidationError):
@@ -90,12 +98,46 @@ class Market:
             )
 
     @classmethod
+    def from_instrument(cls, row: dict[str, Any], margin_currency: str | None = None) -> Market:
+        """Build from one futures `instrument` object (`.../futures/data/instrument`)."""
+        pair = row["pair"]
+        tick, step = _exact(row["price_increment"]), _exact(row["quantity_increment"])
+        leverage = row.get("max_leverage_long")
+        return cls(
+            symbol=pair,  # futures are named by pair everywhere
+            pair=pair,
+            target=pair.split("-", 1)[1].split("_", 1)[0],
+            base=margin_currency or row.get("margin_currency_short_name") or "USDT",
+            price_precision=max(0, -tick.normalize().as_tuple().exponent),
+            quantity_precision=max(0, -step.normalize().as_tuple().exponent),
+            step=step,
+            min_quantity=_exact(row["min_quantity"]),
+            max_quantity=_exact(row["max_quantity"]),
+            min_notional=_exact(row.get("min_notional") or 0),
+            kind="futures",
+            max_leverage=None if leverage is None else _exact(leverage),
+            price_increment=tick,
+            status=row.get("status", "active"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Exact (decimal strings) and complete: how the stored market list keeps it."""
+        return {
+            f.name: (str(v) if isinstance(v := getattr(self, f.name), Decimal) else v) for f in fields(self)
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Market:
+        decimals = {f.name for f in fields(cls) if "Decimal" in str(f.type)}
+        return cls(**{k: (None if v is None else D(v)) if k in decimals else v for k, v in row.items()})
+
+    @classmethod
     def from_details(cls, row: dict[str, Any]) -> Market:
         """Build from one `markets_details` object (numbers may be strings)."""
 
         def opt(key: str) -> Decimal | None:
             v = row.get(key)
-            return None if v is None else D(v)
+            return None if v is None else _exact(v)
 
         return cls(
             symbol=row.get("coindcx_name") or row["symbol"],
@@ -104,10 +146,10 @@ class Market:
             base=row["base_currency_short_name"],
             price_precision=int(row["base_currency_precision"]),
             quantity_precision=int(row["target_currency_precision"]),
-            step=D(row.get("step") or Decimal(1).scaleb(-int(row["target_currency_precision"]))),
-            min_quantity=D(row["min_quantity"]),
-            max_quantity=D(row["max_quantity"]),
-            min_notional=D(row.get("min_notional") or 0),
+            step=_exact(row.get("step") or Decimal(1).scaleb(-int(row["target_currency_precision"]))),
+            min_quantity=_exact(row["min_quantity"]),
+            max_quantity=_exact(row["max_quantity"]),
+            min_notional=_exact(row.get("min_notional") or 0),
             kind="spot",
             max_leverage=opt("max_leverage"),
             min_price=opt("min_price"),
@@ -115,100 +157,32 @@ class Market:
             status=row.get("status", "active"),
         )
 
-    def to_details(self) -> dict[str, Any]:
-        """The `markets_details` JSON object for this market (what the simulator serves)."""
-        return {
-            "coindcx_name": self.symbol,
-            "symbol": self.symbol,
-            "pair": self.pair,
-            "ecode": self.pair.split("-", 1)[0],
-            "base_currency_short_name": self.base,
-            "target_currency_short_name": self.target,
-            "base_currency_name": self.base,
-            "target_currency_name": self.target,
-            "min_quantity": float(self.min_quantity),
-            "max_quantity": float(self.max_quantity),
-            "max_quantity_market": float(self.max_quantity),
-            "min_price": float(self.min_price) if self.min_price is not None else None,
-            "max_price": float(self.max_price) if self.max_price is not None else None,
-            "min_notional": float(self.min_notional),
-            "base_currency_precision": self.price_precision,
-            "target_currency_precision": self.quantity_precision,
-            "step": float(self.step),
-            "order_types": ["market_order", "limit_order"],
-            "bo_sl_safety_percent": None,
-            "max_leverage": float(self.max_leverage) if self.max_leverage is not None else None,
-            "max_leverage_short": float(self.max_leverage) if self.max_leverage is not None else None,
-            "status": self.status,
-        }
+
+def _bundled() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "fixtures" / "coindcx_markets.json").read_text())
 
 
-def _spot(
-    target: str, pp: int, qp: int, step: str, min_q: str, max_q: str, min_notional: str = "5"
-) -> Market:
-    return Market(
-        symbol=f"{target}USDT",
-        pair=f"B-{target}_USDT",
-        target=target,
-        base="USDT",
-        price_precision=pp,
-        quantity_precision=qp,
-        step=Decimal(step),
-        min_quantity=Decimal(min_q),
-        max_quantity=Decimal(max_q),
-        min_notional=Decimal(min_notional),
-        kind="spot",
-    )
-
-
-def _futures(spot: Market, tick: str, qty_inc: str, max_leverage: int = 20) -> Market:
-    return Market(
-        symbol=spot.pair,  # futures are named by pair everywhere
-        pair=spot.pair,
-        target=spot.target,
-        base="USDT",
-        price_precision=max(0, -Decimal(tick).as_tuple().exponent),
-        quantity_precision=max(0, -Decimal(qty_inc).as_tuple().exponent),
-        step=Decimal(qty_inc),
-        min_quantity=Decimal(qty_inc),
-        max_quantity=spot.max_quantity,
-        min_notional=Decimal("5"),
-        kind="futures",
-        max_leverage=Decimal(max_leverage),
-        price_increment=Decimal(tick),
-    )
-
-
-# Realistic Binance-routed USDT markets (precisions and steps as CoinDCX lists them).
+BUNDLED = _bundled()  # CoinDCX's real shapes; what the simulator serves and what applies before a refresh
+BUNDLED_SPOT: list[Market] = [Market.from_details(row) for row in BUNDLED["spot"]]
+BUNDLED_FUTURES: list[Market] = [Market.from_instrument(row) for row in BUNDLED["futures"]]
+# The markets the simulator trades: active USDT spot (Binance-routed) and active futures.
 SPOT_MARKETS: dict[str, Market] = {
-    m.symbol: m
-    for m in (
-        _spot("BTC", 2, 5, "0.00001", "0.00001", "9000"),
-        _spot("ETH", 2, 4, "0.0001", "0.0001", "9000"),
-        _spot("SOL", 2, 3, "0.001", "0.001", "90000"),
-        _spot("BNB", 1, 3, "0.001", "0.001", "90000"),
-        _spot("XRP", 4, 1, "0.1", "0.1", "9000000"),
-        _spot("SUI", 4, 1, "0.1", "0.1", "9000000"),
-    )
+    m.symbol: m for m in BUNDLED_SPOT if m.status == "active" and m.base == "USDT" and m.pair.startswith("B-")
 }
-FUTURES_MARKETS: dict[str, Market] = {
-    f.pair: f
-    for f in (
-        _futures(SPOT_MARKETS["BTCUSDT"], "0.1", "0.001", 25),
-        _futures(SPOT_MARKETS["ETHUSDT"], "0.01", "0.01", 25),
-        _futures(SPOT_MARKETS["SOLUSDT"], "0.01", "1", 20),
-        _futures(SPOT_MARKETS["BNBUSDT"], "0.01", "0.01", 20),
-        _futures(SPOT_MARKETS["XRPUSDT"], "0.0001", "1", 20),
-        _futures(SPOT_MARKETS["SUIUSDT"], "0.0001", "1", 20),
-    )
-}
+FUTURES_MARKETS: dict[str, Market] = {m.pair: m for m in BUNDLED_FUTURES if m.status == "active"}
 
 
 def default_market(symbol: str) -> Market:
-    """Built-in metadata for a known symbol or futures pair (used offline and by the simulator)."""
-    if symbol in SPOT_MARKETS:
-        return SPOT_MARKETS[symbol]
-    if symbol in FUTURES_MARKETS:
-        return FUTURES_MARKETS[symbol]
-    known = ", ".join([*SPOT_MARKETS, *FUTURES_MARKETS])
-    raise ValidationError("symbol", f"is not a known market: {symbol!r} (known: {known})")
+    """Metadata of a spot symbol or futures pair from the stored market list (`xcoin markets
+    refresh`), or the bundled one before the first refresh; any status (open trades on a market
+    that went inactive still need it). Use `tradable_market` for something new."""
+    from xcoin_trading.exchange.catalog import load_catalog
+
+    return load_catalog().find(symbol)
+
+
+def tradable_market(symbol: str) -> Market:
+    """As `default_market`, refusing a market that is not active, naming it and its status."""
+    from xcoin_trading.exchange.catalog import load_catalog
+
+    return load_catalog().tradable(symbol)

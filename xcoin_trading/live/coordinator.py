@@ -25,6 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError, XcoinError
 from xcoin_trading.exchange.client import AiohttpPool, CoinDCXClient
+from xcoin_trading.exchange.errors import (
+    ExchangeTimeout,
+    ExchangeUnavailable,
+    RateLimited,
+    ServerError,
+)
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live import fanout
 from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_identity
@@ -100,9 +106,11 @@ def run_candle_close(
 
 
 def _claim(
-    ctx: LiveContext, strategy: StrategySettings, key: str, close_time: datetime
+    ctx: LiveContext, strategy: StrategySettings, key: str, close_time: datetime, now: datetime | None = None
 ) -> tuple[int | None, bool, str]:
-    """(execution id, resumed, state). Inserting the row is the claim; a dead worker's row is taken over."""
+    """(execution id, resumed, state). Inserting the row is the claim; a dead worker's row is taken over.
+    A row FAILED for a transient cause (`details.retryable`) is claimed again while the candle is
+    still fresh; it resumes, so a signal it recorded is reused and any intent is resolved first."""
     try:
         with session_scope(ctx.settings) as session:
             row = StrategyExecution(strategy_id=strategy.id, interval_key=key, scheduled_at=close_time,
@@ -119,6 +127,14 @@ def _claim(
                 StrategyExecution.strategy_id == strategy.id, StrategyExecution.interval_key == key
             )
         )
+        if row.status == "FAILED" and _retryable(row, strategy, close_time, now or utcnow(), ctx):
+            retried = session.execute(
+                update(StrategyExecution)
+                .where(StrategyExecution.id == row.id, StrategyExecution.status == "FAILED")
+                .values(status="RUNNING", worker_id=ctx.worker_id, dagster_run_id=ctx.dagster_run_id,
+                        error=None, details=None, finished_at=None, started_at=utcnow(), updated_at=utcnow())
+            ).rowcount  # fmt: skip
+            return row.id, bool(retried), "RETRIED" if retried else "IN_PROGRESS"
         if row.status in TERMINAL:
             return row.id, False, "ALREADY_DONE"
         if row.worker_id != ctx.worker_id and not holder_is_dead(row.worker_id or ""):
@@ -129,6 +145,20 @@ def _claim(
             .values(worker_id=ctx.worker_id, dagster_run_id=ctx.dagster_run_id, updated_at=utcnow())
         ).rowcount
         return row.id, bool(taken), "RESUMED" if taken else "IN_PROGRESS"
+
+
+class CandleNotPublished(XcoinError):
+    """The exchange has no candle for this close yet: worth another try while the candle is fresh."""
+
+
+TRANSIENT = (CandleNotPublished, ExchangeUnavailable, ExchangeTimeout, ServerError, RateLimited)
+
+
+def _retryable(row: StrategyExecution, strategy: StrategySettings, close_time: datetime, now: datetime,
+               ctx: LiveContext) -> bool:  # fmt: skip
+    from xcoin_trading.live.retries import may_retry
+
+    return may_retry(row.details, strategy.resolution, close_time, now, ctx.staleness_fraction)
 
 
 def _finish(ctx: LiveContext, execution_id: int, started: float, **values: Any) -> None:
@@ -155,7 +185,7 @@ def _fetch_candles(
             candles = client.fetch_candles(strategy.symbol, strategy.resolution, start, end)
     if candles.height == 0 or int(candles["open_time"][-1]) != end - step:
         last = "none" if candles.height == 0 else str(int(candles["open_time"][-1]))
-        raise XcoinError(
+        raise CandleNotPublished(
             f"the exchange has not published the {strategy.resolution} candle that closed at "
             f"{close_time.isoformat()} (last candle open time: {last})"
         )
@@ -180,7 +210,7 @@ def execute(
         f"{ctx.namespace}:{strategy.id}:{key}", ctx.worker_id, ttl_seconds=max(60, 10 * step // 1000)
     ):
         return report
-    execution_id, resumed, state = _claim(ctx, strategy, key, close_time)
+    execution_id, resumed, state = _claim(ctx, strategy, key, close_time, now)
     report.execution_id = execution_id
     if state in ("ALREADY_DONE", "IN_PROGRESS"):
         report.status = state
@@ -224,7 +254,11 @@ def execute(
         )  # fmt: skip
     except XcoinError as exc:
         report.status, report.error = "FAILED", str(exc)
-        _finish(ctx, execution_id, started, status="FAILED", error=str(exc)[:2000])
+        retryable = isinstance(exc, TRANSIENT)
+        _finish(ctx, execution_id, started, status="FAILED", error=str(exc)[:2000],
+                details={"retryable": True} if retryable else None)  # fmt: skip
+        if retryable:  # the next tick (another worker) may take the candle while it is fresh
+            ctx.locks.release(f"{ctx.namespace}:{strategy.id}:{key}", ctx.worker_id)
     except (
         Exception
     ) as exc:  # a bug of ours: recorded and logged, and the candle's other strategies still run

@@ -40,6 +40,10 @@ class Locks(Protocol):
 
     def holder(self, key: str) -> str | None: ...
 
+    def release(self, key: str, holder: str) -> None:
+        """Drop the lock if `holder` still has it: only after a transient failure, so the next
+        worker may try the candle again while it is fresh."""
+
 
 class LocalLocks:
     """In-process locks for the embedded default (one process, one machine)."""
@@ -67,12 +71,25 @@ class LocalLocks:
             current = self._held.get(key)
             return current[0] if current and current[1] > time.monotonic() else None
 
+    def release(self, key: str, holder: str) -> None:
+        with self._mutex:
+            if self._held.get(key, ("",))[0] == holder:
+                del self._held[key]
+
 
 # Take over only if the value is still the dead holder we saw (no lost update between two takers).
 _TAKEOVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
+end
+return 0
+"""
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -88,6 +105,7 @@ class RedisLocks:
 
         self._redis = redis.Redis.from_url(url, decode_responses=True)
         self._takeover = self._redis.register_script(_TAKEOVER)
+        self._release = self._redis.register_script(_RELEASE)
 
     def acquire(self, key: str, holder: str, ttl_seconds: int) -> bool:
         name = self.prefix + key
@@ -104,6 +122,9 @@ class RedisLocks:
 
     def holder(self, key: str) -> str | None:
         return self._redis.get(self.prefix + key)
+
+    def release(self, key: str, holder: str) -> None:
+        self._release(keys=[self.prefix + key], args=[holder])
 
 
 _local = LocalLocks()

@@ -21,6 +21,7 @@ from xcoin_trading.marketdata.fetch import (
     CandleSource,
     DayIngest,
     DayWindow,
+    client_source,
     day_window,
     store_checked_day,
 )
@@ -49,9 +50,12 @@ class BackfillReport:
 
     def summary_line(self) -> str:
         partial = sum(1 for d in self.written if d.window.partial)
+        kinds = sorted({d.kind for d in self.days})
+        synthetic = " (SIMULATOR: synthetic candles, not market history)" if "simulator" in kinds else ""
         return (
             f"backfilled {len(self.written)} day(s) ({partial} partial), {self.rows_written:,} candles, "
-            f"{len(self.failed)} day(s) failed checks, {self.requests} exchange request(s), {self.seconds:.1f}s"
+            f"{len(self.failed)} day(s) failed checks, {self.requests} exchange request(s), {self.seconds:.1f}s, "
+            f"source {'+'.join(kinds) or 'none'}{synthetic}"
         )
 
     def describe_failures(self) -> str:
@@ -104,6 +108,7 @@ def backfill(
                     continue  # no closed candle yet (today's daily candle, a future day)
             plan.extend((symbol, resolution, chunk) for chunk in _chunks(windows, resolution))
     total = sum(len(chunk) for _, _, chunk in plan)
+    kind, origin = client_source(client)
     report = BackfillReport()
     done = 0
     for symbol, resolution, chunk in plan:
@@ -120,7 +125,9 @@ def backfill(
         }
         for window in chunk:
             candles = by_day.get(window.start_ms // DAY_MS, frame.clear())
-            result = store_checked_day(candles, symbol, resolution, window, "exchange", settings)
+            result = store_checked_day(
+                candles, symbol, resolution, window, "exchange", settings, kind=kind, origin=origin
+            )
             report.days.append(result)
             done += 1
             if progress is not None:

@@ -13,6 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -21,6 +22,8 @@ from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.marketdata.lake import candles_root
 
 VIEW = "candles"
+CATALOG_VERSION = 2  # bump when the views change: an older catalog file is rebuilt
+DAYS_VIEW = "candle_days"  # one row per stored day: its source (simulator days flagged), partial flag
 _COLUMNS = (
     "symbol VARCHAR, resolution VARCHAR, date DATE, open_time BIGINT, open_ts TIMESTAMP, "
     "open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE"
@@ -53,6 +56,45 @@ def view_sql(lake_glob: str, has_files: bool) -> str:
     """
 
 
+def days_view_sql(lake_glob: str, has_files: bool) -> str:
+    """Each day file's own metadata (written beside its candles, so it cannot disagree with them)."""
+    if not has_files:
+        return (
+            f"CREATE OR REPLACE VIEW {DAYS_VIEW} AS SELECT CAST(NULL AS VARCHAR) AS symbol, "
+            "CAST(NULL AS VARCHAR) AS resolution, CAST(NULL AS DATE) AS date, CAST(NULL AS VARCHAR) AS source, "
+            "CAST(NULL AS BOOLEAN) AS simulated, CAST(NULL AS BOOLEAN) AS partial, "
+            "CAST(NULL AS VARCHAR) AS origin WHERE false"
+        )
+    return rf"""
+        CREATE OR REPLACE VIEW {DAYS_VIEW} AS
+        WITH kv AS (
+            SELECT file_name, decode(key) AS k, decode(value) AS v
+            FROM parquet_kv_metadata({_quote(lake_glob)})
+        )
+        SELECT regexp_extract(file_name, 'symbol=([^/]+)/', 1) AS symbol,
+               regexp_extract(file_name, 'resolution=([^/]+)/', 1) AS resolution,
+               CAST(regexp_extract(file_name, 'date=([0-9-]+)\.parquet$', 1) AS DATE) AS date,
+               coalesce(max(v) FILTER (WHERE k = 'xcoin.source'), 'unknown') AS source,
+               coalesce(max(v) FILTER (WHERE k = 'xcoin.source'), '') = 'simulator' AS simulated,
+               coalesce(max(v) FILTER (WHERE k = 'xcoin.partial'), 'false') = 'true' AS partial,
+               coalesce(max(v) FILTER (WHERE k = 'xcoin.origin'), '') AS origin
+        FROM kv GROUP BY file_name
+    """
+
+
+def lake_views(settings: Settings | None = None) -> list[str]:
+    """Statements that make the lake's `candles` and `candle_days` views exist as TEMP views on any
+    DuckDB connection (e.g. the analytics warehouse's, so `xcoin sql` can join candles and trades)."""
+    settings = settings or get_settings()
+    root = candles_root(settings)
+    lake_glob = str(root / "*" / "*" / "*.parquet")
+    has_files = root.exists() and next(root.glob("symbol=*/resolution=*/date=*.parquet"), None) is not None
+    return [
+        sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1)
+        for sql in (view_sql(lake_glob, has_files), days_view_sql(lake_glob, has_files))
+    ]
+
+
 def refresh_catalog(settings: Settings | None = None) -> CatalogInfo:
     """(Re)create the catalog file with the `candles` view over the current lake."""
     settings = settings or get_settings()
@@ -65,8 +107,10 @@ def refresh_catalog(settings: Settings | None = None) -> CatalogInfo:
     try:
         with duckdb.connect(str(tmp)) as con:
             con.execute(view_sql(lake_glob, files > 0))
+            con.execute(days_view_sql(lake_glob, files > 0))
             con.execute(
-                "CREATE TABLE catalog_info AS SELECT ? AS lake_glob, ? AS empty", [lake_glob, files == 0]
+                "CREATE TABLE catalog_info AS SELECT ? AS lake_glob, ? AS empty, ? AS version",
+                [lake_glob, files == 0, CATALOG_VERSION],
             )
         os.replace(tmp, path)
     finally:
@@ -80,9 +124,12 @@ def _stale(settings: Settings) -> bool:
     if not settings.catalog_path.exists():
         return True
     with duckdb.connect(str(settings.catalog_path), read_only=True) as con:
-        row = con.execute("SELECT lake_glob, empty FROM catalog_info").fetchone()
+        try:
+            row = con.execute("SELECT lake_glob, empty, version FROM catalog_info").fetchone()
+        except duckdb.Error:  # built by an older xcoin: no version, no candle_days view
+            return True
     root = candles_root(settings)
-    if row is None or row[0] != str(root / "*" / "*" / "*.parquet"):
+    if row is None or row[0] != str(root / "*" / "*" / "*.parquet") or row[2] != CATALOG_VERSION:
         return True
     return bool(row[1]) and next(root.glob("symbol=*/resolution=*/date=*.parquet"), None) is not None
 
@@ -111,3 +158,29 @@ def catalog_summary(settings: Settings | None = None) -> pl.DataFrame:
         """,
         settings=settings,
     )
+
+
+def catalog_gaps(settings: Settings | None = None) -> dict[tuple[str, str], list[tuple[Any, Any, int]]]:
+    """Breaks in each symbol × resolution's time grid inside its stored span, in order:
+    (last open before the gap, first open after it, candles missing). 1w/1M have no fixed step."""
+    from xcoin_trading.timeframes import RESOLUTION_MS
+
+    steps = ", ".join(f"('{r}', {ms})" for r, ms in RESOLUTION_MS.items() if r not in ("1w", "1M"))
+    frame = query(
+        f"""
+        WITH steps(resolution, step) AS (VALUES {steps}),
+        t AS (
+            SELECT c.symbol, c.resolution, c.open_time, s.step,
+                   lag(c.open_time) OVER (PARTITION BY c.symbol, c.resolution ORDER BY c.open_time) AS prev
+            FROM {VIEW} c JOIN steps s USING (resolution)
+        )
+        SELECT symbol, resolution, epoch_ms(prev) AS after, epoch_ms(open_time) AS before,
+               CAST((open_time - prev) // step - 1 AS BIGINT) AS missing
+        FROM t WHERE open_time - prev > step ORDER BY symbol, resolution, prev
+        """,
+        settings=settings,
+    )
+    gaps: dict[tuple[str, str], list[tuple[Any, Any, int]]] = {}
+    for r in frame.iter_rows(named=True):
+        gaps.setdefault((r["symbol"], r["resolution"]), []).append((r["after"], r["before"], r["missing"]))
+    return gaps

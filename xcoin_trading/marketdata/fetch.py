@@ -19,7 +19,13 @@ import polars as pl
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import NotFound, ValidationError
 from xcoin_trading.marketdata.candles import check_resolution, check_symbol, to_candle_frame
-from xcoin_trading.marketdata.lake import partition_info, partition_path, read_partition, write_partition
+from xcoin_trading.marketdata.lake import (
+    exchange_source,
+    partition_info,
+    partition_path,
+    read_partition,
+    write_partition,
+)
 from xcoin_trading.marketdata.quality import QualityReport, check_candles
 from xcoin_trading.marketdata.resample import resample
 from xcoin_trading.timeframes import day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
@@ -53,6 +59,7 @@ class DayIngest:
     candles: pl.DataFrame
     report: QualityReport
     path: Path | None  # where it was written; None when the checks refused it
+    kind: str = "simulator"  # the lake source recorded on the day (coindcx, simulator, ...)
 
     @property
     def written(self) -> bool:
@@ -80,7 +87,7 @@ def day_window(day: str, resolution: str, now_ms: int | None = None) -> DayWindo
 
 def fetch_day(
     client: CandleSource, symbol: str, resolution: str, day: str, *, now_ms: int | None = None
-) -> tuple[DayWindow, pl.DataFrame]:
+) -> tuple[DayWindow, pl.DataFrame, str]:
     """The exchange's closed candles of one day, unchecked, in the order the client returned them."""
     check_symbol(symbol)
     check_resolution(resolution)
@@ -91,7 +98,7 @@ def fetch_day(
 
 def _from_1m(
     symbol: str, resolution: str, day: str, settings: Settings | None, now_ms: int | None
-) -> tuple[DayWindow, pl.DataFrame]:
+) -> tuple[DayWindow, pl.DataFrame, str]:
     if resolution == "1m":
         raise ValidationError("source", "resample builds 5m and up from 1m; fetch 1m from the exchange")
     path = partition_path(symbol, "1m", day, settings)
@@ -107,7 +114,7 @@ def _from_1m(
         until = info.complete_until_ms or (int(minutes["open_time"].max()) + 60_000 if minutes.height else lo)
         end = min(window.end_ms, floor_ms(until, resolution))
         window = DayWindow(day=day, start_ms=lo, end_ms=max(lo, end), partial=True)
-    return window, resample(minutes, resolution, closed_before_ms=window.end_ms)
+    return window, resample(minutes, resolution, closed_before_ms=window.end_ms), info.source
 
 
 def ingest_day(
@@ -127,11 +134,19 @@ def ingest_day(
         if client is None:
             raise ValidationError("client", "is required to fetch from the exchange")
         window, candles = fetch_day(client, symbol, resolution, day, now_ms=now_ms)
+        kind, origin = client_source(client)
     elif source == "resample":
-        window, candles = _from_1m(symbol, resolution, day, settings, now_ms)
+        window, candles, kind = _from_1m(symbol, resolution, day, settings, now_ms)
+        origin = "resampled from the lake's 1m day"
     else:
         raise ValidationError("source", f"must be 'exchange' or 'resample', got {source!r}")
-    return store_checked_day(candles, symbol, resolution, window, source, settings)
+    return store_checked_day(candles, symbol, resolution, window, source, settings, kind=kind, origin=origin)
+
+
+def client_source(client: Any) -> tuple[str, str]:
+    """(lake source, origin) of candles fetched through `client`: CoinDCX or a simulator."""
+    url = str(getattr(client, "public_url", "") or "")
+    return exchange_source(url), url
 
 
 def store_checked_day(
@@ -141,8 +156,12 @@ def store_checked_day(
     window: DayWindow,
     source: Source,
     settings: Settings | None = None,
+    *,
+    kind: str = "simulator",
+    origin: str | None = None,
 ) -> DayIngest:
-    """Check one day's candles and replace the lake's day only if no check fails."""
+    """Check one day's candles and replace the lake's day only if no check fails. `kind` is the
+    lake source (`coindcx`, `simulator`, ...) recorded on the day."""
     until = None
     if window.partial:
         # The exchange may publish the newest closed candle a moment late: a partial day is
@@ -162,11 +181,12 @@ def store_checked_day(
             resolution,
             window.day,
             partial=window.partial,
-            source=source,
+            source=kind,
             complete_until_ms=until,
             settings=settings,
+            origin=origin,
         )
-    return DayIngest(symbol, resolution, window, source, candles, report, path)
+    return DayIngest(symbol, resolution, window, source, candles, report, path, kind)
 
 
 @contextmanager

@@ -26,6 +26,23 @@ META_PARTIAL = "xcoin.partial"
 META_SOURCE = "xcoin.source"
 META_COMPLETE_UNTIL = "xcoin.complete_until_ms"
 META_WRITTEN_AT = "xcoin.written_at"
+META_ORIGIN = "xcoin.origin"  # the file name or exchange URL behind the source
+# Where a day's candles came from. `simulator` days are synthetic: never mistake them for history.
+SOURCES = ("binance", "coindcx", "file", "simulator")
+
+
+def exchange_source(public_url: str) -> str:
+    """`coindcx` for CoinDCX's own hosts; anything else is treated as a simulator (a synthetic
+    feed must never pass for real history, so the unsure case is labelled the safe way)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(public_url).hostname or "").lower()
+    return "coindcx" if host == "coindcx.com" or host.endswith(".coindcx.com") else "simulator"
+
+
+def source_label(source: str) -> str:
+    """How summaries show a day's source: simulator days stand out."""
+    return "SIMULATOR (synthetic)" if source == "simulator" else source
 
 
 def candles_root(settings: Settings | None = None) -> Path:
@@ -69,6 +86,7 @@ class PartitionInfo:
     partial: bool
     source: str
     complete_until_ms: int | None
+    origin: str = ""
 
 
 def write_partition(
@@ -78,9 +96,10 @@ def write_partition(
     day: str,
     *,
     partial: bool = False,
-    source: str = "exchange",
+    source: str = "file",
     complete_until_ms: int | None = None,
     settings: Settings | None = None,
+    origin: str | None = None,
 ) -> Path:
     """Replace one day atomically. `df` must already have passed the quality checks.
 
@@ -89,6 +108,8 @@ def write_partition(
     """
     check_symbol(symbol)
     check_resolution(resolution)
+    if source not in SOURCES:
+        raise ValidationError("source", f"must be one of {', '.join(SOURCES)}, got {source!r}")
     lo, hi = day_bounds_ms(day)
     frame = df.select(CANDLE_COLUMNS).cast(CANDLE_SCHEMA).sort("open_time")
     if frame.height and (frame["open_time"][0] < lo or frame["open_time"][-1] >= hi):
@@ -107,6 +128,8 @@ def write_partition(
     }
     if complete_until_ms is not None:
         metadata[META_COMPLETE_UNTIL] = str(complete_until_ms)
+    if origin:
+        metadata[META_ORIGIN] = origin
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
         with open(tmp, "rb") as fh:  # durable before it becomes visible
@@ -131,6 +154,7 @@ def partition_info(path: Path) -> PartitionInfo:
         partial=meta.get(META_PARTIAL) == "true",
         source=meta.get(META_SOURCE, "unknown"),
         complete_until_ms=int(until) if until else None,
+        origin=meta.get(META_ORIGIN, ""),
     )
 
 
@@ -156,9 +180,15 @@ def list_partitions(settings: Settings | None = None) -> list[PartitionInfo]:
 
 
 def lake_summary(settings: Settings | None = None) -> pl.DataFrame:
-    """One row per symbol × resolution: days stored, partial days, first and last day."""
+    """One row per symbol × resolution: days stored, partial days, first and last day, sources."""
     rows = [
-        {"symbol": i.symbol, "resolution": i.resolution, "day": i.day, "partial": i.partial}
+        {
+            "symbol": i.symbol,
+            "resolution": i.resolution,
+            "day": i.day,
+            "partial": i.partial,
+            "source": i.source,
+        }
         for i in list_partitions(settings)
     ]
     if not rows:
@@ -170,6 +200,8 @@ def lake_summary(settings: Settings | None = None) -> pl.DataFrame:
                 "partial_days": pl.UInt32,
                 "first_day": pl.String,
                 "last_day": pl.String,
+                "sources": pl.String,
+                "simulated_days": pl.UInt32,
             }
         )
     return (
@@ -180,6 +212,8 @@ def lake_summary(settings: Settings | None = None) -> pl.DataFrame:
             partial_days=pl.col("partial").sum().cast(pl.UInt32),
             first_day=pl.col("day").min(),
             last_day=pl.col("day").max(),
+            sources=pl.col("source").unique().sort().str.join("+"),
+            simulated_days=(pl.col("source") == "simulator").sum().cast(pl.UInt32),
         )
         .sort("symbol", "resolution")
     )

@@ -9,7 +9,7 @@ from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
-from xcoin_trading.exchange.markets import default_market
+from xcoin_trading.exchange.markets import tradable_market
 from xcoin_trading.services import validate
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, utcnow
@@ -41,7 +41,7 @@ def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if "name" in out:
         out["name"] = validate.non_empty("name", out["name"], 200)
     if "symbol" in out:
-        out["symbol"] = default_market(validate.non_empty("symbol", out["symbol"], 32)).symbol
+        out["symbol"] = tradable_market(validate.non_empty("symbol", out["symbol"], 32)).symbol
     if "resolution" in out and out["resolution"] not in TRADED_RESOLUTIONS:
         raise ValidationError(
             "resolution", f"must be one of {', '.join(TRADED_RESOLUTIONS)}, got {out['resolution']!r}"

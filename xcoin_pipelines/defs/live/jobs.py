@@ -113,6 +113,9 @@ def live_candle_close(
         from xcoin_trading.live.reconcile import reconcile_once
 
         report = reconcile_once(ctx, audit=True)
+        from xcoin_trading.alerts import reconcile_report
+
+        reconcile_report(report)
         context.log.info(
             f"start-up reconcile: {report.accounts} accounts, {report.api_calls} calls, "
             f"{dict(report.transitions)} in {report.duration_ms} ms"
@@ -128,6 +131,9 @@ def live_candle_close(
         now=now,
     )
     elapsed_ms = int((time.perf_counter() - started) * 1000)
+    from xcoin_trading.alerts import execution_reports, reconcile_report
+
+    execution_reports(reports)  # FAILED/SKIPPED, failed orders, daily loss limits (XCOIN_ALERT_URLS)
     ids = [r.execution_id for r in reports if r.execution_id is not None]
     durations: dict[int, int | None] = {}
     if ids:

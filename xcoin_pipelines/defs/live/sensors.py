@@ -8,6 +8,8 @@ that one if it is already past the coordinator's staleness limit (it would only 
 at most `MAX_CATCH_UP` candles run, the newest ones: older candles would be skipped by the
 coordinator's staleness rule anyway. The run key `f"{candle_key}|{interval_key}"` makes a candle
 launch at most once per sensor even if the cursor write is lost (cursor writes follow submission).
+A candle whose execution FAILED for a transient cause (exchange unreachable, candle not yet
+published) is launched once more per failure while it is fresh (`|retry-<failed at ms>`).
 
 Two runs of the same candle key must never overlap. The sensor holds a key back while one of its
 runs is queued or in progress (its cursor does not move, so the candle is emitted on a later tick),
@@ -111,14 +113,14 @@ def _in_flight_keys(instance: dg.DagsterInstance) -> set[str]:
     return {r.tags[CANDLE_TAG] for r in runs if CANDLE_TAG in r.tags}
 
 
-def candle_run_request(candle_key: str, close_ms: int) -> dg.RunRequest:
+def candle_run_request(candle_key: str, close_ms: int, run_key_suffix: str = "") -> dg.RunRequest:
     from xcoin_trading.timeframes import from_ms, interval_key
 
     symbol, resolution = candle_key.rsplit(":", 1)
     close = from_ms(close_ms)
     ikey = interval_key(close, resolution)
     return dg.RunRequest(
-        run_key=f"{candle_key}|{ikey}",
+        run_key=f"{candle_key}|{ikey}{run_key_suffix}",
         run_config=candle_run_config(symbol, resolution, close.strftime("%Y-%m-%dT%H:%M:%SZ")),
         tags={CANDLE_TAG: candle_key, INTERVAL_TAG: ikey, LANE_TAG: candle_key},
     )
@@ -132,15 +134,18 @@ def candle_run_request(candle_key: str, close_ms: int) -> dg.RunRequest:
 )
 def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSettingsResource):
     from xcoin_trading.live.registry import registry_for
+    from xcoin_trading.live.retries import retryable_candles
     from xcoin_trading.store.db import session_scope
+    from xcoin_trading.timeframes import from_ms
 
     settings = xcoin.get()
+    now_ms = _now_ms()
     with session_scope(settings) as session:
         keys = registry_for(settings).active_candle_keys(session)
+        retryable = retryable_candles(session, from_ms(now_ms))  # failed for a transient cause, still fresh
     cursor = {k: int(v) for k, v in json.loads(context.cursor or "{}").items() if k in keys}
-    now_ms = _now_ms()
     due = due_closes(keys, cursor, now_ms, _prelaunch_ms())
-    busy = _in_flight_keys(context.instance) if due else set()
+    busy = _in_flight_keys(context.instance) if due or retryable else set()
     requests, stale = [], []
     for key, closes in due.items():
         if key in busy:
@@ -158,6 +163,10 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
             continue
         requests.extend(candle_run_request(key, close) for close in closes)
         cursor[key] = closes[-1]
+    for retry in retryable if keys else []:
+        if retry.candle_key in busy or retry.candle_key not in keys:
+            continue
+        requests.append(candle_run_request(retry.candle_key, retry.close_ms, f"|retry-{retry.failed_at_ms}"))
     new_cursor = json.dumps(cursor, sort_keys=True)
     if not requests:
         reason = "no active candle keys" if not keys else "no candle closed since the last evaluation"

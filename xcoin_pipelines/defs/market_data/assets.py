@@ -157,6 +157,8 @@ def build_candle_asset(resolution: str) -> dg.AssetsDefinition:
                 "gap_ranges": dg.MetadataValue.json([g.as_dict() for g in report.gaps[:50]]),
                 "partial": result.window.partial,
                 "source": result.source,
+                "data_source": result.kind,  # coindcx, simulator (synthetic), ... as recorded on the day
+                "simulated": result.kind == "simulator",
                 "exchange_requests": result.requests,
                 "path": dg.MetadataValue.path(str(result.path)),
                 "preview": dg.MetadataValue.md(_preview(result.candles.sort("open_time"))),

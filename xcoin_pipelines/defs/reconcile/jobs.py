@@ -19,6 +19,9 @@ def reconcile_pass(
     from xcoin_trading.live.reconcile import reconcile_once
 
     report = reconcile_once(live_context(xcoin.get()), audit=config.audit)
+    from xcoin_trading.alerts import reconcile_report
+
+    reconcile_report(report)  # LOST orders, unexplained flat positions, EXTERNAL orders (XCOIN_ALERT_URLS)
     context.log_event(
         dg.AssetObservation(
             asset_key="reconciler",

@@ -178,8 +178,17 @@ class SimulatorApp:
         r["/market_data/trade_history"] = ("public", "", self.public_trades)
 
     def markets_details(self, query: Any) -> bytes:
+        """The bundled CoinDCX rows of the markets it trades, plus the listed ones it does not
+        (inactive, INR-quoted): a client sees the list and statuses a real account sees."""
         if self._details_cache is None:
-            self._details_cache = _dumps([m.to_details() for m in self.ex.spot_markets.values()])
+            from xcoin_trading.exchange.markets import BUNDLED, SPOT_MARKETS
+
+            rows = [
+                r
+                for r in BUNDLED["spot"]
+                if r["symbol"] in self.ex.spot_markets or r["symbol"] not in SPOT_MARKETS
+            ]
+            self._details_cache = _dumps(rows)
         return self._details_cache
 
     def ticker(self, query: Any) -> bytes:

@@ -11,6 +11,7 @@ the next request). The signature timestamp window is always checked against the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS, Market
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
-from xcoin_trading.exchange.simulator.feed import CandleFeed
+from xcoin_trading.exchange.simulator.feed import START_PRICES, CandleFeed
 from xcoin_trading.exchange.simulator.spot import SpotDesk
 from xcoin_trading.exchange.simulator.wire import to_decimal
 from xcoin_trading.timeframes import DAY_MS
@@ -79,6 +80,28 @@ class SimClock:
         self._start = int(ms)
 
 
+class _Feeds(dict):
+    """Feeds by coin; a coin with a factory gets its feed the first time it is asked for (dozens of
+    listed markets, each a month of 1m candles, would otherwise cost hundreds of MB up front).
+    A generated feed is reproducible from (seed, coin), so when it is built does not matter."""
+
+    def __init__(self, eager: dict[str, CandleFeed], factories: dict[str, Callable[[], CandleFeed]]):
+        super().__init__(eager)
+        self.factories = {c: f for c, f in factories.items() if c not in eager}
+        self.on_new: Callable[[str, CandleFeed], None] = lambda coin, feed: None
+
+    def __missing__(self, coin: str) -> CandleFeed:
+        factory = self.factories.get(coin)
+        if factory is None:
+            raise KeyError(coin)
+        feed = self[coin] = factory()
+        self.on_new(coin, feed)
+        return feed
+
+    def coins(self) -> set[str]:
+        return set(self) | set(self.factories)
+
+
 class Exchange:
     def __init__(
         self,
@@ -87,14 +110,17 @@ class Exchange:
         config: SimConfig | None = None,
         *,
         seed: int = 0,
+        lazy_feeds: dict[str, Callable[[], CandleFeed]] | None = None,
     ):
-        self.feeds = feeds
+        self.feeds = _Feeds(feeds, lazy_feeds or {})
+        self.feeds.on_new = self._feed_added
         self.clock = clock
         self.config = config or SimConfig()
         self.seed = seed
-        self.spot_markets: dict[str, Market] = {s: m for s, m in SPOT_MARKETS.items() if m.target in feeds}
+        coins = self.feeds.coins()
+        self.spot_markets: dict[str, Market] = {s: m for s, m in SPOT_MARKETS.items() if m.target in coins}
         self.futures_markets: dict[str, Market] = {
-            p: m for p, m in FUTURES_MARKETS.items() if m.target in feeds
+            p: m for p, m in FUTURES_MARKETS.items() if m.target in coins
         }
         self.pair_to_spot: dict[str, Market] = {m.pair: m for m in self.spot_markets.values()}
         self.accounts: dict[str, Account] = {}
@@ -102,6 +128,10 @@ class Exchange:
         self.futures = _make_futures_desk(self)
         self._processed: dict[str, int] = {c: f.closed_count(clock.now()) for c, f in feeds.items()}
         self._synced_to = clock.now()
+        self._next_due = self._compute_next_due()
+
+    def _feed_added(self, coin: str, feed: CandleFeed) -> None:
+        self._processed[coin] = feed.closed_count(self._synced_to)  # nothing traded on it before
         self._next_due = self._compute_next_due()
 
     # ---- construction ----------------------------------------------------------------------------
@@ -124,19 +154,15 @@ class Exchange:
         if start_ms is None:
             start_ms = int(time.time() * 1000) if realtime else DEFAULT_START_MS
         start_ms -= start_ms % 60_000
-        coins = coins or tuple(m.target for m in SPOT_MARKETS.values())
-        feeds = {
-            c: CandleFeed.random_walk(
-                c,
-                int(start_ms - history_days * DAY_MS),
-                int(start_ms + future_days * DAY_MS),
-                seed=seed,
-                decimals=SPOT_MARKETS[f"{c}USDT"].price_precision,
-            )
-            for c in coins
-        }
+        first, last = int(start_ms - history_days * DAY_MS), int(start_ms + future_days * DAY_MS)
+        walks = {m.target: _walk(m, first, last, seed) for m in SPOT_MARKETS.values()}
+        eager = coins or tuple(c for c in walks if c in START_PRICES)  # the rest on first use
+        feeds = {c: walks[c]() for c in eager}
+        lazy = {} if coins else walks
         clock_start = int(time.time() * 1000) if on_wall_clock else start_ms
-        return cls(feeds, SimClock(clock_start, realtime=realtime, speed=speed), config, seed=seed)
+        return cls(
+            feeds, SimClock(clock_start, realtime=realtime, speed=speed), config, seed=seed, lazy_feeds=lazy
+        )
 
     @classmethod
     def replay(
@@ -168,13 +194,10 @@ class Exchange:
         last = max(f.last_close_ms for f in feeds.values())
         if start_ms is None:
             start_ms = min(first + int(warmup_days * DAY_MS), last)
-        if other_coins:
-            for market in SPOT_MARKETS.values():
-                if market.target not in feeds:
-                    feeds[market.target] = CandleFeed.random_walk(
-                        market.target, first, last, seed=seed, decimals=market.price_precision
-                    )
-        return cls(feeds, SimClock(start_ms, realtime=realtime, speed=speed), config, seed=seed)
+        lazy = {m.target: _walk(m, first, last, seed) for m in SPOT_MARKETS.values()} if other_coins else {}
+        return cls(
+            feeds, SimClock(start_ms, realtime=realtime, speed=speed), config, seed=seed, lazy_feeds=lazy
+        )
 
     # ---- time -------------------------------------------------------------------------------------
 
@@ -204,7 +227,7 @@ class Exchange:
         """Run every base candle that closed in (last processed, to_ms] through the desks."""
         processed = 0
         futures = self.futures
-        for coin, feed in self.feeds.items():
+        for coin, feed in list(self.feeds.items()):  # a desk may bring another coin's feed in
             start, end = self._processed[coin], feed.closed_count(to_ms)
             if end <= start:
                 continue
@@ -284,6 +307,12 @@ class Exchange:
             "futures_markets": list(self.futures_markets),
             "config": self.config.to_json(),
         }
+
+
+def _walk(market: Market, first_ms: int, last_ms: int, seed: int) -> Callable[[], CandleFeed]:
+    return lambda: CandleFeed.random_walk(
+        market.target, first_ms, last_ms, seed=seed, decimals=market.price_precision
+    )
 
 
 def _make_futures_desk(exchange: Exchange) -> Any:

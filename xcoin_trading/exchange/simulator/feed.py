@@ -21,12 +21,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from xcoin_trading.exchange.markets import BUNDLED
 from xcoin_trading.timeframes import DAY_MS, RESOLUTION_MS
 
 _MONDAY0 = 4 * DAY_MS  # 1970-01-05 was a Monday
 
 # Plausible starting prices for generated feeds (USDT).
 START_PRICES = {"BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "BNB": 600.0, "XRP": 0.6, "SUI": 1.5}
+# Every other listed coin's level (feeds of these are generated on first use).
+LISTED_PRICES = {c: float(p) for c, p in BUNDLED["start_prices"].items()} | START_PRICES
 
 
 @dataclass
@@ -114,7 +117,7 @@ class CandleFeed:
         times = np.arange(first, end_ms, step, dtype=np.int64)
         n = len(times)
         rng = np.random.default_rng([seed, zlib.crc32(coin.encode())])
-        price0 = start_price or START_PRICES.get(coin, 10.0)
+        price0 = start_price or LISTED_PRICES.get(coin, 10.0)
         sigma = volatility * np.sqrt(step / 60_000)
         log_close = np.log(price0) + np.cumsum(rng.normal(0.0, sigma, n))
         close = np.exp(log_close)
