@@ -98,6 +98,10 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{field} is not a known field"
     if kind == "json_invalid":
+        from xcoin_trading.api.routing import TOO_MANY_MEMBERS
+
+        if TOO_MANY_MEMBERS in str((err.get("ctx") or {}).get("error", "")):
+            return f"body {TOO_MANY_MEMBERS}"
         return "body is not valid JSON"
     message = str(err.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
