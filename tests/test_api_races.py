@@ -279,3 +279,50 @@ def test_concurrent_password_checks_are_bounded_per_process(live_api_factory, co
     assert _statuses(results) == {401: 30}
     assert counting_hasher.calls == 30
     assert counting_hasher.peak <= getattr(get_settings(), "password_check_concurrency", 4)
+
+
+def test_moving_a_strategy_to_futures_races_subscribes_without_breaking_their_rules(live_api):
+    """A spot strategy moved to a futures pair while users subscribe with maxPositions 5: either the
+    move is refused (409, subscribers exist) or it came first and the subscribes met the futures rules."""
+    with live_api.client() as client:
+        owner = _user_with_keys(client)
+        users = [_user_with_keys(client) for _ in range(12)]
+        for n in range(3):
+            strategy_id = _strategy(client, owner, f"race-move-{n}")
+
+            def request(c, i, strategy_id=strategy_id):
+                if i % 4 == 0:
+                    return c.put(
+                        f"/api/strategy-upload/strategies/{strategy_id}",
+                        json={"symbol": "B-ETH_USDT"},
+                        headers=owner,
+                    )
+                return c.post(
+                    f"/api/strategies/{strategy_id}/subscribe",
+                    json={"capital": 1000, "riskPerTrade": 0.01, "maxPositions": 5},
+                    headers=users[i % len(users)],
+                )
+
+            results = fire(live_api, 16, request)
+            assert 500 not in _statuses(results)
+            broken = _one(
+                """SELECT count(*) FROM subscriptions x JOIN strategies s ON s.id = x.strategy_id
+                   WHERE s.id = :id AND x.is_active AND s.symbol LIKE 'B-%' AND x.max_positions <> 1""",
+                id=strategy_id,
+            )[0]
+            assert broken == 0
+    _counts_match_rows()
+
+
+def test_parallel_wrong_passwords_are_limited_in_process_memory_too(live_api_factory, counting_hasher):
+    from xcoin_trading.api.ratelimit import LoginThrottle, MemoryCounter
+
+    live = live_api_factory(throttle=LoginThrottle(MemoryCounter()))  # the embedded default's counter
+    with live.client() as client:
+        victim = signup(client)
+    counting_hasher.calls = 0
+    results = fire(
+        live, 40, lambda c, i: c.post("/auth/login", json={"email": victim.email, "password": "guess guess"})
+    )
+    assert set(_statuses(results)) == {401, 429}
+    assert counting_hasher.calls <= 5
