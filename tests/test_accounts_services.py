@@ -304,8 +304,8 @@ def test_a_futures_pair_is_traded_through_one_subscription_with_one_position(wor
 def test_what_subscribers_trade_cannot_change_while_they_are_subscribed(world):
     store, _, ids = world
     sid = _subscribe(store, ids["bob"], ids["strategy"])
-    for change in ({"symbol": "B-BTC_USDT"}, {"resolution": "5m"}, {"builtin": "rsi_reversion"},
-                   {"source": "def signals(c, p): pass", "builtin": None}, {"is_active": False}):  # fmt: skip
+    for change in ({"symbol": "B-BTC_USDT"}, {"symbol": "ETHUSDT"}, {"resolution": "5m"},
+                   {"is_active": False}):  # fmt: skip
         refused = pytest.raises(Conflict, match="cannot change while strategy 'btc-sma' has 1 active")
         with refused, session_scope(store) as s:
             strategies.update_strategy(s, ids["alice"], ids["strategy"], **change)

@@ -28,7 +28,9 @@ EDITABLE = {
 }  # fmt: skip
 # What a subscriber signed up to trade: refused (409) while anyone is subscribed, since the
 # subscription rules (one futures subscription per pair, max 1 position there) were checked against it.
-FIXED_WHILE_SUBSCRIBED = ("symbol", "resolution", "builtin", "is_active")
+# The market's kind (spot or futures) is part of its symbol. The code (source, built-in, params) may
+# change: subscribers follow the author's strategy, as with any edit of its logic.
+FIXED_WHILE_SUBSCRIBED = ("symbol", "resolution", "is_active")
 
 
 def _invalidate_after_commit(session: Session, strategy_id: int | None) -> None:
