@@ -326,3 +326,21 @@ def test_parallel_wrong_passwords_are_limited_in_process_memory_too(live_api_fac
     )
     assert set(_statuses(results)) == {401, 429}
     assert counting_hasher.calls <= 5
+
+
+def test_parallel_first_sign_ins_of_one_oauth_identity_make_one_account(live_api_factory):
+    from tests.test_api_auth import FakeProvider
+    from xcoin_trading.api.oauth import OAuthIdentity
+
+    provider = FakeProvider()
+    provider.codes["c"] = OAuthIdentity("fakeid", "sub-race", "race@example.com", True, "Race")
+    live = live_api_factory(oauth_providers={"fakeid": provider})
+
+    def sign_in(c, i):
+        state = c.get("/auth/oauth/fakeid/authorize").json()["state"]
+        return c.get("/auth/oauth/fakeid/callback", params={"code": "c", "state": state})
+
+    results = fire(live, 20, sign_in)
+    assert _statuses(results) == {200: 20}
+    assert len({r.json()["user"]["id"] for r in results}) == 1
+    assert _one("SELECT count(*) FROM users WHERE email = 'race@example.com'")[0] == 1
