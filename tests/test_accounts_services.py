@@ -181,18 +181,25 @@ def test_updating_terms_validates_like_subscribing(world):
         assert s.get(Subscription, sid).capital == Decimal(750)
 
 
-def test_duplicate_strategy_code_is_refused(world):
-    store, _, ids = world
-    with pytest.raises(Conflict, match="'btc-sma' is already taken"), session_scope(store) as s:
+def _create(store, author_id, code, public=False):
+    with session_scope(store) as s:
         strategies.create_strategy(
-            s,
-            ids["bob"],
-            name="x",
-            code="btc-sma",
-            symbol="ETHUSDT",
-            resolution="5m",
-            builtin="rsi_reversion",
-        )
+            s, author_id, name="x", code=code, symbol="ETHUSDT", resolution="5m", builtin="rsi_reversion",
+            is_public=public,
+        )  # fmt: skip
+
+
+def test_duplicate_strategy_code_is_refused_without_revealing_a_private_one(world):
+    store, _, ids = world
+    _create(store, ids["alice"], "alice-private")
+    answers = []
+    for code in ("btc-sma", "alice-private"):  # alice's public and private codes: one answer for both
+        with pytest.raises(Conflict) as refused:
+            _create(store, ids["bob"], code)
+        answers.append(str(refused.value).replace(code, "CODE"))
+    assert answers == ["strategy code 'CODE' is not available; choose another"] * 2
+    with pytest.raises(Conflict, match="you already have a strategy with code 'alice-private'"):
+        _create(store, ids["alice"], "alice-private")
 
 
 @pytest.mark.parametrize(
@@ -292,3 +299,31 @@ def test_a_futures_pair_is_traded_through_one_subscription_with_one_position(wor
     with session_scope(store) as s:
         subscriptions.cancel(s, ids["bob"], sid)
     _subscribe(store, ids["bob"], second)  # once the first has ended, the pair is free again
+
+
+def test_what_subscribers_trade_cannot_change_while_they_are_subscribed(world):
+    store, _, ids = world
+    sid = _subscribe(store, ids["bob"], ids["strategy"])
+    for change in ({"symbol": "B-BTC_USDT"}, {"symbol": "ETHUSDT"}, {"resolution": "5m"},
+                   {"is_active": False}):  # fmt: skip
+        refused = pytest.raises(Conflict, match="cannot change while strategy 'btc-sma' has 1 active")
+        with refused, session_scope(store) as s:
+            strategies.update_strategy(s, ids["alice"], ids["strategy"], **change)
+    with session_scope(store) as s:  # unchanged values and cosmetic fields are fine
+        strategies.update_strategy(s, ids["alice"], ids["strategy"], symbol="BTCUSDT", name="SMA 2")
+        assert s.get(Strategy, ids["strategy"]).symbol == "BTCUSDT"
+    with session_scope(store) as s:
+        subscriptions.cancel(s, ids["bob"], sid)
+    with session_scope(store) as s:
+        strategies.update_strategy(s, ids["alice"], ids["strategy"], symbol="B-BTC_USDT")
+
+
+def test_search_matches_percent_and_underscore_literally(world):
+    store, _, ids = world
+    _create(store, ids["alice"], "a_b-1")
+    _create(store, ids["alice"], "axb-2")
+    with session_scope(store) as s:
+        found = lambda q: sorted(x.code for x in strategies.list_strategies(s, ids["alice"], search=q))  # noqa: E731
+        assert found("a_b") == ["a_b-1"]
+        assert found("%") == []
+        assert found("\\") == []

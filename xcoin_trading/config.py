@@ -23,6 +23,15 @@ def _env(name: str) -> str | None:
     return value if value else None
 
 
+def _positive_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -36,6 +45,8 @@ class Settings:
     max_leverage: Decimal = Decimal("20")
     jwt_secret: str | None = field(default=None, repr=False)
     fanout_concurrency: int = 200  # requests in flight during one signal's fan-out
+    password_check_concurrency: int = 4  # argon2 hashes/verifications at once per API process
+    max_body_bytes: int = 1024 * 1024  # request bodies above this answer 413, unread
     # OAuth login with Google (all three set → enabled); see README "REST API".
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
@@ -55,6 +66,8 @@ class Settings:
             max_leverage=Decimal(_env("XCOIN_MAX_LEVERAGE") or "20"),
             jwt_secret=_env("XCOIN_JWT_SECRET"),
             fanout_concurrency=int(_env("XCOIN_FANOUT_CONCURRENCY") or "200"),
+            password_check_concurrency=_positive_int("XCOIN_PASSWORD_CHECKS", 4),
+            max_body_bytes=_positive_int("XCOIN_MAX_BODY_BYTES", 1024 * 1024),
             google_client_id=_env("XCOIN_GOOGLE_CLIENT_ID"),
             google_client_secret=_env("XCOIN_GOOGLE_CLIENT_SECRET"),
             google_redirect_uri=_env("XCOIN_GOOGLE_REDIRECT_URI"),

@@ -32,8 +32,11 @@ def money(value: Decimal | int | None) -> Decimal | None:
     """Exact value without DuckDB's 18 trailing decimals: 12.500000000000000000 -> 12.5."""
     if value is None:
         return None
-    value = Decimal(value)
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+    # String work, not normalize()/quantize(): those round to the context's 28 significant digits.
+    text = format(Decimal(value), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Decimal(text if text not in ("", "-0") else "0")
 
 
 def _rows(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:

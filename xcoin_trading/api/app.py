@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from xcoin_trading.api import errors
+from xcoin_trading.api.middleware import BodyLimit, LastResort
 from xcoin_trading.api.oauth import OAuthProvider, providers_from_settings
 from xcoin_trading.api.ratelimit import LoginThrottle, MemoryCounter, RedisCounter
 from xcoin_trading.api.routing import DecimalRoute
@@ -42,6 +43,8 @@ def create_app(
         dict(oauth_providers) if oauth_providers is not None else providers_from_settings(settings)
     )
     errors.install(app)
+    app.add_middleware(LastResort)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before anything reads
     for module in (health, auth, broker, strategies, subscriptions, positions, backtests):
         app.include_router(module.router)
     return app

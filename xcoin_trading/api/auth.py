@@ -44,13 +44,15 @@ def register(body: s.RegisterRequest, request: Request, session: SessionDep) -> 
 def login(body: s.LoginRequest, request: Request, session: SessionDep) -> s.TokenOut:
     throttle = request.app.state.throttle
     email, ip = normalise_email(body.email), client_ip(request)
-    throttle.check(email, ip)
+    throttle.reserve(email, ip)  # atomic: parallel attempts cannot all pass a check-then-count
     try:
         user = users.authenticate(session, body.email, body.password)
     except Unauthorized:
-        throttle.failed(email, ip)
+        raise  # the reservation stays: it was a failure
+    except BaseException:
+        throttle.release(email, ip)
         raise
-    throttle.succeeded(email)
+    throttle.succeeded(email, ip)
     return _token(request, user)
 
 

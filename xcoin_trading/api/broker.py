@@ -10,7 +10,7 @@ from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.routing import CONFLICT, ERROR, NOT_FOUND, UPSTREAM
 from xcoin_trading.api.routing import router as make_router
-from xcoin_trading.errors import Conflict, NotFound, ValidationError
+from xcoin_trading.errors import NotFound, ValidationError
 from xcoin_trading.services import credentials
 from xcoin_trading.store.models import Subscription
 from xcoin_trading.vault import Vault
@@ -88,12 +88,7 @@ def status(user: UserDep, session: SessionDep) -> s.BrokerStatusOut:
 
 @router.delete("/keys", response_model=s.MessageOut, responses={**NOT_FOUND, **CONFLICT})
 def delete_keys(user: UserDep, session: SessionDep) -> s.MessageOut:
-    """Revoke the active keys; refused while active subscriptions trade with them."""
-    credential = credentials.active_credential(session, user.id)
-    active = _active_subscriptions(session, credential.id)
-    if active:
-        raise Conflict(
-            f"{active} active subscription(s) trade with these keys; cancel them first, or add new keys (which replace these)"
-        )
-    credentials.revoke_credential(session, user.id, credential.id)
+    """Revoke the active keys; refused while active subscriptions trade with them. Afterwards the
+    status says disconnected."""
+    credential = credentials.revoke_active(session, user.id)
     return s.MessageOut(message=f"API keys {credential.api_key_hint} revoked")

@@ -9,10 +9,16 @@ from xcoin_trading.store import models as m
 
 
 def money(value: Decimal | None) -> str | None:
+    """The exact digits, trailing zeros dropped. String work, not `normalize()`: that rounds to the
+    decimal context's 28 significant digits, and the store holds up to 38."""
     if value is None:
         return None
-    text = format(value.normalize(), "f") if value else "0"
-    return text
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite amount")
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def user(u: m.User) -> s.UserOut:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic.alias_generators import to_camel
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xcoin_trading.api.ratelimit import TooManyAttempts
@@ -56,6 +57,29 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+MAX_DETAILS = 20  # a body with thousands of mistakes gets the first few, not a megabyte of errors
+# Constraint → what the user is told when a parallel request won the race for it.
+CONSTRAINT_MESSAGES = {
+    "uq_users_email": "email is already registered",
+    "uq_users_oauth_provider_oauth_id": "this sign-in is already linked to an account",
+    "uq_strategies_code": "strategy code is not available; choose another",
+    "uq_subscriptions_active_user_strategy": "already subscribed to this strategy",
+    "uq_broker_credentials_active_user_broker": "API keys were replaced by a parallel request; retry",
+    "ck_strategies_subscriber_count_non_negative": "the subscription changed in a parallel request; retry",
+}
+# Postgres SQLSTATEs a parallel request causes (deadlock, serialization failure, lock timeout).
+CONCURRENCY_CODES = {"40P01", "40001", "55P03"}
+
+
+def _constraint(exc: DBAPIError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return name
+    text = str(exc.orig)
+    return next((n for n in CONSTRAINT_MESSAGES if n in text), None)
+
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "decimal", "none", "list", "dict", "literal", "date", "datetime"}
 
 
@@ -74,6 +98,10 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{field} is not a known field"
     if kind == "json_invalid":
+        from xcoin_trading.api.routing import TOO_MANY_MEMBERS
+
+        if TOO_MANY_MEMBERS in str((err.get("ctx") or {}).get("error", "")):
+            return f"body {TOO_MANY_MEMBERS}"
         return "body is not valid JSON"
     message = str(err.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
@@ -132,8 +160,26 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [_describe(e) for e in exc.errors()]
+        errors = exc.errors()
+        details = [_describe(e) for e in errors[:MAX_DETAILS]]
+        if len(errors) > MAX_DETAILS:
+            details.append(f"... and {len(errors) - MAX_DETAILS} more problems")
         return error_response(422, details[0] if details else "request is invalid", details)
+
+    @app.exception_handler(IntegrityError)
+    async def constraint_violated(request: Request, exc: IntegrityError) -> JSONResponse:
+        """A unique or check constraint refused a write a parallel request made first: 409, not 500."""
+        name = _constraint(exc)
+        log.info("constraint %s refused %s %s", name, request.method, request.url.path)
+        return error_response(409, CONSTRAINT_MESSAGES.get(name or "", "clashes with the current state"))
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "pgcode", None) in CONCURRENCY_CODES:
+            log.warning("concurrency conflict on %s %s", request.method, request.url.path)
+            return error_response(409, "clashed with a parallel change; retry")
+        log.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return error_response(500, "internal error")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -142,7 +188,4 @@ def install(app: FastAPI) -> None:
             message = f"no route {request.url.path}"
         return error_response(exc.status_code, message, **(exc.headers or {}))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error")
+    # Anything else: `middleware.LastResort` (a 500 that keeps the connection alive).

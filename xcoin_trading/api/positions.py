@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
@@ -43,40 +43,62 @@ def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> s.Posi
     rows = positions.open_trades(session, user.id)
     prices, error = ticker_prices(settings) if rows else ({}, None)
     marked = positions.current_positions(session, user.id, prices)
-    out = [
-        s.PositionOut(
-            trade_id=p.trade.id,
-            subscription_id=p.trade.subscription_id,
-            strategy_id=p.trade.strategy_id,
-            strategy_name=p.strategy_name,
-            symbol=p.trade.symbol,
-            market_type=p.trade.market_type,
-            side=p.trade.side,
-            quantity=convert.money(p.trade.quantity),
-            leverage=convert.money(p.trade.leverage),
-            entry_price=convert.money(p.trade.entry_price),
-            stop_loss=convert.money(p.trade.stop_loss),
-            take_profit=convert.money(p.trade.take_profit),
-            entry_fee=convert.money(p.trade.entry_fee),
-            entry_time=p.trade.entry_time,
-            current_price=convert.money(p.current_price),
-            unrealized_pnl=convert.money(p.unrealized_pnl),
-            unrealized_pnl_pct=convert.money(p.unrealized_pnl_pct),
-        )
-        for p in marked
-    ]
-    priced = all(p.unrealized_pnl is not None for p in marked)
-    total_pnl = sum((p.unrealized_pnl for p in marked), Decimal(0)) if priced else None
+    out = [_position(p) for p in marked]
+    whole = not any(o.problems for o in out)  # a bad row makes the totals unknown, not wrong
+    priced = all(p.current_price is not None for p in marked)
+    with localcontext(prec=positions.EXACT_DIGITS):  # sums of 38-digit amounts, exactly
+        notional = sum((p.notional for p in marked), Decimal(0)) if whole else None
+        margin = sum((p.margin for p in marked), Decimal(0)) if whole else None
+        total_pnl = sum((p.unrealized_pnl for p in marked), Decimal(0)) if whole and priced else None
     return s.PositionsOut(
         positions=out,
         summary=s.PositionsSummaryOut(
             open_positions=len(marked),
-            total_notional=convert.money(sum((p.notional for p in marked), Decimal(0))),
-            total_margin=convert.money(sum((p.margin for p in marked), Decimal(0))),
+            total_notional=convert.money(notional),
+            total_margin=convert.money(margin),
             total_unrealized_pnl=convert.money(total_pnl),
             prices_available=priced,
             price_error=None if priced else (error or "no ticker price for some symbols"),
         ),
+    )
+
+
+class _Fields:
+    """Money fields of one stored row: a value that cannot be shown becomes null, and `problems`
+    says which and why, instead of the whole response failing."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def money(self, name: str, compute) -> str | None:
+        try:
+            return convert.money(compute())
+        except (ArithmeticError, ValueError, TypeError):
+            self.problems.append(f"{name} is not a finite amount in the stored row")
+            return None
+
+
+def _position(p: positions.Position) -> s.PositionOut:
+    t, f = p.trade, _Fields()
+    return s.PositionOut(
+        trade_id=t.id,
+        subscription_id=t.subscription_id,
+        strategy_id=t.strategy_id,
+        strategy_name=p.strategy_name,
+        symbol=t.symbol,
+        market_type=t.market_type,
+        side=t.side,
+        quantity=f.money("quantity", lambda: t.quantity),
+        leverage=f.money("leverage", lambda: t.leverage),
+        entry_price=f.money("entryPrice", lambda: t.entry_price),
+        stop_loss=f.money("stopLoss", lambda: t.stop_loss),
+        take_profit=f.money("takeProfit", lambda: t.take_profit),
+        entry_fee=f.money("entryFee", lambda: t.entry_fee),
+        entry_time=t.entry_time,
+        current_price=f.money("currentPrice", lambda: p.current_price),
+        unrealized_pnl=f.money("unrealizedPnl", lambda: p.unrealized_pnl),
+        unrealized_pnl_pct=f.money("unrealizedPnlPct", lambda: p.unrealized_pnl_pct),
+        problems=f.problems,
     )
 
 
@@ -92,7 +114,7 @@ def orders(
     result = positions.orders_page(session, user.id, page=page, limit=limit, status=status)
     summary = result.summary
     return s.OrdersOut(
-        orders=[convert.order(o, strategy_id) for o, strategy_id in result.rows],
+        orders=[_order(o, strategy_id) for o, strategy_id in result.rows],
         pagination=s.PaginationOut(
             page=page, limit=limit, total=result.total, total_pages=(result.total + limit - 1) // limit
         ),
@@ -102,9 +124,36 @@ def orders(
             pending_orders=summary["pending_orders"],
             cancelled_orders=summary["cancelled_orders"],
             rejected_orders=summary["rejected_orders"],
-            total_volume=convert.money(summary["total_volume"]),
-            total_fees=convert.money(summary["total_fees"]),
+            total_volume=_Fields().money("totalVolume", lambda: summary["total_volume"]),
+            total_fees=_Fields().money("totalFees", lambda: summary["total_fees"]),
         ),
+    )
+
+
+def _order(o, strategy_id: int | None) -> s.OrderOut:
+    f = _Fields()
+    return s.OrderOut(
+        id=o.id,
+        subscription_id=o.subscription_id,
+        strategy_id=strategy_id,
+        trade_id=o.trade_id,
+        leg=o.leg,
+        client_order_id=o.client_order_id,
+        exchange_order_id=o.exchange_order_id,
+        market=o.market,
+        side=o.side,
+        order_type=o.order_type,
+        price=f.money("price", lambda: o.price),
+        stop_price=f.money("stopPrice", lambda: o.stop_price),
+        quantity=f.money("quantity", lambda: o.quantity),
+        filled_quantity=f.money("filledQuantity", lambda: o.filled_quantity),
+        avg_price=f.money("avgPrice", lambda: o.avg_price),
+        fee=f.money("fee", lambda: o.fee),
+        status=o.status,
+        error=o.error,
+        created_at=o.created_at,
+        updated_at=o.updated_at,
+        problems=f.problems,
     )
 
 

@@ -1,8 +1,11 @@
 """Login throttling: failed attempts counted per email and per client IP in fixed windows.
 
 The counter lives in Redis when `XCOIN_REDIS_URL` is set (shared by every API worker), in process
-memory otherwise; both implement `AttemptCounter`. Only failures count; a successful login clears
-that email's counter (never the IP's, so one good account cannot launder a stuffing run).
+memory otherwise; both implement `AttemptCounter`. An attempt is reserved atomically BEFORE the
+password is checked (Redis INCR + EXPIRE in one script, or under a lock in memory), so however many
+requests arrive at once, at most the limit are ever verified in a window. A reservation that turns
+out a success is given back: only failures stay counted; a successful login clears that email's
+counter (never the IP's, so one good account cannot launder a stuffing run).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ class AttemptCounter(Protocol):
 
     def add(self, key: str, window: int) -> int:
         """Count one failure; the window starts at the first one. Returns the new count."""
+
+    def reserve(self, key: str, window: int, limit: int) -> int:
+        """Count one attempt if fewer than `limit` are counted; 0 if so, else seconds left in the window."""
+
+    def release(self, key: str) -> None:
+        """Give back one reserved attempt."""
 
     def clear(self, key: str) -> None: ...
 
@@ -62,9 +71,42 @@ class MemoryCounter:
                 self._hits = {k: v for k, v in self._hits.items() if v[1] > now}
             return n + 1
 
+    def reserve(self, key: str, window: int, limit: int) -> int:
+        with self._lock:
+            now = self._clock()
+            n, ends = self._hits.get(key, (0, 0.0))
+            if ends <= now:
+                n, ends = 0, now + window
+            if n >= limit:
+                return max(math.ceil(ends - now), 1)
+            self._hits[key] = (n + 1, ends)
+            if len(self._hits) > 100_000:
+                self._hits = {k: v for k, v in self._hits.items() if v[1] > now}
+            return 0
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            n, ends = self._hits.get(key, (0, 0.0))
+            if n > 0:
+                self._hits[key] = (n - 1, ends)
+
     def clear(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)
+
+
+# KEYS[1] counter; ARGV window, limit. INCR (the window starts with the first attempt), and undo it
+# when over the limit: one atomic step, whatever the number of API workers asking at once.
+_RESERVE = """
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+if n > tonumber(ARGV[2]) then redis.call('DECR', KEYS[1]); return math.max(ttl, 1) end
+return 0
+"""
+_RELEASE = """
+if (tonumber(redis.call('GET', KEYS[1]) or '0')) > 0 then redis.call('DECR', KEYS[1]) end
+"""
 
 
 class RedisCounter:
@@ -96,6 +138,12 @@ class RedisCounter:
         n, _ = pipe.execute()
         return int(n)
 
+    def reserve(self, key: str, window: int, limit: int) -> int:
+        return int(self._redis.eval(_RESERVE, 1, self._prefix + key, window, limit))
+
+    def release(self, key: str) -> None:
+        self._redis.eval(_RELEASE, 1, self._prefix + key)
+
     def clear(self, key: str) -> None:
         self._redis.delete(self._prefix + key)
 
@@ -123,8 +171,27 @@ class LoginThrottle:
         self.counter.add(_key("email", email), self.window_seconds)
         self.counter.add(_key("ip", ip), self.window_seconds)
 
-    def succeeded(self, email: str) -> None:
+    def reserve(self, email: str, ip: str) -> None:
+        """Count this attempt as a failure in advance, or refuse it (429) when the email or the
+        address has used its attempts. Call `succeeded` or `release` when it was not a failure."""
+        email_key, ip_key = _key("email", email), _key("ip", ip)
+        wait = self.counter.reserve(email_key, self.window_seconds, self.per_email)
+        if wait:
+            raise TooManyAttempts(wait)
+        wait = self.counter.reserve(ip_key, self.window_seconds, self.per_ip)
+        if wait:
+            self.counter.release(email_key)
+            raise TooManyAttempts(wait)
+
+    def release(self, email: str, ip: str) -> None:
+        """The reserved attempt was not a password failure (e.g. the database was down)."""
+        self.counter.release(_key("email", email))
+        self.counter.release(_key("ip", ip))
+
+    def succeeded(self, email: str, ip: str | None = None) -> None:
         self.counter.clear(_key("email", email))
+        if ip is not None:
+            self.counter.release(_key("ip", ip))
 
 
 def normalise_email(email: str) -> str:

@@ -17,14 +17,33 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+MAX_MEMBERS = 2_000  # object members in one body: far above any request, far below a flood of keys
+TOO_MANY_MEMBERS = f"has more than {MAX_MEMBERS} object members"
+
+
+def _loads(body: bytes) -> Any:
+    members = 0
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal members
+        members += len(items)
+        if members > MAX_MEMBERS:  # stop parsing now: validating 100k unknown keys costs seconds
+            raise ValueError(TOO_MANY_MEMBERS)
+        return dict(items)
+
+    return json.loads(body, parse_float=Decimal, parse_constant=_no_constants, object_pairs_hook=pairs)
+
+
 class DecimalJSONRequest(Request):
-    """JSON numbers parse to Decimal (money stays exact), and NaN/Infinity are refused as invalid JSON."""
+    """JSON numbers parse to Decimal (money stays exact), NaN/Infinity are refused as invalid JSON, and
+    so is a body with more than MAX_MEMBERS object members (the body size is limited before, in
+    `middleware.BodyLimit`)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                self._json = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+                self._json = _loads(body)
             except json.JSONDecodeError:
                 raise
             except (ValueError, RecursionError) as exc:

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     WithJsonSchema,
 )
@@ -34,7 +35,10 @@ MAX_ID = 2**63 - 1  # BIGINT: larger ids cannot exist, and would overflow the dr
 NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# Strict: a JSON boolean is not a number and "2" is not an integer; 2.0 (a Decimal here) is refused too.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
 Symbol = Literal[tuple([*SPOT_MARKETS, *FUTURES_MARKETS])]  # type: ignore[valid-type]
@@ -217,8 +221,8 @@ class StrategyCreate(Request):
     builtin: Builtin | None = Field(None, description="or the name of a built-in strategy")
     params: Params = Field(default_factory=dict)
     tags: Tags = Field(default_factory=list)
-    lookback: int = Field(200, ge=1, le=MAX_LOOKBACK)
-    is_public: bool = False
+    lookback: Int = Field(200, ge=1, le=MAX_LOOKBACK)
+    is_public: Bool = False
     description: Description | None = None
     version: Version = "1.0.0"
 
@@ -231,9 +235,9 @@ class StrategyUpdate(Request):
     builtin: Builtin | None = None
     params: Params | None = None
     tags: Tags | None = None
-    lookback: int | None = Field(None, ge=1, le=MAX_LOOKBACK)
-    is_public: bool | None = None
-    is_active: bool | None = None
+    lookback: Int | None = Field(None, ge=1, le=MAX_LOOKBACK)
+    is_public: Bool | None = None
+    is_active: Bool | None = None
     description: Description | None = None
     version: Version | None = None
 
@@ -280,7 +284,7 @@ class SubscribeRequest(Request):
     capital: Capital
     risk_per_trade: Risk
     leverage: Leverage = Decimal(1)
-    max_positions: int = Field(1, ge=1, le=MAX_POSITIONS)
+    max_positions: Int = Field(1, ge=1, le=MAX_POSITIONS)
     max_daily_loss: Capital | None = None
     sl_atr_multiplier: Multiplier | None = None
     tp_atr_multiplier: Multiplier | None = None
@@ -291,7 +295,7 @@ class SubscriptionUpdate(Request):
     capital: Capital | None = None
     risk_per_trade: Risk | None = None
     leverage: Leverage | None = None
-    max_positions: int | None = Field(None, ge=1, le=MAX_POSITIONS)
+    max_positions: Int | None = Field(None, ge=1, le=MAX_POSITIONS)
     max_daily_loss: Capital | None = None
     sl_atr_multiplier: Multiplier | None = None
     tp_atr_multiplier: Multiplier | None = None
@@ -349,22 +353,27 @@ class PositionOut(Response):
     symbol: str
     market_type: str
     side: str
-    quantity: str
-    leverage: str
-    entry_price: str
+    quantity: str | None
+    leverage: str | None
+    entry_price: str | None
     stop_loss: str | None
     take_profit: str | None
-    entry_fee: str
+    entry_fee: str | None
     entry_time: datetime | None
     current_price: str | None
     unrealized_pnl: str | None
     unrealized_pnl_pct: str | None
+    problems: list[str] = Field(
+        default_factory=list, description="fields of this stored row that could not be read (they are null)"
+    )
 
 
 class PositionsSummaryOut(Response):
     open_positions: int
-    total_notional: str = Field(description="sum of entry price x quantity")
-    total_margin: str = Field(description="sum of notional / leverage")
+    total_notional: str | None = Field(
+        description="sum of entry price x quantity; null when a row is unreadable"
+    )
+    total_margin: str | None = Field(description="sum of notional / leverage")
     total_unrealized_pnl: str | None = Field(description="null when any price is unavailable")
     prices_available: bool
     price_error: str | None
@@ -388,14 +397,17 @@ class OrderOut(Response):
     order_type: str
     price: str | None
     stop_price: str | None
-    quantity: str
-    filled_quantity: str
+    quantity: str | None
+    filled_quantity: str | None
     avg_price: str | None
-    fee: str
+    fee: str | None
     status: str
     error: str | None
     created_at: datetime
     updated_at: datetime
+    problems: list[str] = Field(
+        default_factory=list, description="fields of this stored row that could not be read (they are null)"
+    )
 
 
 class PaginationOut(Response):
@@ -411,8 +423,8 @@ class OrdersSummaryOut(Response):
     pending_orders: int
     cancelled_orders: int
     rejected_orders: int
-    total_volume: str = Field(description="sum of filled quantity x average fill price")
-    total_fees: str
+    total_volume: str | None = Field(description="sum of filled quantity x average fill price")
+    total_fees: str | None
 
 
 class OrdersOut(Response):
@@ -443,10 +455,15 @@ class PnlSummaryOut(Response):
 # ---- backtests ------------------------------------------------------------------------------
 
 
+# Candles exist from 2010 on; far dates would overflow the day arithmetic (9999-12-31 + 1 day).
+FIRST_DAY, LAST_DAY = date(2010, 1, 1), date(2100, 12, 31)
+Day = Annotated[date, Field(ge=FIRST_DAY, le=LAST_DAY)]
+
+
 class BacktestRunRequest(Request):
     strategy_id: Id
-    start: date
-    end: date
+    start: Day
+    end: Day
     symbol: Symbol | None = Field(None, description="default: the strategy's symbol")
     resolution: Resolution | None = Field(None, description="default: the strategy's resolution")
     initial_capital: Capital = Decimal(10_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +29,8 @@ ISSUER = "xcoin"
 ACCESS_TTL = timedelta(hours=24)
 STATE_TTL = timedelta(minutes=10)
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+USER_ID_RE = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+MAX_USER_ID = 2**63 - 1
 
 
 def jwt_key_path(settings: Settings) -> Path:
@@ -99,7 +102,8 @@ class TokenIssuer:
 
     def user_id(self, token: str) -> int:
         sub = self._decode(token, "access")["sub"]
-        if not isinstance(sub, str) or not sub.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²" (int() fails) and "١" (int() reads 1).
+        if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub) or int(sub) > MAX_USER_ID:
             raise Unauthorized("invalid or expired token")
         return int(sub)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from xcoin_trading.errors import NotFound, ValidationError
+from xcoin_trading.errors import Conflict, NotFound, ValidationError
 from xcoin_trading.services import validate
+from xcoin_trading.services.users import lock_user
 from xcoin_trading.store.models import BrokerCredential, Subscription
 from xcoin_trading.timeframes import utcnow
 from xcoin_trading.vault import Secret, Vault
@@ -33,17 +34,25 @@ class DecryptedKeys:
 def add_credential(
     session: Session, vault: Vault, user_id: int, api_key: str, api_secret: str, broker: str = "coindcx"
 ) -> BrokerCredential:
-    """Store new keys; they replace the user's active keys for that broker (subscriptions follow)."""
+    """Store new keys; they replace the user's active keys for that broker (subscriptions follow).
+
+    Atomic under parallel uploads: the user row is locked first, the old set deactivated, the new
+    one inserted (a partial unique index allows one active set per user and broker)."""
     api_key = validate.non_empty("api_key", api_key, 256)
     api_secret = validate.non_empty("api_secret", api_secret, 256)
     if broker not in SUPPORTED_BROKERS:
         raise ValidationError("broker", f"must be one of {', '.join(SUPPORTED_BROKERS)}, got {broker!r}")
+    lock_user(session, user_id)
     previous = session.scalars(
-        select(BrokerCredential).where(
+        update(BrokerCredential)
+        .where(
             BrokerCredential.user_id == user_id,
             BrokerCredential.broker == broker,
             BrokerCredential.is_active.is_(True),
         )
+        .values(is_active=False, updated_at=utcnow())
+        .returning(BrokerCredential.id)
+        .execution_options(synchronize_session="fetch")
     ).all()
     credential = BrokerCredential(
         user_id=user_id,
@@ -55,16 +64,12 @@ def add_credential(
     )
     session.add(credential)
     session.flush()
-    for old in previous:
-        old.is_active = False
     if previous:
         session.execute(
             update(Subscription)
-            .where(
-                Subscription.user_id == user_id,
-                Subscription.broker_credential_id.in_([c.id for c in previous]),
-            )
+            .where(Subscription.user_id == user_id, Subscription.broker_credential_id.in_(previous))
             .values(broker_credential_id=credential.id)
+            .execution_options(synchronize_session="fetch")
         )
     return credential
 
@@ -88,6 +93,27 @@ def active_credential(session: Session, user_id: int, broker: str = "coindcx") -
     )
     if credential is None:
         raise NotFound(f"no active {broker} API keys for this user")
+    return credential
+
+
+def revoke_active(session: Session, user_id: int, broker: str = "coindcx") -> BrokerCredential:
+    """Deactivate the active keys (afterwards the user has none: status says disconnected); refused
+    while active subscriptions trade with them. Under the user lock, so no subscribe or upload
+    slips in between the check and the change."""
+    lock_user(session, user_id)
+    credential = active_credential(session, user_id, broker)
+    session.refresh(credential)
+    active = session.scalar(
+        select(func.count())
+        .select_from(Subscription)
+        .where(Subscription.broker_credential_id == credential.id, Subscription.is_active.is_(True))
+    )
+    if active:
+        raise Conflict(
+            f"{active} active subscription(s) trade with these keys; cancel them first, "
+            "or add new keys (which replace these)"
+        )
+    credential.is_active = False
     return credential
 
 

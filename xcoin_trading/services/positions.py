@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -28,6 +28,10 @@ ORDER_STATUSES = (
 )
 PENDING_STATUSES = ("INTENT", "SENDING", "OPEN", "PARTIALLY_FILLED", "UNKNOWN")
 MAX_PAGE_SIZE = 100
+# Products of two NUMERIC(38, 18) amounts have up to 76 digits: computed exactly, not at the
+# default context's 28 significant digits.
+EXACT_DIGITS = 100
+STORE_PLACES = Decimal("1e-18")
 ALL_SYMBOLS = (*SPOT_MARKETS, *FUTURES_MARKETS)
 
 
@@ -41,11 +45,13 @@ class Position:
 
     @property
     def notional(self) -> Decimal:
-        return self.trade.entry_price * self.trade.quantity
+        with localcontext(prec=EXACT_DIGITS):
+            return self.trade.entry_price * self.trade.quantity
 
     @property
     def margin(self) -> Decimal:
-        return self.notional / (self.trade.leverage or Decimal(1))
+        with localcontext(prec=EXACT_DIGITS):
+            return (self.notional / (self.trade.leverage or Decimal(1))).quantize(STORE_PLACES)
 
 
 def price_key(symbol: str) -> str:
@@ -76,10 +82,14 @@ def current_positions(session: Session, user_id: int, prices: Mapping[str, Decim
         price = None if prices is None else prices.get(price_key(trade.symbol))
         pnl = pct = None
         if price is not None:
-            direction = 1 if trade.side == "LONG" else -1
-            pnl = direction * (price - trade.entry_price) * trade.quantity - trade.entry_fee
-            notional = trade.entry_price * trade.quantity
-            pct = round(pnl * 100 / notional, 4) if notional else None
+            try:
+                with localcontext(prec=EXACT_DIGITS):
+                    direction = 1 if trade.side == "LONG" else -1
+                    pnl = direction * (price - trade.entry_price) * trade.quantity - trade.entry_fee
+                    notional = trade.entry_price * trade.quantity
+                    pct = round(pnl * 100 / notional, 4) if notional else None
+            except ArithmeticError:  # an unreadable stored amount: that position's P&L is unknown
+                pnl = pct = None
         positions.append(Position(trade, name, price, pnl, pct))
     return positions
 

@@ -1,4 +1,8 @@
-"""Strategy catalogue: create, update (owner only), soft delete (refused while subscribed)."""
+"""Strategy catalogue: create, update (owner only), soft delete (refused while subscribed).
+
+Writers that depend on a strategy's subscribers (delete, edits of what subscribers trade,
+subscribe, cancel) lock the strategy row first (`SELECT … FOR UPDATE`), so they serialise on it.
+Lock order everywhere: users → strategies → subscriptions → broker_credentials."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import re
 from typing import Any
 
 from sqlalchemy import event, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -21,6 +26,11 @@ EDITABLE = {
     "name", "description", "version", "source", "builtin", "symbol", "resolution", "lookback",
     "params", "tags", "is_public", "is_active", "git_repo", "git_branch", "git_commit",
 }  # fmt: skip
+# What a subscriber signed up to trade: refused (409) while anyone is subscribed, since the
+# subscription rules (one futures subscription per pair, max 1 position there) were checked against it.
+# The market's kind (spot or futures) is part of its symbol. The code (source, built-in, params) may
+# change: subscribers follow the author's strategy, as with any edit of its logic.
+FIXED_WHILE_SUBSCRIBED = ("symbol", "resolution", "is_active")
 
 
 def _invalidate_after_commit(session: Session, strategy_id: int | None) -> None:
@@ -94,8 +104,7 @@ def create_strategy(
             params=params or {}, tags=tags or [], source=source,
         )
     )  # fmt: skip
-    if session.scalar(select(Strategy.id).where(Strategy.code == code)) is not None:
-        raise Conflict(f"strategy code {code!r} is already taken")
+    _code_free(session, author_id, code)
     strategy = Strategy(
         code=code,
         author_id=author_id,
@@ -106,10 +115,26 @@ def create_strategy(
         validation_status="PENDING",
         **fields,
     )
-    session.add(strategy)
-    session.flush()
+    try:
+        with session.begin_nested():  # added inside: a clash rolls back only this insert
+            session.add(strategy)
+            session.flush()
+    except IntegrityError:  # a concurrent create won the unique index
+        _code_free(session, author_id, code)
+        raise Conflict(f"strategy code {code!r} is not available; choose another") from None
     _invalidate_after_commit(session, None)
     return strategy
+
+
+def _code_free(session: Session, author_id: int, code: str) -> None:
+    """Codes are global (the CLI and backtests name strategies by code). A code used by someone else
+    answers the same whether their strategy is public, private or deleted: nothing about it leaks."""
+    owner = session.scalar(select(Strategy.author_id).where(Strategy.code == code))
+    if owner is None:
+        return
+    if owner == author_id:
+        raise Conflict(f"you already have a strategy with code {code!r}")
+    raise Conflict(f"strategy code {code!r} is not available; choose another")
 
 
 def record_validation(strategy: Strategy) -> Strategy:
@@ -141,8 +166,23 @@ def visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strat
     return strategy
 
 
-def owned_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
-    strategy = visible_strategy(session, actor_id, strategy_id)
+def locked_visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
+    """`visible_strategy`, with its row locked until the transaction ends (read fresh, not cached)."""
+    strategy = session.scalar(
+        select(Strategy)
+        .where(Strategy.id == strategy_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if strategy is None or strategy.deleted_at is not None:
+        raise NotFound(f"strategy {strategy_id} not found")
+    if strategy.author_id != actor_id and not strategy.is_public:
+        raise NotFound(f"strategy {strategy_id} not found")
+    return strategy
+
+
+def owned_strategy(session: Session, actor_id: int, strategy_id: int, *, lock: bool = False) -> Strategy:
+    strategy = (locked_visible_strategy if lock else visible_strategy)(session, actor_id, strategy_id)
     if strategy.author_id != actor_id:
         raise Forbidden(f"strategy {strategy_id} belongs to another user")
     return strategy
@@ -166,9 +206,14 @@ def list_strategies(
         Strategy.deleted_at.is_(None), or_(Strategy.author_id == actor_id, Strategy.is_public.is_(True))
     )
     if search:
-        pattern = f"%{search.lower()}%"
+        # A literal substring: % and _ in the search match themselves, not "anything".
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
         query = query.where(
-            or_(func.lower(Strategy.name).like(pattern), func.lower(Strategy.code).like(pattern))
+            or_(
+                func.lower(Strategy.name).like(pattern, escape="\\"),
+                func.lower(Strategy.code).like(pattern, escape="\\"),
+            )
         )
     if status:
         query = query.where(Strategy.validation_status == status.upper())
@@ -180,11 +225,19 @@ def list_strategies(
 
 
 def update_strategy(session: Session, actor_id: int, strategy_id: int, **changes: Any) -> Strategy:
-    strategy = owned_strategy(session, actor_id, strategy_id)
+    strategy = owned_strategy(session, actor_id, strategy_id, lock=True)
     unknown = set(changes) - EDITABLE
     if unknown:
         raise ValidationError(sorted(unknown)[0], "cannot be changed")
     fields = _check_fields(changes)
+    moved = [k for k in FIXED_WHILE_SUBSCRIBED if k in fields and fields[k] != getattr(strategy, k)]
+    if moved:
+        active = active_subscriber_count(session, strategy_id)
+        if active:
+            raise Conflict(
+                f"{moved[0]} cannot change while strategy {strategy.code!r} has {active} active "
+                "subscriptions; they must end first"
+            )
     for key, value in fields.items():
         setattr(strategy, key, value)
     if {"source", "builtin", "params", "symbol", "resolution", "lookback"} & set(fields):
@@ -204,8 +257,8 @@ def active_subscriber_count(session: Session, strategy_id: int) -> int:
 
 
 def delete_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
-    """Soft delete; refused while anyone is subscribed."""
-    strategy = owned_strategy(session, actor_id, strategy_id)
+    """Soft delete; refused while anyone is subscribed (subscribe locks the same row first)."""
+    strategy = owned_strategy(session, actor_id, strategy_id, lock=True)
     active = active_subscriber_count(session, strategy_id)
     if active:
         raise Conflict(f"strategy {strategy.code!r} has {active} active subscriptions; they must end first")

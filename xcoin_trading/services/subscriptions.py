@@ -1,13 +1,17 @@
 """Subscriptions with the seed's rules: the strategy must exist and be active, one active subscription
-per (user, strategy), pause only if active and not paused, resume only if paused, cancel is soft, and
-`subscriber_count` moves in the same transaction (SQL increment, so concurrent calls cannot lose one)."""
+per (user, strategy), pause only if active and not paused, resume only if paused, cancel is soft.
+
+Every rule holds under parallel requests: subscribe locks the user row, then the strategy row
+(delete and edits of the strategy lock it too); cancel, pause and resume are conditional UPDATEs
+(`WHERE is_active …`), so of parallel calls exactly one changes the row; `subscriber_count` is
+recounted from the rows in the same transaction, under the strategy lock."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +20,8 @@ from xcoin_trading.errors import Conflict, NotFound, ValidationError
 from xcoin_trading.exchange.markets import FUTURES_MARKETS
 from xcoin_trading.services import validate
 from xcoin_trading.services.credentials import active_credential, get_credential
-from xcoin_trading.services.strategies import visible_strategy
+from xcoin_trading.services.strategies import locked_visible_strategy
+from xcoin_trading.services.users import lock_user
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import utcnow
 
@@ -66,12 +71,39 @@ def _one_futures_position_per_pair(
         )
 
 
-def _change_count(session: Session, strategy_id: int, delta: int) -> None:
+def _lock_strategy_row(session: Session, strategy_id: int) -> None:
+    session.execute(select(Strategy.id).where(Strategy.id == strategy_id).with_for_update())
+
+
+def _recount(session: Session, strategy_id: int) -> None:
+    """`subscriber_count` := the active rows, in one statement (the caller holds the strategy lock)."""
+    active = (
+        select(func.count())
+        .select_from(Subscription)
+        .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+        .scalar_subquery()
+    )
     session.execute(
         update(Strategy)
         .where(Strategy.id == strategy_id)
-        .values(subscriber_count=Strategy.subscriber_count + delta, updated_at=utcnow())
+        .values(subscriber_count=active, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
+    strategy = session.identity_map.get(session.identity_key(Strategy, strategy_id))
+    if strategy is not None:  # a loaded copy must not show the old count
+        session.expire(strategy, ["subscriber_count", "updated_at"])
+
+
+def _set_where(session: Session, user_id: int, subscription_id: int, condition, **values: Any) -> bool:
+    """UPDATE the subscription only if `condition` still holds; True if it did (exactly one winner)."""
+    changed = session.execute(
+        update(Subscription)
+        .where(Subscription.id == subscription_id, Subscription.user_id == user_id, condition)
+        .values(**values, updated_at=utcnow())
+        .returning(Subscription.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return changed is not None
 
 
 def subscribe(
@@ -96,7 +128,8 @@ def subscribe(
         ),
         get_settings().max_leverage,
     )  # fmt: skip
-    strategy = visible_strategy(session, user_id, strategy_id)
+    lock_user(session, user_id)
+    strategy = locked_visible_strategy(session, user_id, strategy_id)
     if not strategy.is_active:
         raise ValidationError("strategy_id", f"strategy {strategy.code!r} is not active")
     if strategy.validation_status == "INVALID":
@@ -123,13 +156,13 @@ def subscribe(
     subscription = Subscription(
         user_id=user_id, strategy_id=strategy_id, broker_credential_id=credential.id, **terms
     )
-    session.add(subscription)
     try:
-        with session.begin_nested():
+        with session.begin_nested():  # added inside: a clash rolls back only this insert
+            session.add(subscription)
             session.flush()
-    except IntegrityError:  # a concurrent subscribe won the unique index
+    except IntegrityError:  # a write that skipped the locks (CLI, another tool) won the unique index
         raise Conflict(f"already subscribed to strategy {strategy.code!r}") from None
-    _change_count(session, strategy_id, +1)
+    _recount(session, strategy_id)
     return subscription
 
 
@@ -141,10 +174,27 @@ def get_subscription(session: Session, user_id: int, subscription_id: int) -> Su
 
 
 def _active(session: Session, user_id: int, subscription_id: int) -> Subscription:
-    subscription = get_subscription(session, user_id, subscription_id)
+    """The caller's subscription, locked and read fresh; Conflict if it is cancelled."""
+    subscription = session.scalar(
+        select(Subscription)
+        .where(Subscription.id == subscription_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if subscription is None or subscription.user_id != user_id:
+        raise NotFound(f"subscription {subscription_id} not found")
     if not subscription.is_active:
         raise Conflict(f"subscription {subscription_id} is cancelled")
     return subscription
+
+
+def _refused(session: Session, user_id: int, subscription_id: int, state: str) -> Conflict:
+    """Why a conditional change matched no row: not found, cancelled, or already in `state`."""
+    subscription = get_subscription(session, user_id, subscription_id)
+    session.refresh(subscription)
+    if not subscription.is_active:
+        return Conflict(f"subscription {subscription_id} is cancelled")
+    return Conflict(f"subscription {subscription_id} is {state}")
 
 
 def list_subscriptions(session: Session, user_id: int, include_cancelled: bool = False) -> list[Subscription]:
@@ -154,30 +204,36 @@ def list_subscriptions(session: Session, user_id: int, include_cancelled: bool =
     return list(session.scalars(query.order_by(Subscription.id)).all())
 
 
-def pause(session: Session, user_id: int, subscription_id: int) -> Subscription:
-    subscription = _active(session, user_id, subscription_id)
-    if subscription.is_paused:
-        raise Conflict(f"subscription {subscription_id} is already paused")
-    subscription.is_paused = True
-    subscription.paused_at = utcnow()
+def _changed(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    subscription = get_subscription(session, user_id, subscription_id)
+    session.refresh(subscription)
     return subscription
+
+
+def pause(session: Session, user_id: int, subscription_id: int) -> Subscription:
+    get_subscription(session, user_id, subscription_id)
+    active_unpaused = Subscription.is_active.is_(True) & Subscription.is_paused.is_(False)
+    if not _set_where(session, user_id, subscription_id, active_unpaused, is_paused=True, paused_at=utcnow()):
+        raise _refused(session, user_id, subscription_id, "already paused")
+    return _changed(session, user_id, subscription_id)
 
 
 def resume(session: Session, user_id: int, subscription_id: int) -> Subscription:
-    subscription = _active(session, user_id, subscription_id)
-    if not subscription.is_paused:
-        raise Conflict(f"subscription {subscription_id} is not paused")
-    subscription.is_paused = False
-    subscription.paused_at = None
-    return subscription
+    get_subscription(session, user_id, subscription_id)
+    active_paused = Subscription.is_active.is_(True) & Subscription.is_paused.is_(True)
+    if not _set_where(session, user_id, subscription_id, active_paused, is_paused=False, paused_at=None):
+        raise _refused(session, user_id, subscription_id, "not paused")
+    return _changed(session, user_id, subscription_id)
 
 
 def cancel(session: Session, user_id: int, subscription_id: int) -> Subscription:
-    subscription = _active(session, user_id, subscription_id)
-    subscription.is_active = False
-    subscription.unsubscribed_at = utcnow()
-    _change_count(session, subscription.strategy_id, -1)
-    return subscription
+    strategy_id = get_subscription(session, user_id, subscription_id).strategy_id
+    _lock_strategy_row(session, strategy_id)  # strategy before subscription, as subscribe does
+    active = Subscription.is_active.is_(True)
+    if not _set_where(session, user_id, subscription_id, active, is_active=False, unsubscribed_at=utcnow()):
+        raise _refused(session, user_id, subscription_id, "cancelled")
+    _recount(session, strategy_id)
+    return _changed(session, user_id, subscription_id)
 
 
 def update_terms(session: Session, user_id: int, subscription_id: int, **changes: Any) -> Subscription:

@@ -100,6 +100,18 @@ class BrokerCredential(Timestamped, Base):
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     last_tested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    __table_args__ = (
+        # One active key set per (user, broker): a new upload replaces it in one transaction.
+        sa.Index(
+            "uq_broker_credentials_active_user_broker",
+            "user_id",
+            "broker",
+            unique=True,
+            sqlite_where=sa.text("is_active = 1"),
+            postgresql_where=sa.text("is_active"),
+        ),
+    )
+
     def __repr__(self) -> str:  # never show ciphertext either
         return f"BrokerCredential(id={self.id}, user_id={self.user_id}, broker={self.broker}, key={self.api_key_hint})"
 
