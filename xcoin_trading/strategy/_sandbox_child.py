@@ -48,7 +48,7 @@ def main(answer_fd: int) -> int:
         out = out.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
         with os.fdopen(answer_fd, "wb") as fh:
             out.write_ipc_stream(fh, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
-    except MemoryError:  # only reachable where rlimits stand in for the memory cgroup
+    except MemoryError:  # one allocation over the per-process address-space limit
         return 4
     except BaseException as exc:
         tb = traceback.extract_tb(exc.__traceback__)

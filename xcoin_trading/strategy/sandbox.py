@@ -259,13 +259,16 @@ def _bwrap_prefix(uid: int, limits: SandboxLimits | None) -> list[str]:
     return args
 
 
-def _shell_limits(limits: SandboxLimits, cgroups: _RunCgroups | None, per_process_memory: bool) -> str:
+def _shell_limits(limits: SandboxLimits, cgroups: _RunCgroups | None) -> str:
     """A `sh -c` prologue: join the run's cgroups, set rlimits (inherited by everything after)."""
     steps = [f"echo $$ > {shlex.quote(f)}" for f in (cgroups.procs_files() if cgroups else [])]
     steps += [f"ulimit -S -t {limits.cpu_seconds}", f"ulimit -H -t {limits.cpu_seconds + 1}",
               f"ulimit -f {limits.output_mb * 1024}", "ulimit -c 0", "ulimit -n 256"]  # fmt: skip
-    if per_process_memory:
-        steps.append(f"ulimit -v {limits.memory_mb * 1024}")
+    # Per process too: a single oversized allocation fails at once (MemoryError → exit 4) instead of
+    # first paging gigabytes into the cgroup, which bounds what the run's processes hold together.
+    # Twice the limit: address space includes reservations never touched (thread stacks, arenas).
+    factor = 2 if cgroups and "memory" in cgroups.paths else 1
+    steps.append(f"ulimit -v {limits.memory_mb * 1024 * factor}")
     return " && ".join(steps) + ' && exec "$@"'
 
 
@@ -325,7 +328,7 @@ def run_sandboxed(
         answer_r, answer_w = os.pipe()
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if slot else "/nonexistent", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "POLARS_MAX_THREADS": "2"}  # fmt: skip
-        script = _shell_limits(limits, cgroups, per_process_memory=cgroups is None)
+        script = _shell_limits(limits, cgroups)
         cmd = ["/bin/sh", "-c", script, "sh", *prefix, sys.executable, "-I", child, str(answer_w)]
         try:
             proc = subprocess.Popen(
@@ -388,7 +391,7 @@ def _exchange(proc: subprocess.Popen, answer_r: int, job: bytes, timeout: float,
                 break
             left = end - time.monotonic()
             if left <= 0:
-                stopped = f"timed out after {timeout:g} s (wall clock) and was killed"
+                stopped = f"timed out after {round(timeout, 1):g} s (wall clock) and was killed"
                 break
             if not open_reads:  # both pipes closed: only the exit status is still to come
                 try:
