@@ -77,6 +77,7 @@ def _sandbox_processes() -> list[int]:
 def _alongside(attack: str, limits: SandboxLimits = FAST) -> StrategyError | sandbox.SandboxRun:
     """Run honest tenant A and attacker B at once; A's answer must be exactly its own, and nothing
     of either run (process, cgroup) is left on the host afterwards. Returns B's outcome."""
+    cgroups_before = _run_cgroups()
     with ThreadPoolExecutor(2) as pool:
         honest = pool.submit(run_sandboxed, "tenant-a", SLOW_GOOD, CANDLES, {}, FAST)
         hostile = pool.submit(run_sandboxed, "tenant-b", attack, CANDLES, {}, limits)
@@ -87,11 +88,18 @@ def _alongside(attack: str, limits: SandboxLimits = FAST) -> StrategyError | san
             b = exc
     assert_frame_equal(a.signals, _expected(CANDLES), check_exact=False, rtol=1e-12)
     assert _sandbox_processes() == []
+    assert _run_cgroups() <= cgroups_before
+    return b
+
+
+def _run_cgroups() -> set[Path]:
+    """Per-run cgroups under ours (a crashed earlier process may have left some: not ours to judge)."""
+    found = set()
     for controller in ("memory", "pids", "cpu"):
         base = sandbox._own_cgroup(controller)
         if base is not None and base.exists():
-            assert not list(base.glob("xcoin-sandbox-*")), controller
-    return b
+            found |= set(base.glob("xcoin-sandbox-*"))
+    return found
 
 
 # ---- the contract's hostile cases keep their clear errors -------------------------------------
@@ -207,6 +215,21 @@ def test_uids_are_never_shared_by_two_live_runs():
     ids = {str(e).split("uid ")[1].split('"')[0] for e in errors}
     assert len(ids) == 6
     assert all(int(i.split()[0]) in sandbox._uid_range() and i.split()[0] == i.split()[1] for i in ids)
+
+
+@root_only
+def test_a_spare_sandbox_serves_one_job_only_under_its_own_uid():
+    who = "import os\ndef signals(c, p):\n    open('/tmp/mark', 'x').write('x')\n    raise RuntimeError(f'uid {os.getuid()}')\n"
+    cgroups_before = _run_cgroups()
+    sandbox.prewarm(FAST, 2)
+    assert len(sandbox._spares[FAST]) == 2
+    errors = [pytest.raises(StrategyError, _run, who).value for _ in range(3)]  # 2 spares, then a cold one
+    assert len({str(e).split("uid ")[1] for e in errors}) == 3  # /tmp/mark never existed already either
+    assert sandbox._spares[FAST] == []
+    sandbox.prewarm(FAST, 1)
+    sandbox.discard_spares()
+    assert _sandbox_processes() == []
+    assert _run_cgroups() <= cgroups_before
 
 
 @root_only

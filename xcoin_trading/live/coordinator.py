@@ -33,7 +33,7 @@ from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, 
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.models import StrategyExecution, Trade
-from xcoin_trading.strategy.sandbox import SandboxLimits
+from xcoin_trading.strategy.sandbox import SandboxLimits, prewarm
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
 
@@ -97,6 +97,9 @@ def run_candle_close(
     with session_scope(ctx.settings) as session:
         strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
     now = now or utcnow()
+    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
+    if sandboxed:  # their interpreters load while the candle's claims and candle fetches run
+        prewarm(ctx.sandbox, min(sandboxed, ctx.strategy_pool))
     # Each sandbox's wall clock runs from the candle's close (as `now` tells it), pool wait included.
     deadline = time.time() + ctx.sandbox.wall_seconds - (now - close_time).total_seconds()
     if len(strategies) <= 1:

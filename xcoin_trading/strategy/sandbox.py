@@ -25,10 +25,10 @@ labelled as the strategy's own words.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
-import io
 import json
 import logging
 import os
@@ -42,12 +42,14 @@ import site
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from xcoin_trading.errors import XcoinError
 from xcoin_trading.strategy.answer import BadAnswer, read_answer
@@ -294,6 +296,99 @@ def answer_limit(rows: int, limits: SandboxLimits) -> int:
     return min(limits.output_mb * 1024 * 1024, 64 * 1024 + rows * 512)
 
 
+@dataclass
+class _Started:
+    """A sandbox started and importing (or waiting for its job on stdin): used for one job only."""
+
+    proc: subprocess.Popen
+    answer_r: int
+    limits: SandboxLimits
+    slot: _UidSlot | None
+    cgroups: _RunCgroups | None
+
+    def close(self) -> None:
+        if self.answer_r >= 0:
+            os.close(self.answer_r)
+            self.answer_r = -1
+        _kill(self.proc)
+        if self.cgroups:
+            self.cgroups.remove()
+        if self.slot:
+            self.slot.release()
+
+
+def _start(limits: SandboxLimits) -> _Started:
+    slot = _UidSlot() if isolation_available() else None
+    cgroups = None
+    try:
+        if slot and cgroups_available():
+            cgroups = _RunCgroups(f"xcoin-sandbox-{slot.uid}", limits)
+        prefix = _bwrap_prefix(slot.uid, limits) if slot else []
+        if slot and cgroups is None and shutil.which("prlimit"):  # per uid, and the uid is the run's own
+            prefix = ["prlimit", f"--nproc={limits.pids}", "--", *prefix]
+        child = CHILD_INSIDE if slot else str(CHILD)
+        answer_r, answer_w = os.pipe()
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if slot else "/nonexistent", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1", "POLARS_MAX_THREADS": "2"}  # fmt: skip
+        cmd = ["/bin/sh", "-c", _shell_limits(limits, cgroups), "sh", *prefix, sys.executable, "-I", child,
+               str(answer_w)]  # fmt: skip
+        try:
+            proc = subprocess.Popen(
+                cmd, env=env, cwd="/" if slot else None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=(answer_w,), start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            os.close(answer_r)
+            raise
+        finally:
+            os.close(answer_w)
+    except BaseException:
+        if cgroups:
+            cgroups.remove()
+        if slot:
+            slot.release()
+        raise
+    return _Started(proc, answer_r, limits, slot, cgroups)
+
+
+# Spare sandboxes started ahead of their job (`prewarm`): the interpreter and polars load while the
+# caller does other work (the live coordinator: claims, candles from the exchange). Each serves one job.
+_spares: dict[SandboxLimits, list[_Started]] = {}
+_spares_lock = threading.Lock()
+MAX_SPARES = 16
+
+
+def prewarm(limits: SandboxLimits | None = None, count: int = 1) -> None:
+    """Start up to `count` spare sandboxes for `limits` (a uid slot and cgroups each while idle)."""
+    limits = limits or SandboxLimits()
+    with _spares_lock:
+        have = len(_spares.get(limits, []))
+        wanted = max(0, min(count, MAX_SPARES) - have)
+    started = [_start(limits) for _ in range(wanted)]
+    with _spares_lock:
+        _spares.setdefault(limits, []).extend(started)
+
+
+def _take_spare(limits: SandboxLimits) -> _Started | None:
+    with _spares_lock:
+        pool = _spares.get(limits, [])
+        while pool:
+            spare = pool.pop(0)
+            if spare.proc.poll() is None:
+                return spare
+            spare.close()
+    return None
+
+
+@atexit.register
+def discard_spares() -> None:
+    with _spares_lock:
+        spares = [s for pool in _spares.values() for s in pool]
+        _spares.clear()
+    for spare in spares:
+        spare.close()
+
+
 def run_sandboxed(
     code: str,
     source: str,
@@ -315,47 +410,24 @@ def run_sandboxed(
         raise StrategyError(
             code, f"was not started: its wall-clock limit of {limits.wall_seconds:g} s had passed"
         )
-    isolated = isolation_available()
-    slot = _UidSlot() if isolated else None
-    cgroups = None
+    job = _job(source, candles, params)
+    run = _take_spare(limits) or _start(limits)
     try:
-        if slot and cgroups_available():
-            cgroups = _RunCgroups(f"xcoin-sandbox-{slot.uid}", limits)
-        prefix = _bwrap_prefix(slot.uid, limits) if slot else []
-        if slot and cgroups is None and shutil.which("prlimit"):  # per uid, and the uid is the run's own
-            prefix = ["prlimit", f"--nproc={limits.pids}", "--", *prefix]
-        child = CHILD_INSIDE if slot else str(CHILD)
-        answer_r, answer_w = os.pipe()
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if slot else "/nonexistent", "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "POLARS_MAX_THREADS": "2"}  # fmt: skip
-        script = _shell_limits(limits, cgroups)
-        cmd = ["/bin/sh", "-c", script, "sh", *prefix, sys.executable, "-I", child, str(answer_w)]
-        try:
-            proc = subprocess.Popen(
-                cmd, env=env, cwd="/" if slot else None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, pass_fds=(answer_w,), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            os.close(answer_w)
-        try:
-            outcome = _exchange(
-                proc, answer_r, _job(source, candles, params), timeout, limits, candles.height
-            )
-        finally:
-            os.close(answer_r)
-            _kill(proc)
-        return _classify(code, outcome, limits, cgroups, candles.height, isolated, slot)
+        outcome = _exchange(run.proc, run.answer_r, job, timeout, limits, candles.height)
+        _kill(run.proc)
+        return _classify(code, outcome, limits, run.cgroups, candles.height, run.slot)
     finally:
-        if cgroups:
-            cgroups.remove()
-        if slot:
-            slot.release()
+        run.close()
 
 
 def _job(source: str, candles: pl.DataFrame, params: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    candles.write_ipc_stream(buf, compression="uncompressed")
-    parts = (json.dumps(params, default=str).encode(), source.encode(), buf.getvalue())
+    """params JSON, source and candles (Arrow IPC stream), each length-prefixed. Written with pyarrow
+    (C++, no polars thread pool), as the job may be built in many threads at once."""
+    sink = pa.BufferOutputStream()
+    table = candles.to_arrow()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    parts = (json.dumps(params, default=str).encode(), source.encode(), sink.getvalue().to_pybytes())
     return struct.pack("<III", *(len(p) for p in parts)) + b"".join(parts)
 
 
@@ -447,7 +519,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _classify(code: str, out: _Outcome, limits: SandboxLimits, cgroups: _RunCgroups | None, rows: int,
-              isolated: bool, slot: _UidSlot | None) -> SandboxRun:  # fmt: skip
+              slot: _UidSlot | None) -> SandboxRun:  # fmt: skip
     printed = _clip(out.output)
     status = out.returncode
     # bwrap reports a child killed by signal N as exit status 128 + N; without bwrap Popen says -N.
@@ -478,4 +550,6 @@ def _classify(code: str, out: _Outcome, limits: SandboxLimits, cgroups: _RunCgro
         signals = read_answer(out.answer, rows)
     except BadAnswer as exc:
         raise StrategyError(code, f"returned an answer that {exc}") from None
-    return SandboxRun(signals=signals, stdout=printed, isolated=isolated, uid=slot.uid if slot else None)
+    return SandboxRun(
+        signals=signals, stdout=printed, isolated=slot is not None, uid=slot.uid if slot else None
+    )
