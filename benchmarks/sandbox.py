@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,14 +54,31 @@ def _before_module(folder: Path):
     return module
 
 
-def _times(fn, calls: int) -> list[float]:
+_cgroup_cpu_ms = [0.0]
+
+
+def _count(run):
+    """Adds a bubblewrap run's CPU (its cgroup's cpuacct: its pid namespace is not reaped by us)."""
+    _cgroup_cpu_ms[0] += run.cpu_ms or 0.0
+    return run
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the sandboxes so far: waited-for children (user + sys) plus cgroup-counted runs."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime + _cgroup_cpu_ms[0] / 1000
+
+
+def _times(fn, calls: int) -> tuple[list[float], float]:
+    """Wall ms per call, and the sandboxes' CPU ms per call (independent of the host's load)."""
     fn()  # warm the parent (imports, first polars calls)
     out = []
+    cpu = _children_cpu()
     for _ in range(calls):
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1000)
-    return out
+    return out, (_children_cpu() - cpu) * 1000 / calls
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,7 +104,7 @@ def main() -> None:
         for n, candles in frames.items():
             cases = {
                 "before (unshare+setpriv)": lambda c=candles: before.run_sandboxed("b", STRATEGY, c, {}),
-                "after, cold": lambda c=candles: sandbox.run_sandboxed("a", STRATEGY, c, {}, limits),
+                "after, cold": lambda c=candles: _count(sandbox.run_sandboxed("a", STRATEGY, c, {}, limits)),
             }
             if hasattr(sandbox, "prewarm"):
 
@@ -94,21 +112,25 @@ def main() -> None:
                     sandbox.prewarm(limits, 1)
                     time.sleep(0.3)  # the coordinator's candle fetch and claims, overlapping the start
                     t = time.perf_counter()
-                    sandbox.run_sandboxed("a", STRATEGY, c, {}, limits)
+                    _count(sandbox.run_sandboxed("a", STRATEGY, c, {}, limits))
                     return time.perf_counter() - t
 
                 cases["after, spare"] = warm
             for name, fn in cases.items():
                 if name == "after, spare":
                     fn()
+                    cpu = _children_cpu()
                     ms = [fn() * 1000 for _ in range(args.calls)]
+                    cpu_ms = (_children_cpu() - cpu) * 1000 / args.calls
                 else:
-                    ms = _times(fn, args.calls)
-                rows.append((n, name, statistics.median(ms), _pct(ms, 95)))
-        print(f"\nper call, {args.calls} calls each (ms)")
-        print(f"{'candles':>8}  {'sandbox':<26} {'p50':>8} {'p95':>8}")
-        for n, name, p50, p95 in rows:
-            print(f"{n:>8}  {name:<26} {p50:8.0f} {p95:8.0f}")
+                    ms, cpu_ms = _times(fn, args.calls)
+                rows.append((n, name, statistics.median(ms), _pct(ms, 95), cpu_ms))
+        print(
+            f"\nper call, {args.calls} calls each (ms; sandbox CPU = its processes' user+sys, load-independent)"
+        )
+        print(f"{'candles':>8}  {'sandbox':<26} {'p50':>8} {'p95':>8} {'sandbox CPU':>12}")
+        for n, name, p50, p95, cpu_ms in rows:
+            print(f"{n:>8}  {name:<26} {p50:8.0f} {p95:8.0f} {cpu_ms:12.0f}")
 
         candles = frames[200]
         print("\n10 strategies on one candle, wall time (s)")

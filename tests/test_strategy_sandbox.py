@@ -95,7 +95,7 @@ def _alongside(attack: str, limits: SandboxLimits = FAST) -> StrategyError | san
 def _run_cgroups() -> set[Path]:
     """Per-run cgroups under ours (a crashed earlier process may have left some: not ours to judge)."""
     found = set()
-    for controller in ("memory", "pids", "cpu"):
+    for controller in ("memory", "pids", "cpu", "cpuacct"):
         base = sandbox._own_cgroup(controller)
         if base is not None and base.exists():
             found |= set(base.glob("xcoin-sandbox-*"))
@@ -463,6 +463,22 @@ def signals(c, p):
 """
     outcome = _alongside(attack)
     assert "it hit its limit of 64 processes" in str(outcome), outcome
+
+
+@root_only
+def test_forked_children_share_one_cpu_limit():
+    attack = """
+import os
+def signals(c, p):
+    for _ in range(3):
+        if os.fork() == 0:
+            break
+    while True:
+        pass
+"""
+    # 4 busy processes under a 1-core quota: each alone would reach 2 s of CPU after ~8 s.
+    outcome = _alongside(attack, SandboxLimits(wall_seconds=20, cpu_seconds=2))
+    assert "exceeded its CPU limit of 2 s (its processes together)" in str(outcome), outcome
 
 
 @root_only

@@ -87,6 +87,7 @@ class SandboxRun:
     stdout: str  # what the strategy printed, truncated: shown to its author, never interpreted
     isolated: bool  # True when bubblewrap + own uid were in force
     uid: int | None = None
+    cpu_ms: float | None = None  # CPU time of all the run's processes (cgroup cpuacct), where known
 
 
 # ---- what this host offers (checked once) ---------------------------------------------------
@@ -169,7 +170,7 @@ class _UidSlot:
 class _RunCgroups:
     def __init__(self, name: str, limits: SandboxLimits) -> None:
         self.paths: dict[str, Path] = {}
-        for controller in ("memory", "pids", "cpu"):
+        for controller in ("memory", "pids", "cpu", "cpuacct"):
             base = _own_cgroup(controller)
             if base is None or not os.access(base, os.W_OK):
                 continue
@@ -198,6 +199,10 @@ class _RunCgroups:
             return False
         control = dict(line.split() for line in (memory / "memory.oom_control").read_text().splitlines())
         return int(control.get("oom_kill", 0)) > 0 or int((memory / "memory.failcnt").read_text()) > 0
+
+    def cpu_ms(self) -> float | None:
+        cpuacct = self.paths.get("cpuacct")
+        return int((cpuacct / "cpuacct.usage").read_text()) / 1e6 if cpuacct else None
 
     def pids_refused(self) -> bool:
         pids = self.paths.get("pids")
@@ -413,7 +418,7 @@ def run_sandboxed(
     job = _job(source, candles, params)
     run = _take_spare(limits) or _start(limits)
     try:
-        outcome = _exchange(run.proc, run.answer_r, job, timeout, limits, candles.height)
+        outcome = _exchange(run.proc, run.answer_r, job, timeout, limits, candles.height, run.cgroups)
         _kill(run.proc)
         return _classify(code, outcome, limits, run.cgroups, candles.height, run.slot)
     finally:
@@ -440,8 +445,9 @@ class _Outcome:
 
 
 def _exchange(proc: subprocess.Popen, answer_r: int, job: bytes, timeout: float, limits: SandboxLimits,
-              rows: int) -> _Outcome:  # fmt: skip
-    """Write the job, read the answer and output up to their caps, until exit or the deadline."""
+              rows: int, cgroups: _RunCgroups | None = None) -> _Outcome:  # fmt: skip
+    """Write the job, read the answer and output up to their caps, until exit, the deadline or (with
+    a cpuacct cgroup) the run's processes together using up `limits.cpu_seconds`."""
     out_fd = proc.stdout.fileno()
     caps = {answer_r: answer_limit(rows, limits), out_fd: limits.stdout_kb * 1024}
     got: dict[int, list[bytes]] = {fd: [] for fd in caps}
@@ -464,6 +470,10 @@ def _exchange(proc: subprocess.Popen, answer_r: int, job: bytes, timeout: float,
             left = end - time.monotonic()
             if left <= 0:
                 stopped = f"timed out after {round(timeout, 1):g} s (wall clock) and was killed"
+                break
+            used = cgroups.cpu_ms() if cgroups else None
+            if used is not None and used > limits.cpu_seconds * 1000:
+                stopped = f"exceeded its CPU limit of {limits.cpu_seconds} s (its processes together) and was killed"
                 break
             if not open_reads:  # both pipes closed: only the exit status is still to come
                 try:
@@ -550,6 +560,5 @@ def _classify(code: str, out: _Outcome, limits: SandboxLimits, cgroups: _RunCgro
         signals = read_answer(out.answer, rows)
     except BadAnswer as exc:
         raise StrategyError(code, f"returned an answer that {exc}") from None
-    return SandboxRun(
-        signals=signals, stdout=printed, isolated=slot is not None, uid=slot.uid if slot else None
-    )
+    return SandboxRun(signals=signals, stdout=printed, isolated=slot is not None, uid=slot.uid if slot else None,
+                      cpu_ms=cgroups.cpu_ms() if cgroups else None)  # fmt: skip
