@@ -208,6 +208,21 @@ def test_a_strategy_returning_the_wrong_type_is_refused():
 
 
 @root_only
+def test_a_runtime_that_overlaps_xcoin_home_is_refused_rather_than_shown(monkeypatch):
+    from xcoin_trading.config import reset_settings
+    from xcoin_trading.errors import ConfigError
+
+    monkeypatch.setenv("XCOIN_HOME", os.path.join(sys.prefix, "xcoin-home"))
+    reset_settings()
+    try:
+        with pytest.raises(ConfigError, match="overlaps XCOIN_HOME"):
+            _run(GOOD)
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+@root_only
 def test_uids_are_never_shared_by_two_live_runs():
     who = "import os, time\ndef signals(c, p):\n    time.sleep(1)\n    raise RuntimeError(f'uid {os.getuid()} {os.getgid()}')\n"
     with ThreadPoolExecutor(6) as pool:

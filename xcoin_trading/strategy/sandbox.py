@@ -51,7 +51,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from xcoin_trading.errors import XcoinError
+from xcoin_trading.errors import ConfigError, XcoinError
 from xcoin_trading.strategy.answer import BadAnswer, read_answer
 from xcoin_trading.strategy.contract import StrategyError
 
@@ -235,7 +235,14 @@ def _runtime_roots() -> list[str]:
     """Directories the interpreter and its packages live in (bound read-only), outermost only."""
     roots = {"/usr", os.path.realpath(sys.base_prefix), sys.prefix, *site.getsitepackages()}
     roots = {os.path.realpath(r) if r != sys.prefix else r for r in roots if os.path.isdir(r)}
-    return sorted(r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots))
+    roots = sorted(r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots))
+    from xcoin_trading.config import get_settings
+
+    home = str(get_settings().home)
+    for root in roots:  # a venv inside XCOIN_HOME (or the reverse) would show the store to strategies
+        if home == root or home.startswith(root.rstrip("/") + "/") or root.startswith(home + "/"):
+            raise ConfigError(f"the Python runtime at {root} overlaps XCOIN_HOME {home}: move one of them")
+    return roots
 
 
 def _bwrap_prefix(uid: int, limits: SandboxLimits | None) -> list[str]:
