@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -156,11 +157,13 @@ def test_a_strategy_that_allocates_4gb_hits_its_memory_limit():
 @root_only
 def test_a_strategy_cannot_lift_its_own_limits_or_regain_privileges():
     probe = """
-import os, resource
+import os, resource, subprocess
 def signals(c, p):
     status = open('/proc/self/status').read()
     caps = sorted(l.split()[1] for l in status.splitlines() if l.startswith('Cap'))
     steps = [f"uid={os.getuid()} caps={set(caps)}"]
+    nested = subprocess.run(['unshare', '--user', '--map-root-user', 'true'], capture_output=True)
+    steps.append('userns ALLOWED' if nested.returncode == 0 else 'userns refused')
     for name, act in [('cpu', lambda: resource.setrlimit(resource.RLIMIT_CPU, (10**6, 10**6))),
                       ('setuid', lambda: os.setuid(0)), ('unshare', lambda: os.unshare(os.CLONE_NEWNET)),
                       ('cgroup', lambda: open('/sys/fs/cgroup/memory/memory.limit_in_bytes', 'w').write('1'))]:
@@ -272,16 +275,12 @@ def test_a_uid_slot_held_by_another_process_is_never_handed_out(monkeypatch, tmp
 
 @root_only
 def test_tampering_with_another_runs_processes_and_files_changes_nothing():
-    attack = """
-import os, signal, time
+    look = """
+import os
 def signals(c, p):
     seen = sorted(int(x) for x in os.listdir('/proc') if x.isdigit())
-    try:
-        os.kill(-1, signal.SIGKILL)  # every process this uid may signal
-    except OSError:
-        pass
     hits = []
-    for top in ('/tmp', '/work', '/root', '/run', '/var', '/home', '/xcoin'):
+    for top in ('/tmp', '/work', '/root', '/run', '/var', '/home', '/xcoin', '/usr'):
         for d, _, files in os.walk(top):
             for f in files:
                 try:
@@ -290,10 +289,13 @@ def signals(c, p):
                     pass
     raise RuntimeError(f'pids {seen} writable {hits[:5]}')
 """
-    outcome = _alongside(attack)
-    assert isinstance(outcome, StrategyError)
-    # B saw only its own pid namespace (init + itself), and nothing outside its tmpfs was writable.
-    assert "pids [1, 2]" in str(outcome) and "writable []" in str(outcome), outcome
+    outcome = _alongside(look)
+    # B sees only its own pid namespace (bwrap's init, the inner bwrap, itself) and can write nowhere
+    # outside its own tmpfs; A (running meanwhile) is neither visible nor touched.
+    assert re.search(r"pids \[1, 2(, 3)?\] writable \[\]", str(outcome)), outcome
+    kill_all = "import os, signal\ndef signals(c, p):\n    os.kill(-1, signal.SIGKILL)\n"
+    outcome = _alongside(kill_all)  # every process B may signal: its own run only
+    assert "was killed by signal SIGKILL" in str(outcome), outcome
 
 
 @root_only

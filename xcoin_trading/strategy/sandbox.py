@@ -99,7 +99,7 @@ _cgroups_ok: bool | None = None
 
 def isolation_mode() -> str:
     """ "bwrap" (root + bubblewrap + setpriv) or "rlimits" (a warning is logged once)."""
-    global _mode
+    global _mode, _nested_userns_block
     if _mode is None:
         _mode = "rlimits"
         if os.geteuid() == 0 and shutil.which("bwrap") and shutil.which("setpriv"):
@@ -108,6 +108,15 @@ def isolation_mode() -> str:
             )
             if probe.returncode == 0:
                 _mode = "bwrap"
+                inner = subprocess.run(
+                    _bwrap_prefix(min(_uid_range()), None) + NO_NESTED_USERNS + ["/bin/true"],
+                    capture_output=True,
+                )
+                _nested_userns_block = inner.returncode == 0
+                if not _nested_userns_block:
+                    log.warning(
+                        "strategy sandbox: no unprivileged user namespaces; strategies may create their own"
+                    )
             else:
                 log.warning(
                     "strategy sandbox: bwrap failed (%s)", probe.stderr.decode(errors="replace")[:200]
@@ -270,7 +279,25 @@ def _bwrap_prefix(uid: int, limits: SandboxLimits | None) -> list[str]:
              "--chdir", "/tmp", "--",
              "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
              "--bounding-set=-all", "--no-new-privs", "--"]  # fmt: skip
+    if _nested_userns_block:
+        args += NO_NESTED_USERNS
     return args
+
+
+# Run as the run's uid inside the sandbox: a user namespace mapping that uid to itself in which no
+# further user namespace can be made, so the strategy cannot become "root" of a namespace of its own
+# (no host privilege either way, but less kernel surface). Needs unprivileged user namespaces.
+NO_NESTED_USERNS = [
+    "bwrap",
+    "--unshare-user",
+    "--disable-userns",
+    "--bind",
+    "/",
+    "/",
+    "--die-with-parent",
+    "--",
+]
+_nested_userns_block = False
 
 
 def _shell_limits(limits: SandboxLimits, cgroups: _RunCgroups | None) -> str:
