@@ -209,7 +209,11 @@ def test_a_failing_strategy_is_reported_and_nothing_is_stored(tmp_path, btc_file
     path = tmp_path / "boom.py"
     path.write_text("def signals(candles, params):\n    return 1 / 0\n")
     code, text = xcoin("backtest", "run", "--strategy", str(path), "--data", btc_file)
-    assert code == 2 and "strategy 'boom' raised ZeroDivisionError: division by zero" in text
+    assert (
+        code == 2
+        and "strategy 'boom' raised an exception (its own report: \"ZeroDivisionError: division by zero"
+        in text
+    )
     assert list_results() == [] and _artifact_dirs() == []
 
 

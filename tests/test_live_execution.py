@@ -3,6 +3,7 @@ P&L from real fills, and every refusal recorded on its subscriber."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 
@@ -198,6 +199,30 @@ def test_a_bad_strategy_fails_with_a_clear_error_and_no_orders_while_others_trad
     assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
     assert _rows(good, Order, Order.subscription_id.in_(list(bad.keys))) == []
     assert "c2Vj" not in reports[bad.strategy_id].error
+
+
+def test_a_hanging_strategy_delays_none_of_the_others_on_its_candle(live_world_factory):
+    """Registered first, it would have held the candle's later strategies for its whole wall clock."""
+    from xcoin_trading.strategy.sandbox import SandboxLimits
+
+    hang = live_world_factory(2, source="import time\ndef signals(c, p):\n    time.sleep(600)\n")
+    good = live_world_factory(2)
+    hang.sim.stop()
+    hang.sim = good.sim
+    good.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ctx = live_context(good.settings, sandbox=SandboxLimits(wall_seconds=8, cpu_seconds=3))
+    ctx.api_url = ctx.public_url = good.sim.url
+    reports = {
+        r.strategy_id: r
+        for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=1))
+    }
+    assert reports[hang.strategy_id].status == "FAILED" and re.search(
+        r"timed out after (6\.9|7) s", reports[hang.strategy_id].error
+    )
+    assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
+    [hung] = _rows(good, StrategyExecution, StrategyExecution.strategy_id == hang.strategy_id)
+    [done] = _rows(good, StrategyExecution, StrategyExecution.strategy_id == good.strategy_id)
+    assert done.finished_at < hung.finished_at and done.duration_ms < 7000
 
 
 def test_constant_signal_source_is_valid_under_the_upload_validation():

@@ -159,7 +159,10 @@ def test_file_without_signals_function_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("    raise ZeroDivisionError('boom')\n", r"'bad' raised ZeroDivisionError: boom"),
+        (
+            "    raise ZeroDivisionError('boom')\n",
+            r"'bad' raised an exception \(its own report: \"ZeroDivisionError: boom at line \d+\"\)",
+        ),
         ("    return {'action': []}\n", "must return a polars DataFrame, got dict"),
         (
             "    return candles.with_columns(pl.lit('HOLD').alias('action'))\n",

@@ -82,6 +82,34 @@ def test_embedded_default_generates_one_private_key_file(xcoin_home):
     assert Vault.from_settings().active == first.active  # reused, not regenerated
 
 
+def test_a_fresh_embedded_install_keeps_its_home_store_and_keys_private(xcoin_home):
+    """Issue 13: a 0644 store let sandboxed code read every user's hashes and broker secrets."""
+    from xcoin_trading.api.tokens import jwt_key_path, jwt_secret
+
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    with session_scope() as session:
+        users.register_user(session, "a@example.com", "pw-long-enough-1", name="A")
+    Vault.from_settings()
+    settings = get_settings()
+    jwt_secret(settings)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(xcoin_home) == 0o700
+    store = Path(make_url(settings.database_url).database)
+    for path in (store, settings.master_key_path, jwt_key_path(settings)):
+        assert mode(path) == 0o600, path
+    for suffix in ("-wal", "-shm"):
+        if Path(str(store) + suffix).exists():
+            assert mode(Path(str(store) + suffix)) == 0o600
+    # An install made before this release is tightened on its next start.
+    os.chmod(xcoin_home, 0o755)
+    os.chmod(settings.master_key_path, 0o644)
+    dispose_engines()
+    reset_settings()
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    Vault.from_settings()
+    assert mode(xcoin_home) == 0o700 and mode(settings.master_key_path) == 0o600
+
+
 def _dump(settings) -> bytes:
     """Everything the database holds, as an attacker with a backup would see it."""
     url = make_url(settings.database_url)

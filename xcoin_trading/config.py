@@ -115,8 +115,26 @@ class Settings:
         return self.home / "artifacts"
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.lake_dir, self.dagster_home, self.artifacts_dir):
+        private_dir(self.home)
+        for path in (self.lake_dir, self.dagster_home, self.artifacts_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` created (or tightened) to 0700: XCOIN_HOME holds the store, keys and secrets."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty as 0600 if missing, else tighten it to 0600 (it holds secrets)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 _settings: Settings | None = None

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.config import Settings, get_settings, private_dir, private_file
 from xcoin_trading.errors import ConfigError, VaultError
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,9 @@ def generate_key_b64() -> str:
 
 def _embedded_key(path: Path) -> str:
     if path.exists():
+        private_file(path)
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(generate_key_b64() + "\n")

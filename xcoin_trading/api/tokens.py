@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from xcoin_trading.config import Settings
+from xcoin_trading.config import Settings, private_dir, private_file
 from xcoin_trading.errors import ConfigError, Unauthorized
 from xcoin_trading.timeframes import utcnow
 
@@ -39,7 +39,7 @@ def jwt_key_path(settings: Settings) -> Path:
 
 def _embedded_secret(path: Path) -> str:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process won the race; read theirs
@@ -50,6 +50,7 @@ def _embedded_secret(path: Path) -> str:
             log.warning(
                 "generated a JWT secret at %s (embedded default); set XCOIN_JWT_SECRET in production", path
             )
+    private_file(path)
     return path.read_text().strip()
 
 

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, 
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.models import StrategyExecution, Trade
-from xcoin_trading.strategy.sandbox import SandboxLimits
+from xcoin_trading.strategy.sandbox import SandboxLimits, prewarm
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
 
@@ -60,6 +61,7 @@ class LiveContext:
     fee_rate: Decimal = Decimal("0.001")  # sizing keeps margin + entry fee within capital
     concurrency: int = 200
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    strategy_pool: int = 8  # strategies of one candle run at once: a slow one delays none of the others
     namespace: str = "default"  # store_namespace(settings): prefixes lock keys
     dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
 
@@ -102,7 +104,15 @@ def run_candle_close(
     with session_scope(ctx.settings) as session:
         strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
     now = now or utcnow()
-    return [execute(ctx, s, close_time, now, step) for s in strategies]
+    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
+    if sandboxed:  # their interpreters load while the candle's claims and candle fetches run
+        prewarm(ctx.sandbox, min(sandboxed, ctx.strategy_pool))
+    # Each sandbox's wall clock runs from the candle's close (as `now` tells it), pool wait included.
+    deadline = time.time() + ctx.sandbox.wall_seconds - (now - close_time).total_seconds()
+    if len(strategies) <= 1:
+        return [execute(ctx, s, close_time, now, step, deadline=deadline) for s in strategies]
+    with ThreadPoolExecutor(min(ctx.strategy_pool, len(strategies)), thread_name_prefix="strategy") as pool:
+        return list(pool.map(lambda s: execute(ctx, s, close_time, now, step, deadline=deadline), strategies))
 
 
 def _claim(
@@ -202,7 +212,13 @@ def _market(ctx: LiveContext, symbol: str) -> Market:
 
 
 def execute(
-    ctx: LiveContext, strategy: StrategySettings, close_time: datetime, now: datetime, step: int
+    ctx: LiveContext,
+    strategy: StrategySettings,
+    close_time: datetime,
+    now: datetime,
+    step: int,
+    *,
+    deadline: float | None = None,  # time.time() by which its sandbox must have answered
 ) -> ExecutionReport:
     key = interval_key(close_time, strategy.resolution)
     report = ExecutionReport(strategy.id, strategy.code, key, "LOCKED")
@@ -228,7 +244,7 @@ def execute(
                 _finish(ctx, execution_id, started, status="SKIPPED", error=report.error)
                 return report
             candles = _fetch_candles(ctx, strategy, close_time, step)
-            signal = last_signal(run_strategy(strategy, candles, ctx.sandbox), candles)
+            signal = last_signal(run_strategy(strategy, candles, ctx.sandbox, deadline=deadline), candles)
             with session_scope(ctx.settings) as session:  # committed before any order: a resume reuses it
                 row = session.get(StrategyExecution, execution_id)
                 row.signal, row.signal_price = signal.action, signal.price

@@ -27,7 +27,11 @@ class Signal:
 
 
 def run_strategy(
-    strategy: StrategySettings, candles: pl.DataFrame, limits: SandboxLimits | None = None
+    strategy: StrategySettings,
+    candles: pl.DataFrame,
+    limits: SandboxLimits | None = None,
+    *,
+    deadline: float | None = None,
 ) -> pl.DataFrame:
     candles = normalize_candles(candles)
     if strategy.builtin:
@@ -35,7 +39,7 @@ def run_strategy(
         return compute_signals(loaded, candles, loaded.resolve_params(strategy.params))
     if not strategy.source:
         raise StrategyError(strategy.code, "has neither source nor a built-in")
-    run = run_sandboxed(strategy.code, strategy.source, candles, strategy.params, limits)
+    run = run_sandboxed(strategy.code, strategy.source, candles, strategy.params, limits, deadline=deadline)
     return validate_signals(run.signals, candles, strategy.code)
 
 

@@ -14,7 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.config import Settings, get_settings, private_dir, private_file
 from xcoin_trading.store.types import UTCDateTime
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -49,7 +49,12 @@ def engine_for(url: str) -> sa.Engine:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # The store holds password hashes and encrypted broker secrets: owner-only. SQLite gives
+                # its -wal/-shm files the database file's mode.
+                db_file = Path(path)
+                if not db_file.parent.exists():
+                    private_dir(db_file.parent)
+                private_file(db_file)
             engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps)
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:

@@ -1,9 +1,14 @@
 """Validation of uploaded strategies: it compiles, it runs on sample candles in the sandbox, it
 returns the contract's columns, and it does not look ahead (signals on a truncated history equal the
-same rows computed on the full history)."""
+same rows computed on the full history).
+
+The sample candles are drawn fresh for every validation (seed, length, start time, price level,
+volatility and the look-ahead cuts): code that recognises the sample and behaves only there has
+nothing fixed to recognise."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +18,11 @@ import polars as pl
 from xcoin_trading.strategy.contract import StrategyError, validate_signals
 from xcoin_trading.strategy.sandbox import SandboxLimits, run_sandboxed
 
-SAMPLE_CANDLES = 600
-LOOKAHEAD_CUTS = (250, 420)
+SAMPLE_CANDLES = (500, 800)  # the length is drawn from this range
+# Truncated histories compared with the full one. A look-ahead shows only on a cut's last rows and
+# may agree there by chance (a coin flip for `close.shift(-1) > close`): 6 cuts miss it 1 in 64.
+LOOKAHEAD_CUTS = 6
+VALIDATION_POOL = 3
 
 
 @dataclass
@@ -28,21 +36,28 @@ class ValidationReport:
         return self.status == "VALID"
 
 
-def sample_candles(n: int = SAMPLE_CANDLES, seed: int = 7) -> pl.DataFrame:
-    """A deterministic 1m random walk with trends and reversals, so crossover-style code fires."""
+def sample_candles(n: int | None = None, seed: int | None = None) -> pl.DataFrame:
+    """A 1m random walk with trends and reversals, so crossover-style code fires. Without a seed,
+    everything about it is fresh: length (when `n` is None), start minute (2019-2026), price
+    level (1,000-100,000, log-uniform: absolute offsets tuned for BTC still fit), volatility and the trend's period and phase."""
     rng = np.random.default_rng(seed)
-    drift = np.sin(np.linspace(0, 6 * np.pi, n)) * 0.002
-    close = 30_000 * np.exp(np.cumsum(drift + rng.normal(0, 0.003, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    spread = np.abs(rng.normal(0, 0.002, n)) * close
+    n = n or int(rng.integers(*SAMPLE_CANDLES))
+    start_minute = int(rng.integers(25_000_000, 29_500_000))
+    level = float(np.exp(rng.uniform(np.log(1_000), np.log(100_000))))
+    vol = float(rng.uniform(0.001, 0.006))
+    cycles, phase = rng.uniform(2, 8), rng.uniform(0, 2 * np.pi)
+    drift = np.sin(np.linspace(phase, phase + cycles * np.pi, n)) * vol * 0.7
+    close = level * np.exp(np.cumsum(drift + rng.normal(0, vol, n)))
+    open_ = np.concatenate([[close[0] * (1 + rng.normal(0, vol))], close[:-1]])
+    spread = np.abs(rng.normal(0, vol * 0.7, n)) * close
     return pl.DataFrame(
         {
-            "open_time": (np.arange(n, dtype=np.int64) + 28_400_000) * 60_000,
+            "open_time": (np.arange(n, dtype=np.int64) + start_minute) * 60_000,
             "open": open_,
             "high": np.maximum(open_, close) + spread,
             "low": np.minimum(open_, close) - spread,
             "close": close,
-            "volume": rng.uniform(1, 10, n),
+            "volume": rng.lognormal(0, 1, n) * 500_000 / level,
         }
     )
 
@@ -76,18 +91,30 @@ def validate_strategy(
     except SyntaxError as exc:
         return ValidationReport("INVALID", [f"does not compile: {exc.msg} at line {exc.lineno}"])
     candles = sample_candles()
-    try:
-        full_run = run_sandboxed(code, source, candles, params, limits)
-        full = validate_signals(full_run.signals, candles, code)
-    except StrategyError as exc:
-        return ValidationReport("INVALID", [exc.reason])
-    errors: list[str] = []
-    for cut in LOOKAHEAD_CUTS:
-        head = candles.head(cut)
+    rng = np.random.default_rng()
+    cuts = sorted(
+        int(x) for x in rng.choice(np.arange(100, candles.height - 20), LOOKAHEAD_CUTS, replace=False)
+    )
+
+    def run(frame: pl.DataFrame) -> tuple[pl.DataFrame | None, str, str]:
         try:
-            partial = validate_signals(run_sandboxed(code, source, head, params, limits).signals, head, code)
+            result = run_sandboxed(code, source, frame, params, limits)
+            return validate_signals(result.signals, frame, code), "", result.stdout
         except StrategyError as exc:
-            errors.append(f"fails on a history of {cut} candles: {exc.reason}")
+            return None, exc.reason, ""
+
+    # The runs are independent sandboxes: concurrently, so an upload waits for about two of them.
+    with ThreadPoolExecutor(VALIDATION_POOL) as pool:
+        full_future = pool.submit(run, candles)
+        partial_futures = [pool.submit(run, candles.head(cut)) for cut in cuts]
+        full, full_error, stdout = full_future.result()
+        partials = [f.result() for f in partial_futures]
+    if full is None:
+        return ValidationReport("INVALID", [full_error])
+    errors: list[str] = []
+    for cut, (partial, error, _) in zip(cuts, partials, strict=True):
+        if partial is None:
+            errors.append(f"fails on a history of {cut} candles: {error}")
             continue
         rows = _frames_equal(partial, full.head(cut))
         if rows:
@@ -95,4 +122,4 @@ def validate_strategy(
                 f"looks ahead: with {cut} candles of history, rows {rows[:5]} differ from the same rows computed "
                 f"on {len(candles)} candles (a signal must depend only on candles up to its own)"
             )
-    return ValidationReport("INVALID" if errors else "VALID", errors, full_run.stdout)
+    return ValidationReport("INVALID" if errors else "VALID", errors, stdout)
