@@ -82,6 +82,24 @@ def size_position(
     return PositionSize(quantity, risk_amount, formula, cap < formula)
 
 
+def entry_cost(quantity: Decimal, price: Decimal, leverage: Decimal, fee_rate: Decimal) -> Decimal:
+    """What an entry takes from the account's free balance: margin (notional / leverage) plus the fee."""
+    return quantity * price * (1 / leverage + fee_rate)
+
+
+def fit_to_balance(
+    quantity: Decimal, price: Decimal, leverage: Decimal, fee_rate: Decimal, free: Decimal, market: Market
+) -> Decimal:
+    """`quantity`, shrunk (down to the market's step) so the entry costs at most `free`. Raises
+    `BelowMinimum` when what fits is below the market's minimum."""
+    if entry_cost(quantity, price, leverage, fee_rate) <= free:
+        return quantity
+    affordable = max(Decimal(0), free) / (price * (1 / leverage + fee_rate))
+    fitted = market.round_quantity(min(quantity, affordable)) if affordable > 0 else Decimal(0)
+    market.check_order(fitted, price)
+    return fitted
+
+
 # Refusal codes of the float mirror (the kernel counts them per reason).
 SIZE_OK, SIZE_BELOW_MIN_QTY, SIZE_BELOW_MIN_NOTIONAL, SIZE_NO_CAPITAL = 0, 1, 2, 3
 

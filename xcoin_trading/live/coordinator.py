@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_i
 from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, make_registry, store_namespace
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
-from xcoin_trading.store.models import StrategyExecution, Trade
+from xcoin_trading.store.models import BrokerCredential, StrategyExecution, Subscription, Trade
 from xcoin_trading.strategy.sandbox import SandboxLimits, prewarm
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 from xcoin_trading.vault import Vault
@@ -294,8 +295,49 @@ def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
 
 def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
              allow_new: bool, **plan: Any) -> fanout.FanoutResult:  # fmt: skip
-    with _heap_frozen():
-        return asyncio.run(_fan_out_async(ctx, strategy, execution_id, signal, now, allow_new, **plan))
+    sizing = allow_new and signal.action in ("LONG", "SHORT") and not plan.get("every_subscription")
+    credentials = _entry_credentials(ctx, strategy.id) if sizing else []
+    with _accounts_held([c.id for c in credentials]), _heap_frozen():
+        return asyncio.run(
+            _fan_out_async(ctx, strategy, execution_id, signal, now, allow_new, credentials=credentials, **plan)
+        )
+
+
+def _entry_credentials(ctx: LiveContext, strategy_id: int) -> list[BrokerCredential]:
+    """The accounts (active broker keys) of the strategy's active, unpaused subscribers."""
+    with session_scope(ctx.settings) as session:
+        rows = session.scalars(
+            select(BrokerCredential)
+            .join(Subscription, Subscription.broker_credential_id == BrokerCredential.id)
+            .where(
+                Subscription.strategy_id == strategy_id,
+                Subscription.is_active.is_(True),
+                Subscription.is_paused.is_(False),
+                BrokerCredential.is_active.is_(True),
+            )
+            .order_by(BrokerCredential.id)
+        ).all()
+        session.expunge_all()
+    return list({c.id: c for c in rows}.values())
+
+
+_account_locks: dict[int, threading.Lock] = {}
+_account_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _accounts_held(credential_ids: list[int]):
+    """Strategies of one candle run at once; two whose subscribers share an account size their entries
+    one after the other, each on the balance the other's orders left (locks taken in id order)."""
+    with _account_locks_guard:
+        locks = [_account_locks.setdefault(i, threading.Lock()) for i in sorted(set(credential_ids))]
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 @contextmanager
@@ -325,10 +367,16 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
                   now: datetime, allow_new: bool, pool: AiohttpPool, **plan: Any) -> fanout.FanoutResult:  # fmt: skip
     market = _market(ctx, strategy.symbol)
     result = fanout.FanoutResult()
-    plan_input = fanout.PlanInput(
-        execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new, **plan
-    )
     clock = _Phases(result.timings)
+    credentials = plan.pop("credentials", None) or []
+    balances = None
+    if credentials:  # an entry: each account's free balance bounds what its subscriptions may spend
+        with clock("balances_ms"):
+            balances = await fanout.free_balances(ctx.api_url, ctx.public_url, ctx.vault, credentials, market.base,
+                                                  ctx.concurrency, pool)  # fmt: skip
+    plan_input = fanout.PlanInput(
+        execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new, free_balances=balances, **plan
+    )
     with clock("plan_ms"), session_scope(ctx.settings) as session:
         jobs = fanout.plan(session, plan_input, result)
         fanout.mark_sending(session, jobs)

@@ -18,6 +18,7 @@ reconciler's stop-outs, and marked SENDING just before it) were never sent.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -34,7 +35,7 @@ from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
 from xcoin_trading.live.runner import Signal
 from xcoin_trading.live.trades import Exit, client_order_id, close_trades
-from xcoin_trading.risk import check_entry_limits, size_position
+from xcoin_trading.risk import check_entry_limits, entry_cost, fit_to_balance, size_position
 from xcoin_trading.services.credentials import decrypt
 from xcoin_trading.store.db import insert_returning_ids, update_by_id
 from xcoin_trading.store.models import BrokerCredential, Order, Subscription, Trade
@@ -109,8 +110,11 @@ class FanoutResult:
     trades_created: int = 0
     timings: dict[str, int] = field(default_factory=dict)  # wall ms per phase
     resumed: bool = False  # the execution already had orders (a dead worker's): settle them all
+    shrunk: dict[int, str] = field(default_factory=dict)  # subscription id -> why its entry is smaller
 
     def note(self, subscription_id: int, status: str, reason: str | None = None, **extra: Any) -> None:
+        if subscription_id in self.shrunk:
+            extra = {"balance": self.shrunk[subscription_id], **extra}
         self.outcomes[subscription_id] = {"status": status, **({"reason": reason} if reason else {}), **extra}
 
 
@@ -125,6 +129,9 @@ class PlanInput:
     allow_new: bool  # False on a resumed execution past its staleness limit: only resolve intents
     skip_trades: frozenset[int] = frozenset()  # a flatten: trades whose earlier exit is still unresolved
     every_subscription: bool = False  # a flatten: paused and inactive subscriptions' trades close too
+    # Free balance of the quote/margin currency per broker credential (one account), asked for once
+    # this candle; an account missing here could not be asked and is bounded by its capital only.
+    free_balances: Mapping[int, Decimal] | None = None
 
 
 def _subscribers(
@@ -223,6 +230,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     jobs: list[Job] = []  # intents a dead worker left unresolved
     new: list[_NewOrder] = []  # per subscriber: its exits, then its entry
     new_take_profits: list[_NewOrder] = []
+    remaining = dict(p.free_balances or {})  # what this candle's entries have not yet taken, per account
 
     def intent(cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any]) -> _NewOrder | None:
         """Plan the order `cid` if new (sent after commit); resolve it if left unresolved."""
@@ -301,24 +309,39 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         except ValidationError as exc:
             result.note(sub.id, "REFUSED", str(exc))
             continue
+        quantity = size.quantity
+        if cred.id in remaining:  # several subscriptions of one account share its balance, in id order
+            free = remaining[cred.id]
+            try:
+                quantity = fit_to_balance(quantity, signal.price, leverage, p.fee_rate, free, market)
+            except ValidationError as exc:
+                result.note(sub.id, "REFUSED", f"insufficient balance: {free} {market.base} free on the account "
+                            f"for this candle's entries; what fits is refused: {exc}")  # fmt: skip
+                continue
+            if quantity < size.quantity:
+                result.shrunk[sub.id] = (
+                    f"entry shrunk from {size.quantity} to {quantity} {market.target}: "
+                    f"{free} {market.base} free on the account"
+                )
+            remaining[cred.id] = free - entry_cost(quantity, signal.price, leverage, p.fee_rate)
         levels = {k: None if v is None else market.round_price(v) for k, v in
                   (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
         entry = intent(
             cid,
-            {"subscription_id": sub.id, "leg": "ENTRY", "side": entry_side, "quantity": size.quantity,
+            {"subscription_id": sub.id, "leg": "ENTRY", "side": entry_side, "quantity": quantity,
              "price": signal.price},
             {**entry_kwargs, **(levels if kind == "futures" else {})},
         )  # fmt: skip
         entry.trade = {
             "subscription_id": sub.id, "strategy_id": p.strategy_id, "user_id": sub.user_id,
             "execution_id": p.execution_id, "symbol": market.symbol, "market_type": kind, "side": signal.action,
-            "quantity": size.quantity, "leverage": leverage, "status": "PENDING", **levels,
+            "quantity": quantity, "leverage": leverage, "status": "PENDING", **levels,
         }  # fmt: skip
         if kind == "spot" and levels["take_profit"] is not None:
             # The take profit's intent is written now too, and sent as soon as its entry fills.
             tp_cid = client_order_id(p.execution_id, sub.id, "TAKE_PROFIT")
             tp_row = _order_row(p, market, tp_cid, "limit_order", {"subscription_id": sub.id, "leg": "TAKE_PROFIT",
-                                "side": "sell", "quantity": size.quantity, "price": levels["take_profit"]})  # fmt: skip
+                                "side": "sell", "quantity": quantity, "price": levels["take_profit"]})  # fmt: skip
             new_take_profits.append(_NewOrder(tp_row, cred, {"market": market}, after=entry))
 
     _insert(session, new, new_take_profits, kind)
@@ -488,6 +511,30 @@ async def send_all(
     finally:
         if own:
             await pool.aclose()
+
+
+async def free_balances(
+    base_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
+    concurrency: int, pool: AiohttpPool,
+) -> dict[int, Decimal]:  # fmt: skip
+    """Free `currency` per account, one balances call each, all at once. An account whose call fails
+    is left out (bounded by its capital alone): a failed read must not stop its trading."""
+    sem = asyncio.Semaphore(concurrency)
+    out: dict[int, Decimal] = {}
+
+    base = AsyncCoinDCXClient(base_url, public_url, http_client=pool)
+
+    async def ask(cred: BrokerCredential) -> None:
+        async with sem:
+            try:
+                keys = decrypt(vault, cred)
+                client = base.with_credentials(Credentials(keys.api_key.reveal(), keys.api_secret.reveal()))
+                out[cred.id] = (await client.balance(currency)).balance
+            except (ExchangeError, XcoinError):
+                pass
+
+    await asyncio.gather(*(ask(c) for c in credentials))
+    return out
 
 
 def order_status_of(ex: ExchangeOrder) -> str:

@@ -1,0 +1,81 @@
+"""Entries are bounded by what the account really holds: each candle asks every subscriber's account for
+its free balance once, and two subscriptions of one account (two strategies, running at once on one
+candle) never together spend more than it holds. What does not fit is shrunk, or refused with the
+reason, before anything reaches the exchange."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from tests.fixtures.live import CONSTANT_SIGNAL, START
+from xcoin_trading.live.coordinator import live_context, run_candle_close
+from xcoin_trading.services import strategies, subscriptions
+from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.models import Order, StrategyExecution, Subscription, Trade
+
+CLOSE = START + timedelta(hours=1)
+
+
+def _second_strategy_for_the_same_account(world) -> int:
+    """Another strategy on the same candle, and the first subscriber's account subscribed to it too."""
+    with session_scope(world.settings) as session:
+        first = session.scalars(sa.select(Subscription)).first()
+        other = strategies.create_strategy(
+            session, first.user_id, name="twin", code=f"twin-{world.strategy_id}", symbol="BTCUSDT",
+            resolution="1m", source=CONSTANT_SIGNAL, lookback=30, is_public=False,
+        )  # fmt: skip
+        other.validation_status = "VALID"
+        # All-in sizing (risk 100 %, capped by capital): each subscription alone would spend ~1000 USDT.
+        subscriptions.subscribe(session, first.user_id, other.id, capital=Decimal(1000), risk_per_trade="1")
+        first.risk_per_trade = Decimal(1)
+        return first.user_id
+
+
+@pytest.mark.parametrize("servers", [False, True], ids=["sqlite", "postgres_redis"])
+def test_two_subscriptions_of_one_account_never_spend_more_than_it_holds(live_world_factory, servers):
+    world = live_world_factory(1, servers=servers, balances={"USDT": "1500"})
+    _second_strategy_for_the_same_account(world)
+    [sub_key] = world.keys.values()
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    reports = run_candle_close(
+        live_context(world.settings), "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2)
+    )
+    assert sorted(r.status for r in reports) == ["COMPLETED", "COMPLETED"], [r.error for r in reports]
+
+    with session_scope(world.settings) as session:
+        orders = session.scalars(sa.select(Order).where(Order.leg == "ENTRY")).all()
+        trades = session.scalars(sa.select(Trade)).all()
+        executions = session.scalars(sa.select(StrategyExecution)).all()
+        session.expunge_all()
+    # Nothing was refused by the exchange: every entry sent was filled.
+    assert [o.status for o in orders] == ["FILLED"] * len(orders), [(o.status, o.error) for o in orders]
+    spent = sum((t.entry_price * t.quantity + t.entry_fee for t in trades), Decimal(0))
+    assert spent <= Decimal(1500)
+    # The exchange agrees: the account never went below zero and holds what was bought.
+    balances = world.admin.balances(sub_key.api_key)
+    assert Decimal(balances["USDT"]["balance"]) >= 0
+    assert Decimal(balances["USDT"]["balance"]) + spent == Decimal(1500)
+    # One entry got the capital it asked for; the other one was cut to what was left, and says so.
+    outcomes = [o for e in executions for o in (e.details or {}).get("outcomes", {}).values()]
+    assert len(trades) + sum(o["status"] == "REFUSED" for o in outcomes) == 2
+    said = [o.get("balance") or o.get("reason") or "" for o in outcomes]
+    assert any("free on the account" in s for s in said), outcomes
+
+
+def test_an_account_that_holds_too_little_for_the_minimum_is_refused_with_the_reason(live_world_factory):
+    world = live_world_factory(1, balances={"USDT": "3"})  # below BTCUSDT's minimum order value
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    [report] = run_candle_close(
+        live_context(world.settings), "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2)
+    )
+    assert report.status == "COMPLETED" and report.trades_created == 0
+    [outcome] = report.outcomes.values()
+    assert outcome["status"] == "REFUSED" and "insufficient balance: 3 USDT free" in outcome["reason"]
+    with session_scope(world.settings) as session:
+        assert (
+            session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
+        )  # nothing reached the exchange
