@@ -79,3 +79,36 @@ def test_an_account_that_holds_too_little_for_the_minimum_is_refused_with_the_re
         assert (
             session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
         )  # nothing reached the exchange
+
+
+def test_subscribe_warns_when_an_accounts_subscriptions_commit_more_than_it_holds(
+    simulator, monkeypatch, master_key_env
+):
+    from click.testing import CliRunner
+
+    from xcoin_trading.cli import main
+    from xcoin_trading.config import reset_settings
+    from xcoin_trading.exchange.simulator import SimulatorAdmin
+
+    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
+    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
+    reset_settings()
+    SimulatorAdmin(simulator.url).add_account("warn-key-123456", "warn-secret", {"USDT": "1500"})
+
+    def run(*args: str):
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == 0, result.output
+        return result
+
+    run("db", "upgrade")
+    run("users", "create", "--email", "w@x.io", "--password", "long-password")
+    run("broker", "add", "--user", "w@x.io", "--api-key", "warn-key-123456", "--api-secret", "warn-secret")
+    for code in ("w-one", "w-two"):
+        run("strategies", "add", "--builtin", "sma_crossover", "--user", "w@x.io", "--code", code,
+            "--symbol", "BTCUSDT", "--resolution", "1m")  # fmt: skip
+    first = run("subscribe", "--user", "w@x.io", "--strategy", "w-one", "--capital", "1000", "--risk", "0.01")
+    assert "warning" not in first.output  # 1000 of 1500: fits
+    second = run(
+        "subscribe", "--user", "w@x.io", "--strategy", "w-two", "--capital", "1000", "--risk", "0.01"
+    )
+    assert "commit 2000 USDT but it holds 1500" in second.output, second.output

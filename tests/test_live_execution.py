@@ -155,7 +155,10 @@ def test_one_subscribers_bad_keys_low_balance_or_tiny_size_never_stops_the_other
     [report] = _tick(world)
     out = report.outcomes
     assert out[subs[0]]["status"] == "FAILED" and "nvalid credentials" in out[subs[0]]["reason"]
-    assert out[subs[1]]["status"] == "FAILED" and "nsufficient" in out[subs[1]]["reason"]
+    # The poor account is asked for its balance first: refused before anything reaches the exchange.
+    assert (
+        out[subs[1]]["status"] == "REFUSED" and "insufficient balance: 1 USDT free" in out[subs[1]]["reason"]
+    )
     assert out[subs[2]]["status"] == "REFUSED" and "below the minimum" in out[subs[2]]["reason"]
     assert out[subs[3]]["status"] == "PLACED"
     assert len(world.fills(subs[3])) == 1

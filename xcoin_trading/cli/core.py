@@ -179,6 +179,47 @@ def subscribe_cmd(email, code, capital, risk_per_trade, leverage, max_positions,
         click.echo(
             f"subscription {sub.id}: {email} -> {code} capital={sub.capital} risk={sub.risk_per_trade}"
         )
+        warning = _over_balance_warning(session, sub)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+
+
+def _over_balance_warning(session, sub) -> str | None:
+    """Σ capital of the account's active subscriptions (in this market's quote currency) against what the
+    account holds. Only with a configured exchange (the embedded one knows no real account)."""
+    import sqlalchemy as sa
+
+    from xcoin_trading.exchange.client import CoinDCXClient, Credentials
+    from xcoin_trading.exchange.errors import ExchangeError
+    from xcoin_trading.exchange.markets import default_market
+    from xcoin_trading.services.credentials import decrypt
+    from xcoin_trading.store.models import BrokerCredential, Strategy, Subscription
+    from xcoin_trading.vault import Vault
+
+    settings = get_settings()
+    cred = session.get(BrokerCredential, sub.broker_credential_id) if sub.broker_credential_id else None
+    if not settings.api_url or cred is None:
+        return None
+    quote = default_market(session.get(Strategy, sub.strategy_id).symbol).base
+    rows = session.execute(
+        sa.select(Subscription.capital, Strategy.symbol)
+        .join(Strategy, Strategy.id == Subscription.strategy_id)
+        .where(Subscription.broker_credential_id == cred.id, Subscription.is_active.is_(True))
+    ).all()
+    committed = sum((c for c, symbol in rows if default_market(symbol).base == quote), start=sub.capital * 0)
+    keys = decrypt(Vault.from_settings(settings), cred)
+    try:
+        with CoinDCXClient(settings.api_url, settings.public_url or settings.api_url,
+                           Credentials(keys.api_key.reveal(), keys.api_secret.reveal())) as client:  # fmt: skip
+            held = client.balance(quote).total
+    except ExchangeError as exc:
+        return f"could not read the account's {quote} balance to compare with its subscriptions ({exc})"
+    if committed > held:
+        return (
+            f"the account's active subscriptions commit {committed} {quote} but it holds {held} {quote}: "
+            "entries are sized down to the free balance (or refused) at each candle"
+        )
+    return None
 
 
 @click.group("vault")

@@ -63,6 +63,8 @@ def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[s
         echo(f"Live: {DEMO_MINUTES} replayed minutes on the simulator ({source}), "
              f"from {datetime.fromtimestamp(t0 / 1000, UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
         counts: dict[str, int] = defaultdict(int)
+        entries: dict[str, int] = defaultdict(int)  # subscriber outcomes of every candle
+        why: dict[str, int] = defaultdict(int)
         first_trade: int | None = None
         with session_scope(state.settings) as session:
             first_trade = (session.scalar(sa.select(sa.func.max(Trade.id))) or 0) + 1
@@ -76,6 +78,12 @@ def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[s
                         ctx, symbol, resolution, now, now=now + timedelta(seconds=1)
                     ):
                         counts[report.status] += 1
+                        for outcome in report.outcomes.values():
+                            entries[outcome["status"]] += 1
+                            if "balance" in outcome:
+                                entries["sized down to the free balance"] += 1
+                            if outcome["status"] in ("REFUSED", "FAILED", "UNKNOWN"):
+                                why[f"{outcome['status']}: {outcome.get('reason', '?')[:70]}"] += 1
             reconcile_once(ctx, now=now)
         end = datetime.fromtimestamp((t0 + DEMO_MINUTES * 60_000) / 1000, UTC)
         # End of the window: flatten every strategy so each ledger can be compared in full.
@@ -87,6 +95,10 @@ def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[s
         for strategy in demo_strategies:
             flatten(ctx, strategy, end + timedelta(seconds=1))
         echo(f"  executions: {dict(sorted(counts.items()))}")
+        # Every subscriber outcome, each refusal with its reason (nothing hidden behind a total).
+        echo(f"  subscriber outcomes: {dict(sorted(entries.items()))}")
+        for reason, n in sorted(why.items()):
+            echo(f"    {n} × {reason}")
         with session_scope(state.settings) as session:
             rows = session.execute(
                 sa.select(User.email, Strategy.code, Trade)
