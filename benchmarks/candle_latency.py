@@ -7,7 +7,7 @@ follow one spot strategy that enters on even minutes and exits on odd ones; a lo
 (negative = before the close), when the exchange created the first entry order (its own clock), and
 when the last entry's answer was recorded. Two modes in one run, the same everything else:
 
-- `prelaunch`: the sensor requests a close up to 8 s ahead and the run waits for it warm (default);
+- `prelaunch`: the sensor requests a close up to 20 s ahead and the run waits for it warm (default);
 - `at close`: `XCOIN_LIVE_PRELAUNCH_MS=0`, the run is requested after the close (the old path).
 
     XCOIN_TEST_POSTGRES_URL=... .venv/bin/python benchmarks/candle_latency.py [--n 100] [--candles 6]
@@ -127,7 +127,7 @@ def main() -> None:
         os.environ["XCOIN_ENCRYPTION_KEY"] = "k1:" + base64.b64encode(os.urandom(32)).decode()
     results = {}
     with SimulatorProcess(["--seed", "9", "--no-rate-limits"]) as sim, SimulatorAdmin(sim.url) as admin:
-        for label, lead in (("prelaunch 8 s", 8000), ("at close", 0)):
+        for label, lead in (("prelaunch 20 s", 20000), ("at close", 0)):
             results[label] = measure(sim.url, admin, args.n, args.candles, lead)
     load = os.getloadavg()[0]
     print(

@@ -187,9 +187,9 @@ def test_candle_sensor_runs_the_latest_close_first_then_each_new_one_bounded(wor
             "BTCUSDT:1m": int((START + timedelta(hours=1, minutes=7)).timestamp() * 1000)
         }
 
-        # Same minute again: nothing new.
+        # Same minute again, before the next close's prelaunch window: nothing new.
         same = _evaluate(
-            instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=50), first.cursor
+            instance, monkeypatch, START + timedelta(hours=1, minutes=7, seconds=35), first.cursor
         )
         assert same.run_requests == [] and same.skip_message and same.cursor == first.cursor
 

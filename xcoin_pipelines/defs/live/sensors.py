@@ -44,9 +44,10 @@ from xcoin_pipelines.defs.live.jobs import candle_run_config, live_execution_job
 from xcoin_pipelines.resources import XcoinSettingsResource
 
 # A run is launched this long before its candle closes and waits for the close inside its op, so the
-# sensor's 5 s loop and the run's process start (~2-3 s: spawn + imports) are spent before the close,
-# not after it. 5 s loop + 3 s margin; XCOIN_LIVE_PRELAUNCH_MS=0 requests runs after the close only.
-PRELAUNCH_MS = 8_000
+# sensor's 5 s loop, the queue's dequeue and the run's process start (spawn + imports: 2-3 s on an idle
+# host, 6+ s on a loaded one; measured by benchmarks/candle_latency.py) are spent before the close, not
+# after it. XCOIN_LIVE_PRELAUNCH_MS=0 requests runs after the close only.
+PRELAUNCH_MS = 20_000
 
 
 def _prelaunch_ms() -> int:
