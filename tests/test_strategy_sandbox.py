@@ -63,14 +63,19 @@ def _run(source: str, limits: SandboxLimits = FAST, code: str = "user-strat"):
 
 
 def _sandbox_processes() -> list[int]:
+    """Live processes under a sandbox uid, idle spares excluded (zombies are dead: the container's
+    init reaps what a killed pid namespace leaves, in its own time)."""
+    spares = {s.slot.uid for pool in sandbox._spares.values() for s in pool if s.slot}
     uids = sandbox._uid_range()
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            uid = int((entry / "status").read_text().split("\nUid:")[1].split()[0])
+            status = (entry / "status").read_text()
+            uid = int(status.split("\nUid:")[1].split()[0])
+            state = status.split("\nState:")[1].split()[0]
         except (OSError, IndexError, ValueError):
             continue
-        if uid in uids:
+        if uid in uids and uid not in spares and state != "Z":
             found.append(int(entry.name))
     return found
 
