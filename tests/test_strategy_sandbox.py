@@ -99,12 +99,24 @@ def _alongside(attack: str, limits: SandboxLimits = FAST) -> StrategyError | san
 
 
 def _run_cgroups() -> set[Path]:
-    """Per-run cgroups under ours (a crashed earlier process may have left some: not ours to judge)."""
+    """Per-run cgroups of uids no run holds now (pids/cpu may be the host's root cgroup, shared with
+    other workers' live runs; a crashed earlier process may have left some: compared before/after)."""
+    import fcntl
+
     found = set()
     for controller in ("memory", "pids", "cpu", "cpuacct"):
         base = sandbox._own_cgroup(controller)
-        if base is not None and base.exists():
-            found |= set(base.glob("xcoin-sandbox-*"))
+        if base is None or not base.exists():
+            continue
+        for path in base.glob("xcoin-sandbox-*"):
+            fd = os.open(sandbox.LOCK_DIR / f"uid-{path.name.rsplit('-', 1)[1]}.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                found.add(path)  # nobody runs under this uid: the cgroup is a leftover
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
     return found
 
 
