@@ -258,7 +258,9 @@ def _bwrap_prefix(uid: int, limits: SandboxLimits | None) -> list[str]:
     tmp_bytes = (limits.output_mb if limits else 16) * 1024 * 1024
     args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session"]  # fmt: skip
-    parents: set[str] = set()
+    # The private /tmp first: a runtime that lives under /tmp (a CI clone) is bound on top of it.
+    args += ["--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    parents: set[str] = {"/tmp"}
     for root in _runtime_roots():
         parent = os.path.dirname(root)
         while parent not in ("/", "") and parent not in parents:  # bwrap would create them 0700
@@ -274,7 +276,6 @@ def _bwrap_prefix(uid: int, limits: SandboxLimits | None) -> list[str]:
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache", "--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
              "--perms", "0755", "--dir", os.path.dirname(CHILD_INSIDE), "--ro-bind", str(CHILD), CHILD_INSIDE,
              "--chdir", "/tmp", "--",
              "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
