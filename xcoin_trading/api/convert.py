@@ -92,31 +92,6 @@ def subscription(sub: m.Subscription) -> s.SubscriptionOut:
     )
 
 
-def order(o: m.Order, strategy_id: int | None) -> s.OrderOut:
-    return s.OrderOut(
-        id=o.id,
-        subscription_id=o.subscription_id,
-        strategy_id=strategy_id,
-        trade_id=o.trade_id,
-        leg=o.leg,
-        client_order_id=o.client_order_id,
-        exchange_order_id=o.exchange_order_id,
-        market=o.market,
-        side=o.side,
-        order_type=o.order_type,
-        price=money(o.price),
-        stop_price=money(o.stop_price),
-        quantity=money(o.quantity),
-        filled_quantity=money(o.filled_quantity),
-        avg_price=money(o.avg_price),
-        fee=money(o.fee),
-        status=o.status,
-        error=o.error,
-        created_at=o.created_at,
-        updated_at=o.updated_at,
-    )
-
-
 def backtest(b: m.BacktestResult) -> s.BacktestOut:
     return s.BacktestOut(
         id=b.id,
