@@ -220,7 +220,7 @@ def test_a_hanging_strategy_delays_none_of_the_others_on_its_candle(live_world_f
         for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=1))
     }
     assert reports[hang.strategy_id].status == "FAILED" and re.search(
-        r"timed out after (6\.9|7) s", reports[hang.strategy_id].error
+        r"timed out after (6(\.\d)?|7) s", reports[hang.strategy_id].error
     )
     assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
     [hung] = _rows(good, StrategyExecution, StrategyExecution.strategy_id == hang.strategy_id)
@@ -282,3 +282,33 @@ def test_a_take_profit_a_dead_worker_never_sent_is_placed_by_the_next_reconcile_
     [report] = _tick(world, now=CLOSE + timedelta(seconds=5))
     assert report.status == "COMPLETED", report.error
     protected()
+
+
+def test_a_run_launched_ahead_of_its_candle_loads_every_strategy_sandbox_before_the_close(live_world_factory):
+    """The prelaunched live run starts one sandbox per uploaded strategy while it waits; at the close
+    each strategy is served by its own already-loaded sandbox (none left over, none started cold)."""
+    from xcoin_trading.live.coordinator import prepare_candle
+    from xcoin_trading.strategy import sandbox
+
+    first = live_world_factory(2)
+    second = live_world_factory(2)
+    second.sim.stop()
+    second.sim = first.sim
+    first.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ctx = live_context(first.settings)
+    ctx.api_url = ctx.public_url = first.sim.url
+    sandbox.discard_spares()
+    try:
+        assert prepare_candle(ctx, "BTCUSDT", "1m") == 2
+        spares = list(sandbox._spares[ctx.sandbox])
+        assert len(spares) == 2 and all(s.proc.poll() is None for s in spares)
+        started = sandbox._start
+        sandbox._start = lambda limits: pytest.fail("a strategy sandbox was started cold at the close")
+        try:
+            reports = run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=1))
+        finally:
+            sandbox._start = started
+        assert sorted((r.status, r.trades_created) for r in reports) == [("COMPLETED", 2), ("COMPLETED", 2)]
+        assert sandbox._spares[ctx.sandbox] == [] and all(s.proc.poll() is not None for s in spares)
+    finally:
+        sandbox.discard_spares()

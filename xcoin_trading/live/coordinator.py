@@ -94,6 +94,17 @@ class ExecutionReport:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+def prepare_candle(ctx: LiveContext, symbol: str, resolution: str) -> int:
+    """Start a spare sandbox per uploaded strategy due on this candle (up to MAX_SPARES), so a run
+    launched ahead of its candle has every interpreter loaded before the close. Returns how many."""
+    with session_scope(ctx.settings) as session:
+        strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
+    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
+    if sandboxed:
+        prewarm(ctx.sandbox, sandboxed)
+    return sandboxed
+
+
 def run_candle_close(
     ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None = None
 ) -> list[ExecutionReport]:

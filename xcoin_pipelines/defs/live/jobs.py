@@ -6,6 +6,7 @@ Run config holds only the candle (no keys, no ids of secrets); keys are decrypte
 """
 
 import time
+from collections.abc import Callable
 
 import dagster as dg
 from pydantic import Field
@@ -80,14 +81,19 @@ def _reconciled_recently(instance: dg.DagsterInstance) -> bool:
     return datetime.now(UTC).timestamp() - records[0].end_time < RECONCILE_FRESH_SECONDS
 
 
-def _wait_for_close(context: dg.OpExecutionContext, close) -> None:
-    """A run the sensor launched ahead of its candle (PRELAUNCH_MS) waits here, warm, for the close."""
+def _wait_for_close(context: dg.OpExecutionContext, close, ready: Callable[[], int]) -> None:
+    """A run the sensor launched ahead of its candle (PRELAUNCH_MS) waits here, warm, for the close;
+    `ready` starts the candle's strategy sandboxes first, so they load while it waits."""
     from datetime import UTC, datetime
 
-    ahead = (close - datetime.now(UTC)).total_seconds()
-    if ahead > 0:
-        context.log.info(f"launched {ahead:.1f} s before the candle closes; waiting for the close")
-        time.sleep(ahead)
+    if (close - datetime.now(UTC)).total_seconds() > 0:
+        warmed = ready()
+        ahead = (close - datetime.now(UTC)).total_seconds()
+        context.log.info(
+            f"launched {ahead:.1f} s before the candle closes; {warmed} strategy sandbox(es) loading; "
+            "waiting for the close"
+        )
+        time.sleep(max(0.0, ahead))
 
 
 @dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
@@ -99,7 +105,7 @@ def live_candle_close(
 
     import sqlalchemy as sa
 
-    from xcoin_trading.live.coordinator import live_context, run_candle_close
+    from xcoin_trading.live.coordinator import live_context, prepare_candle, run_candle_close
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.store.models import StrategyExecution
 
@@ -121,7 +127,7 @@ def live_candle_close(
             f"{dict(report.transitions)} in {report.duration_ms} ms"
         )
     if now is None:
-        _wait_for_close(context, close)
+        _wait_for_close(context, close, lambda: prepare_candle(ctx, config.symbol, config.resolution))
     started = time.perf_counter()
     reports = run_candle_close(
         ctx,
