@@ -40,10 +40,6 @@ def page_blocks(page: Path) -> list[tuple[int, str, str]]:
     return [(text[: m.start()].count("\n") + 1, m["note"] or "", m["body"]) for m in BLOCK.finditer(text)]
 
 
-def readme_blocks() -> list[tuple[int, str, str]]:
-    return page_blocks(ROOT / "README.md")
-
-
 def _runnable(page: Path) -> list[tuple[int, str, str]]:
     return [b for b in page_blocks(page) if not b[1].startswith("skip")]
 
