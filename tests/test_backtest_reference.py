@@ -1,5 +1,6 @@
-"""The engine against a plain-Python implementation of ../shared/spec/SMA-SLTP.md, trade by trade,
-on real candles. The reference below is written from the spec only (no engine code)."""
+"""The engine against a plain-Python implementation of the SMA-SLTP spec (its rules: docs/backtesting.md,
+"The SMA-SLTP reference"), trade by trade, on real candles. The reference below is written from the
+spec only (no engine code)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """With the default gap rule (a candle opening beyond a level fills at the open) the engine must
 agree with vectorbt `Portfolio.from_signals`, the reference oracle, on real candles.
 
-vectorbt is set up as ../shared/spec/SMA-SLTP.md's notes describe: percent sizing
+vectorbt is set up as the SMA-SLTP spec's notes describe (docs/backtesting.md, "The SMA-SLTP reference"): percent sizing
 `min(risk / sl_pct × (1 + fee), 1)` (= all-in for the defaults), and for long+short two
 cash-sharing columns (long leg, short leg) whose call order closes the open leg first.
 Its open last trade is compared on entry only: vectorbt leaves it open, the engine closes it

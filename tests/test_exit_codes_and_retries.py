@@ -1,4 +1,4 @@
-"""Exit codes as the README states them (2 bad input, 1 work failed, 0 only when all succeeded), and a
+"""Exit codes as docs/cli.md states them (2 bad input, 1 work failed, 0 only when all succeeded), and a
 candle that FAILED for a transient cause is run again while it is fresh instead of ALREADY_DONE."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The README's command blocks run, in order, on a fresh XCOIN_HOME, exactly as written (so the README
-cannot drift from the code). A block may be preceded by `<!-- docs-test: skip (why) -->` or by
+"""The command blocks of README.md and of every docs/*.md page run, each page's in order on a fresh
+XCOIN_HOME of its own, exactly as written (so the docs cannot drift from the code). A block may be
+preceded by `<!-- docs-test: skip (why) -->` or by
 `<!-- docs-test: stdin=users create:a|b;broker add:c -->` (what is typed at a command's prompts). Every block runs under `bash -e`
 from a folder whose `../shared/data` and `examples/` are the real ones; the session's fixed ports are
 swapped for free ones, and whatever a block leaves running in the background is stopped after it."""
@@ -15,16 +16,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SHARED_DATA, shared_data_file
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(?:<!-- docs-test: (?P<note>[^\n]*?) -->\n)?```bash\n(?P<body>.*?)```", re.S)
+# What a page's session must have answered, as the page shows it.
+SHOWN = {
+    "api.md": [
+        '"success":true,"balances":[{"currency":"USDT","balance":"10000"',
+        '"apiKey":"****0001"',
+        '"strategyId":1,',  # ids as the page says: its own fresh store
+        '{"error":"capital must be greater than 0"',
+    ],
+}
 
 
-def readme_blocks() -> list[tuple[int, str, str]]:
-    """(line, marker, body) of every bash block, in order."""
-    text = (ROOT / "README.md").read_text()
+def page_blocks(page: Path) -> list[tuple[int, str, str]]:
+    """(line, marker, body) of every bash block of one page, in order."""
+    text = page.read_text()
     return [(text[: m.start()].count("\n") + 1, m["note"] or "", m["body"]) for m in BLOCK.finditer(text)]
+
+
+def _runnable(page: Path) -> list[tuple[int, str, str]]:
+    return [b for b in page_blocks(page) if not b[1].startswith("skip")]
 
 
 def _typed(body: str, spec: str) -> str:
@@ -47,15 +64,27 @@ def _free_port() -> int:
 
 
 def test_every_block_is_run_or_says_why_not():
-    blocks = readme_blocks()
-    assert len(blocks) >= 9
-    for line, note, _ in blocks:
+    blocks = [(page.name, *block) for page in PAGES for block in page_blocks(page)]
+    assert len(blocks) >= 13
+    for name, line, note, _ in blocks:
         assert note == "" or note.startswith(("skip (", "stdin=")), (
-            f"README line {line}: unknown marker {note!r}"
+            f"{name} line {line}: unknown marker {note!r}"
         )
+    assert sum(1 for *_, note, _ in blocks if not note.startswith("skip")) >= 7
 
 
-def test_the_readme_command_blocks_run_in_order_on_a_fresh_home(tmp_path):
+def test_the_readme_opens_with_the_two_commands_of_a_fresh_machine():
+    text = (ROOT / "README.md").read_text()
+    first = BLOCK.search(text)
+    assert first and text[: first.start()].strip() == "# xcoin"  # nothing but the title before it
+    commands = [line.split("#")[0].strip() for line in first["body"].splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test:\n\tbash \.ci/run$", makefile, re.M)  # `make test` is what CI runs
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _runnable(p)], ids=lambda p: p.name)
+def test_the_command_blocks_run_in_order_on_a_fresh_home(tmp_path, page):
     shared_data_file("BTCUSDT-1m-2024-01.parquet")  # the blocks read ../shared/data
     work = tmp_path / "work"
     work.mkdir()
@@ -64,10 +93,8 @@ def test_the_readme_command_blocks_run_in_order_on_a_fresh_home(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XCOIN_", "COINDCX_"))}
     env |= {"XCOIN_HOME": str(tmp_path / "home"), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     ports = {"8765": str(_free_port()), "8000": str(_free_port()), "9000": str(_free_port())}
-    ran, outputs = 0, []
-    for line, note, body in readme_blocks():
-        if note.startswith("skip"):
-            continue
+    outputs = []
+    for line, note, body in _runnable(page):
         for fixed, free in ports.items():
             body = re.sub(rf"(?<=[:= ]){fixed}\b", free, body)
         if note.startswith("stdin="):
@@ -83,13 +110,9 @@ def test_the_readme_command_blocks_run_in_order_on_a_fresh_home(tmp_path):
                     os.killpg(proc.pid, signal.SIGTERM)  # servers the block started in the background
         output = log.read_text()
         assert proc.returncode == 0, (
-            f"README block at line {line} failed (exit {proc.returncode}):\n{output[-4000:]}"
+            f"{page.name} block at line {line} failed (exit {proc.returncode}):\n{output[-4000:]}"
         )
-        assert "Traceback" not in output, f"README block at line {line}:\n{output[-4000:]}"
-        ran += 1
+        assert "Traceback" not in output, f"{page.name} block at line {line}:\n{output[-4000:]}"
         outputs.append(output)
-    session = outputs[-1]  # the REST session against the simulator: the answers the README shows
-    assert '"success":true,"balances":[{"currency":"USDT","balance":"10000"' in session
-    assert '"strategyId":3' in session and '"apiKey":"****0001"' in session  # ids as the README says
-    assert '{"error":"capital must be greater than 0"' in session
-    assert ran == sum(1 for _, note, _ in readme_blocks() if not note.startswith("skip")) >= 6
+    for shown in SHOWN.get(page.name, []):
+        assert shown in "".join(outputs), f"{page.name} shows {shown!r}; the run answered otherwise"

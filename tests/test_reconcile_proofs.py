@@ -14,7 +14,7 @@ BTCUSDT 1m candles (../shared/data/BTCUSDT-1m-2024-01.parquet, from 2024-01-02 0
 - faults: 10 % 5xx/timeouts/429 on every status call (and a few minutes of a status endpoint fully
   down) during a replay close no trade wrongly, and every trade closes in the end.
 
-Rules that make backtest and live differ (also in the README, "Backtest–live parity"):
+Rules that make backtest and live differ (also in docs/backtesting.md, "Backtest–live parity"):
 - spot stop loss: watched by the reconciler, not resting on the exchange; it sells at market at the
   first pass whose last price (the newest close) is at or through the stop: exit at that close, on
   that candle — the backtest exits at the level on the first candle whose low touches it. Spot take

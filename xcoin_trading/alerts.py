@@ -1,15 +1,5 @@
-"""Alerts to the operator through apprise (Slack, Telegram, e-mail, ntfy, a JSON webhook, ...: one URL
-per destination in `XCOIN_ALERT_URLS`, comma-separated; none set → no alerts).
-
-What is alerted: an execution FAILED or SKIPPED (and subscribers whose orders failed), a subscriber
-refused because its daily loss limit was hit, and the reconciler's findings (orders LOST, a futures
-position flat with no closing order, orders xcoin never placed). Sending never raises into trading
-code: a destination that is down is logged (without its URL, which holds its token) and skipped.
-
-Secrets never reach an alert: messages are built from codes, ids and error texts that carry none,
-and every configured secret (master keys, JWT secret, OAuth secret, alert URLs) plus anything shaped
-like a long token is masked once more before sending.
-"""
+"""Alerts to the operator through apprise (`XCOIN_ALERT_URLS`); what is alerted and how secrets are
+masked: docs/live-execution.md ("Alerts")."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class Settings:
     fanout_concurrency: int = 200  # requests in flight during one signal's fan-out
     password_check_concurrency: int = 4  # argon2 hashes/verifications at once per API process
     max_body_bytes: int = 1024 * 1024  # request bodies above this answer 413, unread
-    # OAuth login with Google (all three set → enabled); see README "REST API".
+    # OAuth login with Google (all three set → enabled); see docs/api.md ("Choices worth knowing").
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
     google_redirect_uri: str | None = None

@@ -1,20 +1,6 @@
 """The production profile on one host: every long-lived service under supervisord.
 
-Why supervisord: it is on PyPI (installs with the project, no root, no systemd needed), restarts a
-crashed service, stops a service's whole process group (Dagster run workers and uvicorn workers
-included), and answers status over a Unix socket. A host with systemd can run `supervisord -n`
-as one unit (docs in the README).
-
-Configuration is one env file (`KEY=value` lines, mode 0600). Secrets stay in it and in the
-processes' environment: the generated `supervisord.conf`, `dagster.yaml` and `workspace.yaml`
-hold only `{env: NAME}` references, paths and ports.
-
-Services, in start order: Postgres and Redis (only with `XCOIN_LOCAL_SERVERS=1`: a single host
-that runs its own servers, in the deploy folder), the Dagster code server (the one code location,
-over gRPC), `dagster-daemon` (sensors, schedules, run queue, run monitoring), `dagster-webserver`,
-and `xcoin api serve` with several workers. Dagster's run/event/schedule storage is Postgres too
-(`dagster-postgres`), in its own database: both Dagster and xcoin keep an `alembic_version` table.
-"""
+Why supervisord, the env file, the services and their start order: docs/deployment.md."""
 
 from __future__ import annotations
 

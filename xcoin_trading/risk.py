@@ -1,6 +1,6 @@
 """Position sizing and risk limits, shared by the backtest and live execution (Decimal in/out).
 
-Seed formula (ARCHITECTURE.md "Money rules"): `risk = capital × risk_per_trade`; with a stop loss
+Seed formula (docs/backtesting.md, "Strategies and rules"): `risk = capital × risk_per_trade`; with a stop loss
 `size = risk / |entry − stop| × leverage`, without one `size = risk × leverage / entry`. Two
 additions a live account forces on it: the size is capped to what the capital can carry
 (`margin + entry fee <= capital`, margin = notional / leverage), because the exchange refuses

@@ -1,13 +1,6 @@
 """AES-256-GCM encryption of broker secrets, with the master key's id in every token so keys rotate.
 
-Token: `v1:<key id>:<nonce b64>:<ciphertext b64>`; 96-bit random nonce; the associated data binds a
-token to its owner and field, so a ciphertext copied to another row or user does not decrypt.
-
-Master keys come from `XCOIN_ENCRYPTION_KEY`: comma-separated base64 32-byte keys, optionally
-`id:base64`; the FIRST is the active key, the others only decrypt (prepend a new key, then run
-`xcoin vault rotate`). On the embedded default a key is generated once into `<XCOIN_HOME>/master.key`
-(mode 0600). Outside the embedded default a missing key is an error: the key never lives in the database.
-"""
+Token format, master keys and rotation: docs/security.md ("Broker keys and the vault")."""
 
 from __future__ import annotations
 

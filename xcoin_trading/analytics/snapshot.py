@@ -1,16 +1,6 @@
 """Copy the OLTP tables into Parquet so analytics never load the trading database.
 
-Incremental by `updated_at` (which moves on every change): each run reads the rows changed since the
-table's stored watermark and upserts them by primary key, so a changed row replaces its old version.
-One Parquet file per table under `<lake>/snapshots/`, rewritten atomically (tmp file + rename).
-
-What is never copied: `broker_credentials` (encrypted API keys) as a whole; users' password hash and
-OAuth ids; strategies' Python source (the author's code, not analytics data); orders' raw exchange
-replies. Any column whose name looks secret is dropped as well, so a new secret column cannot leak.
-
-Hard deletes are not seen by an incremental run (the store soft-deletes); `full=True` rebuilds a table.
-A transaction that commits after a snapshot with an older `updated_at` is caught by re-reading an
-`overlap` window before the watermark (rows already stored unchanged are counted as `unchanged`).
+Incremental rules, the overlap window and what is never copied: docs/analytics.md ("Snapshots").
 """
 
 from __future__ import annotations

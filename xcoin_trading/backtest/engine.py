@@ -1,25 +1,6 @@
 """The backtest API: validate inputs, compute signals once, run the kernel, shape the outputs.
 
-Rules (ARCHITECTURE.md "Money rules"; what the issue left open is marked *chosen*):
-- Entry at the signal candle's close, sized by `risk.py` on the realised equity at that moment
-  (compounding; *chosen*), capped so margin + entry fee fit the equity, rounded to the market.
-- One position at a time. A LONG/SHORT signal while already in that side is ignored: no
-  pyramiding and no moving of the levels (*chosen*; scaling in is out of scope). An opposite
-  signal closes at the close and opens the other side on the same candle; EXIT closes.
-- Stops from the candle after entry. `gap_fill="open"` (default): a candle opening beyond a level
-  fills at its open; `"level"` fills exactly at the level (the SMA-SLTP spec). Same-candle rule:
-  `intrabar="sl_first"` (default), `"tp_first"`, or `"1m"` (the 1-minute candles inside decide;
-  when they cannot, the stop loss wins). Trades decided by the rule are flagged `ambiguous`.
-- A stop exit and a new entry may happen on the same candle. The last candle takes no new
-  signal; a position still open is closed at the last close (reason END).
-- Slippage (*chosen* to match the simulator's `--slippage`): market fills, i.e. entries, signal
-  and END exits and stop losses, move against the taker by `slippage` of the price plus
-  `slippage_range` of that candle's high - low (with `levels_on_tick`: from the close on the tick and
-  back on the tick, as the simulator slips its current price); take profits
-  fill at their level (a resting limit on spot, an unslipped trigger on the simulator's futures
-  desk). Sizing uses the slipped entry price. 0 (default) leaves every price untouched.
-- Commission on each side's notional. Leverage scales size (seed formula) but liquidation and
-  funding are not modelled (*chosen*; documented in the README).
+Fill, sizing, stop and slippage rules: docs/backtesting.md ("Strategies and rules").
 """
 
 from __future__ import annotations

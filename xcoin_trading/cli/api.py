@@ -21,7 +21,7 @@ def register(main: click.Group) -> None:
         "--proxy-headers", is_flag=True, help="trust X-Forwarded-For from 127.0.0.1 (behind a reverse proxy)"
     )
     def serve(host: str, port: int, workers: int, migrate: bool, proxy_headers: bool) -> None:
-        """Serve the API until interrupted. Settings come from the environment (see README)."""
+        """Serve the API until interrupted. Settings come from the environment (docs/configuration.md)."""
         import uvicorn
 
         from xcoin_trading.api.tokens import jwt_secret

@@ -1,16 +1,6 @@
 """Import a candle file into the lake, one checked day at a time.
 
-Formats: Parquet or CSV with the candle columns (`file`); Binance's public kline files
-(data.binance.vision: 12 columns, with or without a header, `.csv` or the `.zip` they ship in, open
-times in ms or — since 2025 — µs) (`binance`); CoinDCX's candle JSON (`/market_data/candles`: an
-array of {open, high, low, volume, close, time}, newest first, or the futures `{"s", "data"}`)
-(`coindcx`). Every written day records that source in its file.
-
-The whole file is validated first (columns, numbers, times, resolution); then each UTC day is
-checked like an exchange fetch and written atomically. A day with bad rows is reported with those
-rows and not written; the other days are. Gaps and days cut by the file's span only warn: the
-file is the source, and its gaps are its own.
-"""
+Formats, sources and what is checked: docs/market-data.md ("Import and backfill")."""
 
 from __future__ import annotations
 

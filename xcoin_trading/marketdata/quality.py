@@ -1,13 +1,6 @@
 """Candle quality checks with structured results that name the offending rows.
 
-Four checks, named as the Dagster asset checks are:
-- `no_duplicate_times`: each open time appears once;
-- `regular_grid`: times ascend on the resolution's grid inside the day; *gaps* (missing candles
-  between two present ones) are listed with their ranges and only warn, because after a full
-  paginated fetch a gap is the exchange's own (outages, maintenance);
-- `ohlc_sanity`: no NaN/null, prices > 0, volume >= 0, high >= max(open, close), low <= min(open, close);
-- `complete_day`: a closed day runs from its first to its last slot (a partial day up to its
-  cut-off); an empty day always fails.
+The four checks (named as the Dagster asset checks are): docs/market-data.md ("The candle lake").
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
 """Run user strategy code isolated from the host and from every other run.
 
-As root with bubblewrap (production workers, CI) each run gets:
-- a uid/gid of its own from a reserved range (`XCOIN_SANDBOX_UIDS`, default 200000-200999), held by
-  an flock on /run/xcoin-sandbox/uid-N.lock for the whole run, so no two live runs on the host
-  share one (a dead worker's locks go with it);
-- new pid, mount, ipc, uts, net and cgroup namespaces (`bwrap`), a root file system of read-only
-  binds of the Python runtime only (/usr, the interpreter's prefix, the venv) and a private,
-  size-capped tmpfs at /tmp: no XCOIN_HOME, store, key, host /tmp, socket or other run is there;
-- no capabilities: bwrap runs as root without a user namespace and `setpriv` switches to the run's
-  uid with empty bounding/inheritable sets and no_new_privs (bwrap's own `--uid` needs a user
-  namespace that, started by root, maps the sandbox uid to host root: not used);
-- its own cgroups (v1 memory, pids, cpu) limiting the run's processes together, killed and removed
-  afterwards; the pid namespace dies with its init, so nothing a run started outlives it.
-Where cgroups are not writable, per-process rlimits (address space, process count per uid) stand in.
-Without root or bubblewrap (developer laptops) the child gets rlimits and an empty environment only
-and a warning is logged once.
-
-Nothing crosses through the file system: the job goes in on stdin, the answer comes back on a pipe
-the parent opened, output is read up to a cap, and the answer is checked (`answer.py`) before it is
-decoded. Failures are classified by the parent from what the kernel says (exit status, signal,
-cgroup OOM/pids events, its own clock); text the strategy wrote is only ever shown clipped and
-labelled as the strategy's own words.
+What each run gets (bubblewrap, its own uid, namespaces, cgroups, pipes), the fallbacks without root
+or cgroups, and what a production host needs: docs/security.md ("Strategy sandbox").
 """
 
 from __future__ import annotations
