@@ -1,36 +1,53 @@
-"""UI click → backtest success on the demo's data, through a real `dagster dev`.
+"""UI click → backtest success on the demo's data, through a real `dagster dev`: this tree against a
+peer (`--peer`, a git revision: by default the tree before issue 17's speed work), in the same run.
 
 The click is the GraphQL mutation the UI's Materialize button sends (`launchPipelineExecution` on the
-implicit asset job, `backtests/backtest_result` only); success is the run's SUCCESS as the UI polls
-it. Phases come from the run's own events: queued (enqueued → launched by the daemon's queue), worker
-start (launched → step start: the run worker process starts and loads the code location), step (the backtest,
-report and metadata), finish (step end → RUN_SUCCESS). Both instance configs run in the same
-invocation on the same candles:
+implicit asset job, `backtests/backtest_result` only, the demo-ready defaults); success is the run's
+SUCCESS as the UI polls it. Both trees run their own `dagster.example.yaml` (as `make dev` writes it)
+on the same demo candles, side by side; the runs alternate between them (the order flips each
+round), so both see the same load on a shared machine.
 
-- `example`: $DAGSTER_HOME/dagster.yaml written from dagster.example.yaml, as `make dev` now does
-  (1 s dequeue, threaded dequeue);
-- `no yaml`: what `make dev` ran before (Dagster's defaults: 5 s dequeue interval).
+Phases come from the run's own events: queued (enqueued → launched by the daemon's queue), worker
+start (launched → step start: the run worker process starts, imports Dagster and the code location,
+opens the instance), step (the backtest, its report and chart, the metadata), finish (step end →
+RUN_SUCCESS). "chart" is the report + PNG/SVG chart inside the step (the step's `report_ms`
+metadata; the peer may not record it). Wall times depend on the machine's load, so CPU-seconds are
+measured too: "worker CPU" is the run worker process's user+system time (read from its parent, the
+code server, once it has reaped it), "all CPU" that of every process `dagster dev` runs (webserver,
+daemon, code server, worker) from the click to success.
 
-Both use the in-process executor (the code location's default now); the 13.7 s in issue 17 was measured
-with the multiprocess executor and no dagster.yaml.
-
-    .venv/bin/python benchmarks/dagster_ui.py [--runs 5]
+    .venv/bin/python benchmarks/dagster_ui.py [--runs 5] [--peer 31d82cb]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import psutil
 
-from tests.fixtures.dagster_ui import dagster_dev, demo_candles, launch_backtest, wait_run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-PHASES = ("queued", "worker start", "step", "finish", "click → success")
+from tests.fixtures.dagster_ui import (  # noqa: E402
+    BACKTEST_KEY,
+    DagsterDev,
+    dagster_dev,
+    demo_candles,
+    latest_materialization,
+    launch_backtest,
+    wait_run,
+)
+
+PEER = "31d82cb"  # main before issue 17's speed work
+PHASES = ("queued", "worker start", "step", "chart", "finish", "click → success", "worker CPU", "all CPU")
 
 
 def phases(home: Path, run_id: str) -> dict[str, float]:
@@ -49,40 +66,90 @@ def phases(home: Path, run_id: str) -> dict[str, float]:
     }
 
 
-def measure(home: Path, instance_yaml: bool, runs: int) -> list[dict[str, float]]:
-    out = []
-    with dagster_dev(home, instance_yaml=instance_yaml) as server:
-        for _ in range(2):  # warm-up: numba's on-disk cache, first imports
-            wait_run(server, launch_backtest(server))
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            run_id = launch_backtest(server)  # the click
-            run = wait_run(server, run_id, poll=0.05)
-            total = time.perf_counter() - t0
-            if run["status"] != "SUCCESS":
-                raise SystemExit(f"run {run_id} ended {run['status']}:\n{server.log.read_text()[-4000:]}")
-            out.append({**phases(home, run_id), "click → success": total})
-    return out
+def _tree(server: DagsterDev) -> list[psutil.Process]:
+    root = psutil.Process(server.proc.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _cpu(proc: psutil.Process, *, own: bool = True) -> float:
+    """Its own CPU time (`own`) plus that of the children it has reaped."""
+    try:
+        t = proc.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return (t.user + t.system if own else 0.0) + t.children_user + t.children_system
+
+
+def tree_cpu(server: DagsterDev) -> float:
+    """Every live process of the tree, plus what each has reaped of its dead children."""
+    return sum(_cpu(p) for p in _tree(server))
+
+
+def code_server(server: DagsterDev) -> psutil.Process:
+    return next(p for p in _tree(server) if "grpc" in " ".join(p.cmdline()))
+
+
+def one_run(server: DagsterDev) -> dict[str, float]:
+    grpc = code_server(server)
+    before_kids = {p.pid for p in grpc.children()}
+    worker0, all0 = _cpu(grpc, own=False), tree_cpu(server)
+    t0 = time.perf_counter()
+    run_id = launch_backtest(server)  # the click
+    run = wait_run(server, run_id, poll=0.1)
+    total = time.perf_counter() - t0
+    all_cpu = tree_cpu(server) - all0
+    if run["status"] != "SUCCESS":
+        raise SystemExit(f"run {run_id} ended {run['status']}:\n{server.log.read_text()[-4000:]}")
+    deadline = time.monotonic() + 30  # the worker exits after RUN_SUCCESS; its parent reaps it
+    while time.monotonic() < deadline and {p.pid for p in grpc.children()} - before_kids:
+        time.sleep(0.05)
+    worker_cpu = _cpu(grpc, own=False) - worker0
+    meta = (latest_materialization(server, BACKTEST_KEY) or {}).get("metadata", {})
+    chart = meta["report_ms"] / 1000 if meta.get("report_ms") is not None else float("nan")
+    return {**phases(server.home, run_id), "chart": chart, "click → success": total,
+            "worker CPU": worker_cpu, "all CPU": all_cpu}  # fmt: skip
+
+
+def peer_tree(rev: str, into: Path) -> Path:
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--peer", default=PEER, help=f"git revision to compare with (default {PEER})")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="xcoin-ui-bench-") as tmp:
-        homes = {}
-        for name in ("example", "no yaml"):
-            homes[name] = Path(tmp) / name.replace(" ", "_")
-            demo_candles(homes[name])
-        results = {name: measure(homes[name], name == "example", args.runs) for name in homes}
-    print(f"\nUI click → backtest success, median of {args.runs} runs (s); demo candles, BTCUSDT 1m defaults")
-    print(f"{'phase':<18}" + "".join(f"{n:>12}" for n in results) + f"{'ratio':>10}")
+    names = (f"before {args.peer}", "after")
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="xcoin-ui-bench-") as tmp, ExitStack() as stack:
+        roots = {names[0]: peer_tree(args.peer, Path(tmp) / "peer"), names[1]: ROOT}
+        servers = {}
+        for name, root in roots.items():
+            home = Path(tmp) / ("home-" + name.split()[0])
+            demo_candles(home)
+            servers[name] = stack.enter_context(dagster_dev(home, root=root))
+        for server in servers.values():
+            for _ in range(2):  # warm-up: numba compiles into a fresh tree's cache (minutes under load)
+                wait_run(server, launch_backtest(server), timeout=900)
+        for i in range(args.runs):
+            for name in names if i % 2 == 0 else names[::-1]:
+                results[name].append(one_run(servers[name]))
+                loads.append(os.getloadavg()[0])
+    print(f"\nUI click → backtest success, median of {args.runs} runs each (s; CPU in CPU-s), demo candles,"
+          f" BTCUSDT 1m defaults; 1-min load average {min(loads):.1f}–{max(loads):.1f}"
+          f" (median {statistics.median(loads):.1f}) on {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'phase':<18}" + "".join(f"{n:>18}" for n in names) + f"{'ratio':>9}")
     for phase in PHASES:
-        med = {n: statistics.median(r[phase] for r in rs) for n, rs in results.items()}
-        ratio = med["no yaml"] / med["example"] if med["example"] else float("nan")
-        print(f"{phase:<18}" + "".join(f"{v:>12.2f}" for v in med.values()) + f"{ratio:>9.1f}×")
-    best = min(r["click → success"] for r in results["example"])
-    print(f"best click → success with the example config: {best:.2f} s (target ≤ 5 s)")
+        med = [statistics.median(r[phase] for r in results[n]) for n in names]
+        ratio = med[0] / med[1] if med[1] else float("nan")
+        print(f"{phase:<18}" + "".join(f"{v:>18.2f}" for v in med) + f"{ratio:>8.1f}×")
+    for name in names:
+        runs = sorted(r["click → success"] for r in results[name])
+        print(f"{name}: click → success per run {', '.join(f'{v:.2f}' for v in runs)} (target ≤ 5 s)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,7 +98,9 @@ def write_artifacts(result: BacktestResult, directory: Path, *, report: bool = T
     result.equity.write_parquet(directory / "equity.parquet")
     artifacts |= {"trades": str(directory / "trades.parquet"), "equity": str(directory / "equity.parquet")}
     if report:
+        began = time.perf_counter()
         paths = write_report(result, directory / "report.html", directory / "equity.png")
+        result.timings_ms["report"] = (time.perf_counter() - began) * 1000
         artifacts |= {"report": str(paths.html), "chart": str(paths.png)}
     return artifacts
 
