@@ -268,7 +268,8 @@ def check_lookahead(
             else str(pl.Series([when]).cast(pl.Datetime("ms", "UTC"))[0]),
             f"{a['action']} {a['stop_loss']}/{a['take_profit']} became {b['action']} {b['stop_loss']}/{b['take_profit']}",
         )
-    return whole.slice(mid - start)
+    # A copy of the test rows only: a slice would keep the whole train + test frame alive.
+    return whole.gather(np.arange(mid - start, end - start))
 
 
 def out_of_sample(
