@@ -300,14 +300,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, candles) -> tuple[float, object]:
-    """One call, timed like timeit: the garbage collector paused (after a full collection)."""
+def timed(fn, candles) -> tuple[float, float, object]:
+    """One call, timed like timeit: the garbage collector paused (after a full collection).
+    Returns (wall s, CPU s of the whole process, i.e. every thread, output)."""
     gc.collect()
     gc.disable()
     try:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn(candles)
-        return time.perf_counter() - t, out
+        return time.perf_counter() - t, time.process_time() - c, out
     finally:
         gc.enable()
 
@@ -317,16 +318,18 @@ def worker(engine: str, n: int, repeat: int) -> None:
 
     candles = pl.read_parquet(candles_file(n)).rechunk()  # contiguous, as a loaded frame usually is
     fn = ENGINES[engine]
-    cold, out = timed(fn, candles)
+    cold, cpu, out = timed(fn, candles)
     warm, runs, spent = cold, 1, 0.0
     # At least `repeat` runs, and (as timeit's autorange) more while under WARM_BUDGET_S of warm
     # runs, for every engine alike: a burst of load from elsewhere on the machine then cannot
     # spoil all of a fast engine's few-millisecond samples.
     while repeat > 1 and (runs < repeat or (spent < WARM_BUDGET_S and runs < MAX_RUNS)):
-        elapsed, out = timed(fn, candles)
+        elapsed, used, out = timed(fn, candles)
         warm, runs, spent = min(warm, elapsed), runs + 1, spent + elapsed
+        cpu = used if runs == 2 else min(cpu, used)  # warm runs only (the first one compiles)
     rss_mb = peak_rss_mb()
-    print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "rss_mb": rss_mb, "out": out}))
+    print(json.dumps({"engine": engine, "n": n, "cold": cold, "warm": warm, "cpu": cpu, "rss_mb": rss_mb,
+                      "out": out}))  # fmt: skip
 
 
 def measure(engine: str, n: int, repeat: int) -> dict:
@@ -400,7 +403,7 @@ def report(rows: list[dict], sweeps: list[dict]) -> None:
         f"\nSMA 20/50 long-only, SL 2 % / TP 4 %, no fee; {os.cpu_count()} cores; end to end, warm (best of runs)\n"
     )
     print(f"{'candles':>10}  {'engine':<15} {'warm s':>8} {'candles/s':>13} {'xcoin ×':>8} {'/ bare':>7} "
-          f"{'cold s':>8} {'peak RSS MB':>11}  trades")  # fmt: skip
+          f"{'cpu s':>8} {'cpu/bare':>8} {'cold s':>8} {'peak RSS MB':>11}  trades")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['n']:>10,}  {r['engine']:<15} failed: {r['error']}")
@@ -408,15 +411,17 @@ def report(rows: list[dict], sweeps: list[dict]) -> None:
         speed = r["n"] / r["warm"]
         ratio = r["warm"] / ours[r["n"]]["warm"] if r["n"] in ours else float("nan")
         to_bare = r["warm"] / bare[r["n"]]["warm"] if r["n"] in bare else float("nan")
+        cpu_bare = r["cpu"] / bare[r["n"]]["cpu"] if r["n"] in bare else float("nan")
         print(f"{r['n']:>10,}  {r['engine']:<15} {r['warm']:>8.4f} {speed:>13,.0f} {ratio:>8.1f} {to_bare:>7.2f} "
-              f"{r['cold']:>8.2f} {r['rss_mb']:>11.0f}  {r['out'][0]}")  # fmt: skip
+              f"{r['cpu']:>8.4f} {cpu_bare:>8.2f} {r['cold']:>8.2f} {r['rss_mb']:>11.0f}  {r['out'][0]}")  # fmt: skip
     if sweeps:
         base = next((s for s in sweeps if s["engine"] == "xcoin-sweep" and "warm" in s), None)
         print(f"\n{len(SWEEP_FAST) * len(SWEEP_SLOW)}-combination sweep (fast {SWEEP_FAST[0]}..{SWEEP_FAST[-1]} × slow "
               f"{SWEEP_SLOW[0]}..{SWEEP_SLOW[-1]}) on 1,000,000 candles; walk-forward: 10 rolling windows "
               f"(train 3× test) × the same 100 combinations\n")  # fmt: skip
         print(
-            f"{'engine':<20} {'warm s':>8} {'target s':>8} {'xcoin ×':>8} {'cold s':>8} {'peak RSS MB':>11}"
+            f"{'engine':<20} {'warm s':>8} {'target s':>8} {'xcoin ×':>8} {'cpu s':>8} {'cpu/wall':>8} {'cold s':>8} "
+            f"{'peak RSS MB':>11}"
         )
         for s in sweeps:
             if "error" in s:
@@ -424,11 +429,12 @@ def report(rows: list[dict], sweeps: list[dict]) -> None:
                 continue
             ratio = s["warm"] / base["warm"] if base else float("nan")
             target = f"{TARGETS[s['engine']]:.1f}" if s["engine"] in TARGETS else ""
-            print(f"{s['engine']:<20} {s['warm']:>8.3f} {target:>8} {ratio:>8.1f} {s['cold']:>8.2f} "
-                  f"{s['rss_mb']:>11.0f}")  # fmt: skip
+            print(f"{s['engine']:<20} {s['warm']:>8.3f} {target:>8} {ratio:>8.1f} {s['cpu']:>8.3f} "
+                  f"{s['cpu'] / s['warm']:>8.2f} {s['cold']:>8.2f} {s['rss_mb']:>11.0f}")  # fmt: skip
     print(
         "\n'xcoin ×' = that engine's time / xcoin's time (above 1: xcoin is faster); '/ bare' = that engine's time / "
-        "the bare numba loop's (issue 21: xcoin ≤ 2). Cold = first call in a fresh process (JIT compile or cache "
+        "the bare numba loop's (issue 21: xcoin ≤ 2). 'cpu s' = the best warm run's CPU time of the whole process (all "
+        "threads): on a loaded machine it moves far less than wall time; 'cpu/wall' near 2 = both cores busy. Cold = first call in a fresh process (JIT compile or cache "
         "load included). Load on the machine from other work shows in 'load avg' below.\n"
         f"load avg (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )

@@ -126,17 +126,23 @@ def compute_metrics(
     refused: np.ndarray,
 ) -> dict[str, Any]:
     """Metrics from the kernel's raw outputs (trade matrix, equity statistics `S_*`)."""
+    # Every sweep and walk-forward cell runs this (thousands of times on small trade arrays), so
+    # each reduction is done once; the values are the same numpy reductions as ever (same bits).
     mean_r, std_r, downside = float(stats[S_MEAN_R]), float(stats[S_STD_R]), float(stats[S_DOWNSIDE])
-    max_dd, max_dd_pct, max_dd_candles = stats[S_MAX_DD], stats[S_MAX_DD_PCT], int(stats[S_MAX_DD_CANDLES])
+    max_dd, max_dd_pct, max_dd_candles = (
+        float(stats[S_MAX_DD]),
+        float(stats[S_MAX_DD_PCT]),
+        int(stats[S_MAX_DD_CANDLES]),
+    )
     pnl = trades[T_PNL]
     fees = trades[T_ENTRY_FEE] + trades[T_EXIT_FEE]
-    gross = pnl + fees
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
     n = pnl.shape[0]
+    n_wins, n_losses = wins.shape[0], losses.shape[0]
     total_commission = float(fees.sum())
     net = float(pnl.sum())
+    gross_sum = float((pnl + fees).sum())
     final = initial_capital + net
-    durations_ms = (trades[T_EXIT_IDX] - trades[T_ENTRY_IDX]) * candle_ms
     periods_per_year = YEAR_MS / candle_ms
     years = n_candles * candle_ms / YEAR_MS
     cagr: float | None
@@ -148,26 +154,40 @@ def compute_metrics(
         cagr = math.expm1(growth) * 100 if growth < 700 else None
     else:
         cagr = 0.0
-    trade_returns = pnl / (trades[T_QTY] * trades[T_ENTRY_PRICE]) if n else pnl
+    if n:
+        held = trades[T_EXIT_IDX] - trades[T_ENTRY_IDX]
+        duration_s = float((held * candle_ms).mean() / 1000)
+        duration_candles = float(held.mean())
+        trade_returns = pnl / (trades[T_QTY] * trades[T_ENTRY_PRICE])
+        side = trades[T_SIDE]
+        longs = int(np.count_nonzero(side > 0))
+        shorts = int(np.count_nonzero(side < 0))
+        ambiguous = int(np.count_nonzero(trades[T_AMBIGUOUS]))
+        intrabar = int(np.count_nonzero(trades[T_INTRABAR]))
+    else:
+        trade_returns = pnl
+        duration_s = duration_candles = 0.0
+        longs = shorts = ambiguous = intrabar = 0
     pnl_std = float(pnl.std(ddof=1)) if n > 1 else 0.0
     tr_std = float(trade_returns.std(ddof=1)) if n > 1 else 0.0
+    max_dd_s = float(max_dd_candles * candle_ms / 1000)
 
     metrics: dict[str, Any] = {
         "totalTrades": int(n),
-        "winningTrades": int(wins.shape[0]),
-        "losingTrades": int(losses.shape[0]),
-        "winRate": wins.shape[0] / n * 100 if n else 0.0,
-        "totalPnl": float(gross.sum()),
+        "winningTrades": int(n_wins),
+        "losingTrades": int(n_losses),
+        "winRate": n_wins / n * 100 if n else 0.0,
+        "totalPnl": gross_sum,
         "totalPnlPct": net / initial_capital * 100,
-        "avgWin": float(wins.mean()) if wins.shape[0] else 0.0,
-        "avgLoss": float(losses.mean()) if losses.shape[0] else 0.0,
-        "largestWin": float(wins.max()) if wins.shape[0] else 0.0,
-        "largestLoss": float(losses.min()) if losses.shape[0] else 0.0,
+        "avgWin": float(wins.mean()) if n_wins else 0.0,
+        "avgLoss": float(losses.mean()) if n_losses else 0.0,
+        "largestWin": float(wins.max()) if n_wins else 0.0,
+        "largestLoss": float(losses.min()) if n_losses else 0.0,
         "profitFactor": _ratio(float(wins.sum()), float(-losses.sum())),
         "sharpeRatio": mean_r / std_r * math.sqrt(periods_per_year) if std_r > 0 else 0.0,
-        "maxDrawdown": float(max_dd),
-        "maxDrawdownPct": float(max_dd_pct),
-        "averageTradeDuration": float(durations_ms.mean() / 1000) if n else 0.0,  # seconds
+        "maxDrawdown": max_dd,
+        "maxDrawdownPct": max_dd_pct,
+        "averageTradeDuration": duration_s,  # seconds
         "totalCommission": total_commission,
         "netPnl": net,
         "finalCapital": final,
@@ -176,30 +196,34 @@ def compute_metrics(
         "sortinoRatio": None
         if (downside == 0 and mean_r > 0)
         else (mean_r / downside * math.sqrt(periods_per_year) if downside > 0 else 0.0),
-        "calmarRatio": None if cagr is None else _ratio(cagr, float(max_dd_pct)),
+        "calmarRatio": None if cagr is None else _ratio(cagr, max_dd_pct),
         "cagrPct": cagr,
         "expectancy": net / n if n else 0.0,
         "sqn": math.sqrt(n) * float(pnl.mean()) / pnl_std if pnl_std > 0 else 0.0,
         "tradeSharpe": float(trade_returns.mean()) / tr_std if tr_std > 0 else 0.0,
         "exposurePct": float(stats[S_EXPOSED_CANDLES]) / n_candles * 100 if n_candles else 0.0,
-        "maxDrawdownDuration": float(max_dd_candles * candle_ms / 1000),  # seconds
-        "maxDrawdownDurationCandles": int(max_dd_candles),
-        "averageTradeDurationCandles": float((trades[T_EXIT_IDX] - trades[T_ENTRY_IDX]).mean()) if n else 0.0,
-        "longTrades": int(np.count_nonzero(trades[T_SIDE] > 0)),
-        "shortTrades": int(np.count_nonzero(trades[T_SIDE] < 0)),
-        "ambiguousCandles": int(np.count_nonzero(trades[T_AMBIGUOUS])),
-        "intrabarResolved": int(np.count_nonzero(trades[T_INTRABAR])),
+        "maxDrawdownDuration": max_dd_s,  # seconds
+        "maxDrawdownDurationCandles": max_dd_candles,
+        "averageTradeDurationCandles": duration_candles,
+        "longTrades": longs,
+        "shortTrades": shorts,
+        "ambiguousCandles": ambiguous,
+        "intrabarResolved": intrabar,
         "refusedEntries": int(refused.sum()),
         "candles": int(n_candles),
         # Explicit twins of seed fields whose names mislead (the seed's names stay as they are).
-        "grossPnl": float(gross.sum()),
-        "grossPnlPct": float(gross.sum()) / initial_capital * 100,
+        "grossPnl": gross_sum,
+        "grossPnlPct": gross_sum / initial_capital * 100,
         "netPnlPct": net / initial_capital * 100,
-        "averageTradeDurationSeconds": float(durations_ms.mean() / 1000) if n else 0.0,
-        "maxDrawdownDurationSeconds": float(max_dd_candles * candle_ms / 1000),
+        "averageTradeDurationSeconds": duration_s,
+        "maxDrawdownDurationSeconds": max_dd_s,
         "spanDays": n_candles * candle_ms / 86_400_000,
     }
-    return json_safe(metrics)
+    # Plain Python numbers only (built that way above): just the non-finite floats become None.
+    return {
+        name: None if value.__class__ is float and not math.isfinite(value) else value
+        for name, value in metrics.items()
+    }
 
 
 # Unit of every metric (money is the quote currency, e.g. USDT). `totalPnl` is GROSS (before fees)

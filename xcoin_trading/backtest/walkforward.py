@@ -102,6 +102,9 @@ class WindowChoice:
     params: dict[str, Any] | None  # None: no combination produced a score
     in_sample: float | None
     warnings: list[str] = field(default_factory=list)
+    # The chosen set's signals on the test candles (train candles as warm-up), as the look-ahead
+    # check computed them: the out-of-sample run trades these instead of computing them again.
+    test_signals: pl.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,21 +191,31 @@ def train_windows(
             rows[cell[0]].append(row)
             if progress is not None:
                 progress(done, len(cells))
-    choices = []
-    for w, window in enumerate(windows):
-        best_i, best = None, None
-        for i, row in enumerate(rows[w]):
-            if row.get("error") is None and (best_i is None or better(metric, row.get(metric), best)):
-                best_i, best = i, row.get(metric)
-        params = resolved[best_i] if best_i is not None else None
-        ranking = rank([{c: r.get(c) for c in r if c in _KEPT or c.startswith("param_") or c == metric}
-                        for r in rows[w]], grid, metric)  # fmt: skip
-        warnings = (
-            [f"{window.key}: {m}" for m in edge_warnings(grid, combos[best_i])] if best_i is not None else []
-        )
-        if params is not None:
-            check_lookahead(strategy, candles, params, window)
-        choices.append(WindowChoice(window, ranking, params, best, warnings))
+        choices = []
+        for w, window in enumerate(windows):
+            best_i, best = None, None
+            for i, row in enumerate(rows[w]):
+                if row.get("error") is None and (best_i is None or better(metric, row.get(metric), best)):
+                    best_i, best = i, row.get(metric)
+            params = resolved[best_i] if best_i is not None else None
+            ranking = rank([{c: r.get(c) for c in r if c in _KEPT or c.startswith("param_") or c == metric}
+                            for r in rows[w]], grid, metric)  # fmt: skip
+            warnings = (
+                [f"{window.key}: {m}" for m in edge_warnings(grid, combos[best_i])]
+                if best_i is not None
+                else []
+            )
+            choices.append(WindowChoice(window, ranking, params, best, warnings))
+
+        # The look-ahead checks of all windows in parallel too (one after another they were a
+        # serial tail as long as a tenth of the training); the first failing window is raised.
+        def checked(choice: WindowChoice) -> pl.DataFrame | None:
+            if choice.params is None:
+                return None
+            return check_lookahead(strategy, candles, choice.params, choice.window)
+
+        for choice, test_signals in zip(choices, pool.map(checked, choices), strict=True):
+            choice.test_signals = test_signals
     return choices
 
 
@@ -225,12 +238,15 @@ _KEPT = {
 
 def check_lookahead(
     strategy: Strategy, candles: pl.DataFrame, params: Mapping[str, Any], window: Window
-) -> None:
-    """Signals on the train candles alone must equal those on train + test, row for row."""
+) -> pl.DataFrame:
+    """Signals on the train candles alone must equal those on train + test, row for row.
+
+    Returns the signals of the test candles from that longer run (what the test window trades)."""
     start, mid = window.train
     end = window.test[1]
     alone = compute_signals(strategy, candles.slice(start, mid - start), params)
-    longer = compute_signals(strategy, candles.slice(start, end - start), params).head(mid - start)
+    whole = compute_signals(strategy, candles.slice(start, end - start), params)
+    longer = whole.head(mid - start)
     same = (
         alone.select(
             (pl.col("action").cast(pl.String).eq_missing(longer.get_column("action").cast(pl.String)))
@@ -252,6 +268,8 @@ def check_lookahead(
             else str(pl.Series([when]).cast(pl.Datetime("ms", "UTC"))[0]),
             f"{a['action']} {a['stop_loss']}/{a['take_profit']} became {b['action']} {b['stop_loss']}/{b['take_profit']}",
         )
+    # A copy of the test rows only: a slice would keep the whole train + test frame alive.
+    return whole.gather(np.arange(mid - start, end - start))
 
 
 def out_of_sample(
@@ -284,7 +302,9 @@ def out_of_sample(
             rows.append(row | {"out_of_sample": None, "net_pnl": 0.0, "trades": 0, "return_pct": 0.0})
             continue
         span = candles.slice(train_start, end - train_start)
-        signals = compute_signals(strategy, span, choice.params).slice(start - train_start)
+        signals = choice.test_signals
+        if signals is None or signals.height != end - start:
+            signals = compute_signals(strategy, span, choice.params).slice(start - train_start)
         cfg = replace(config, initial_capital=capital)
         trades, ref, stats, curves = run_kernel(
             span.slice(start - train_start), signals, cfg, None, candle_ms
