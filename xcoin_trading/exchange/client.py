@@ -1,6 +1,7 @@
 """CoinDCX REST client: `CoinDCXClient` (blocking, httpx) and `AsyncCoinDCXClient` (httpx, or
-aiohttp through an `AiohttpPool` for fan-outs) run the endpoint plans of `endpoints.py` with their
-transport, rate limiter and read retries.
+aiohttp through an `AiohttpPool` for fan-outs) run the endpoint plans of `endpoints/` with their
+transport, rate limiter and read retries. Each method returns its model (`client.balance("USDT")`
+is a `Balance`; awaited, on the async client).
 
 Public names other modules use: `Credentials`, `CoinDCXClient`, `AsyncCoinDCXClient`,
 `AsyncHttpPool`, `AiohttpPool`; every endpoint method, including `fetch_candles`, `create_order_idempotent`
@@ -19,13 +20,12 @@ import httpx
 
 from xcoin_trading.exchange.auth import Credentials
 from xcoin_trading.exchange.endpoints import (
-    CANDLE_SCHEMA,
     MAX_CANDLES_PER_PAGE,
+    AsyncRequests,
     Call,
     Endpoints,
     Plan,
     Sleep,
-    _candles_frame,
     decode_reply,
 )
 from xcoin_trading.exchange.errors import ExchangeError, ExchangeTimeout, ExchangeUnavailable
@@ -42,14 +42,12 @@ def tls_context() -> ssl.SSLContext:
 
 
 __all__ = [
-    "CANDLE_SCHEMA",
     "MAX_CANDLES_PER_PAGE",
     "AiohttpPool",
     "AsyncCoinDCXClient",
     "AsyncHttpPool",
     "CoinDCXClient",
     "Credentials",
-    "_candles_frame",
 ]
 
 
@@ -115,7 +113,7 @@ class CoinDCXClient(Endpoints):
                     raise
                 time.sleep(delay)
 
-    def _drive(self, plan: Plan) -> Any:
+    def _drive(self, plan: Plan[Any]) -> Any:
         try:
             step = next(plan)
             while True:
@@ -198,7 +196,7 @@ def _query(params: dict[str, Any] | None) -> list[tuple[str, str]] | None:
     return [(k, text(x)) for k, v in params.items() for x in (v if isinstance(v, list | tuple) else (v,))]
 
 
-class AsyncCoinDCXClient(Endpoints):
+class AsyncCoinDCXClient(Endpoints, AsyncRequests):
     """Same methods as `CoinDCXClient`, each returning an awaitable. `async with` or `await .close()`.
 
     `http_client` may be an `AsyncHttpPool` (fan-out over many keys: the key picks its shard) or
@@ -299,7 +297,7 @@ class AsyncCoinDCXClient(Endpoints):
                     raise
                 await asyncio.sleep(delay)
 
-    async def _drive(self, plan: Plan) -> Any:
+    async def _drive(self, plan: Plan[Any]) -> Any:
         try:
             step = next(plan)
             while True:
