@@ -17,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from xcoin_trading.candles import CANDLE_COLUMNS, CANDLE_SCHEMA
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import NotFound, ValidationError
-from xcoin_trading.marketdata.candles import CANDLE_COLUMNS, CANDLE_SCHEMA, check_resolution, check_symbol
+from xcoin_trading.marketdata.candles import check_resolution, check_symbol
 from xcoin_trading.timeframes import day_bounds_ms, from_ms, to_ms, utcnow
 
 META_PARTIAL = "xcoin.partial"

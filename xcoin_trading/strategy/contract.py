@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
+from xcoin_trading.candles import CANDLE_COLUMNS, read_candle_file, to_candle_frame
 from xcoin_trading.errors import ValidationError
 
 ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
@@ -25,8 +26,6 @@ ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
 ACTION_DTYPE = pl.Enum(list(ACTIONS))
 HOLD, LONG, SHORT, EXIT = range(4)
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-CANDLE_COLUMNS = ("open_time", *PRICE_COLUMNS, "volume")
 SIGNAL_COLUMNS = ("action", "stop_loss", "take_profit")
 JIT_MIN_ROWS = 2_000
 
@@ -132,9 +131,9 @@ class StrategyError(ValidationError):
 
 
 def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.DataFrame:
-    """The one place candle frames are checked and shaped (files, the lake, tests all pass here).
+    """The one place a strategy's candles are checked and shaped (files, the lake, tests all pass here).
 
-    Accepts `open_time` as Int64 ms or a Datetime of any unit/zone (naive is refused: ambiguous).
+    Times as `xcoin_trading.candles.to_candle_frame` reads them (Int64 ms or a datetime; naive is UTC).
     """
     if not isinstance(candles, pl.DataFrame):
         raise ValidationError(name, f"must be a polars DataFrame, got {type(candles).__name__}")
@@ -143,24 +142,8 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
         raise ValidationError(name, f"is missing columns {missing} (has {candles.columns})")
     if candles.height == 0:
         raise ValidationError(name, "is empty: no candles in the requested range")
-    t = candles.schema["open_time"]
-    if isinstance(t, pl.Datetime):
-        if t.time_zone is None:
-            raise ValidationError(f"{name}.open_time", "is a naive datetime; candle times must be UTC-aware")
-        open_time = pl.col("open_time").dt.convert_time_zone("UTC").dt.epoch("ms")
-    elif t.is_integer():
-        open_time = pl.col("open_time").cast(pl.Int64)
-    else:
-        raise ValidationError(
-            f"{name}.open_time", f"must be Int64 UTC milliseconds or a UTC datetime, got {t}"
-        )
-    for c in (*PRICE_COLUMNS, "volume"):
-        if not candles.schema[c].is_numeric():
-            raise ValidationError(f"{name}.{c}", f"must be numeric, got {candles.schema[c]}")
     # One contiguous copy here (none for contiguous input), so every later to_numpy() is zero-copy.
-    out = candles.select(
-        open_time.alias("open_time"), *(pl.col(c).cast(pl.Float64) for c in CANDLE_COLUMNS[1:])
-    ).rechunk()
+    out = to_candle_frame(candles, source=name).rechunk()
     nulls = sum(out.null_count().row(0))
     if nulls:
         raise ValidationError(name, f"has null values ({nulls} cells)")
@@ -178,15 +161,12 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
 
 
 def read_candles_file(path: str | Path) -> pl.DataFrame:
-    """Candles from a Parquet (or CSV) file, normalised to the contract."""
+    """Candles from a file in any format the lake imports (`xcoin_trading.candles`), normalised
+    to the contract: both readers see the same candles."""
     p = Path(path)
     if not p.exists():
         raise ValidationError("data", f"file does not exist: {p}")
-    try:
-        frame = pl.read_csv(p, try_parse_dates=True) if p.suffix.lower() == ".csv" else pl.read_parquet(p)
-    except Exception as exc:  # a corrupt or foreign file: say which and why
-        raise ValidationError("data", f"could not read {p}: {exc}") from exc
-    return normalize_candles(frame, name=f"data {p.name}")
+    return normalize_candles(read_candle_file(p), name=f"data {p.name}")
 
 
 def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> pl.DataFrame:
