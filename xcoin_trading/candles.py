@@ -105,7 +105,7 @@ def exchange_window(rows: list[dict[str, Any]], start_ms: int, end_ms: int) -> p
     )
 
 
-def _micros_to_ms(open_time: pl.Expr) -> pl.Expr:
+def _micros_to_ms(open_time: pl.Expr | pl.Series) -> pl.Expr:
     return pl.when(open_time >= MICROS_FROM).then(open_time // 1000).otherwise(open_time)
 
 

@@ -219,10 +219,12 @@ class AsyncCoinDCXClient(Endpoints, AsyncRequests):
         )
         self._owns_http = http_client is None
         self._pool = http_client if isinstance(http_client, AsyncHttpPool | AiohttpPool) else None
+        self._aiohttp = http_client if isinstance(http_client, AiohttpPool) else None
+        self._http: httpx.AsyncClient | None
         if isinstance(http_client, AiohttpPool):
             self._http = None
-        elif self._pool is not None:
-            self._http = self._pool.for_key(credentials.api_key if credentials else "public")
+        elif isinstance(http_client, AsyncHttpPool):
+            self._http = http_client.for_key(credentials.api_key if credentials else "public")
         else:
             self._http = http_client or httpx.AsyncClient(timeout=timeout, verify=tls_context())
 
@@ -236,7 +238,7 @@ class AsyncCoinDCXClient(Endpoints, AsyncRequests):
         return clone
 
     async def close(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCoinDCXClient:
@@ -246,8 +248,9 @@ class AsyncCoinDCXClient(Endpoints, AsyncRequests):
         await self.close()
 
     async def _send(self, call: Call) -> Any:
-        if self._http is None:
-            return await self._send_aiohttp(call)
+        if self._aiohttp is not None:
+            return await self._send_aiohttp(self._aiohttp, call)
+        assert self._http is not None  # set in __init__ whenever no aiohttp pool is
         method, url, payload, headers = self._prepare(call)
         try:
             response = await self._http.request(
@@ -257,12 +260,12 @@ class AsyncCoinDCXClient(Endpoints, AsyncRequests):
             raise self._transport_error(exc, call) from None
         return self._decode(response, call)
 
-    async def _send_aiohttp(self, call: Call) -> Any:
+    async def _send_aiohttp(self, pool: AiohttpPool, call: Call) -> Any:
         import aiohttp
 
         method, url, payload, headers = self._prepare(call)
         try:
-            async with self._pool.session.request(
+            async with pool.session.request(
                 method, url, data=payload, headers=headers, params=_query(call.params)
             ) as response:
                 content = await response.read()

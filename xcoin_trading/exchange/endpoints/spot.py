@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.endpoints.requests import (
@@ -37,7 +37,7 @@ class SpotEndpoints(Requests):
 
     def _p_user_info(self) -> Plan[dict[str, Any]]:
         rows = yield Call("api", "/exchange/v1/users/info", body={})
-        return rows[0] if isinstance(rows, list) and rows else rows
+        return cast(dict[str, Any], rows[0] if isinstance(rows, list) and rows else rows)
 
     @staticmethod
     def _order_body(
