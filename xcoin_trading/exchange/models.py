@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from xcoin_trading.exchange.markets import D
+from xcoin_trading.timeframes import parse_utc
 
 OPEN_STATUSES = frozenset({"init", "initial", "open", "partially_filled", "untriggered"})
 TERMINAL_STATUSES = frozenset({"filled", "partially_cancelled", "cancelled", "rejected"})
@@ -40,7 +41,7 @@ def parse_time(value: Any) -> datetime:
         try:
             number = float(text)
         except ValueError:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+            return parse_utc(text, "time") or _EPOCH
         value = number
     number = float(value)
     # Ticker timestamps are seconds; everything else is ms (anything past 1e11 is ms).
