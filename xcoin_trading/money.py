@@ -35,9 +35,11 @@ def optional_decimal(value: Any) -> Decimal | None:
     return None if value is None or value == "" else decimal_or(value)
 
 
-def plain(value: Decimal | int) -> str:
-    """The exact digits without exponent or trailing zeros (`12.500` → "12.5"); raises ValueError
-    on NaN/infinity, which is no amount."""
+def plain(value: Decimal | int | None) -> str | None:
+    """The exact digits without exponent or trailing zeros (`12.500` → "12.5"), None for None;
+    raises ValueError on NaN/infinity, which is no amount."""
+    if value is None:
+        return None
     value = Decimal(value)
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite amount")
@@ -45,3 +47,9 @@ def plain(value: Decimal | int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def trimmed(value: Decimal | int | None) -> Decimal | None:
+    """`plain` as a Decimal (12.500000000000000000 from DuckDB → 12.5); None stays None."""
+    text = plain(value)
+    return None if text is None else Decimal(text)

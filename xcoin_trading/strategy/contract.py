@@ -11,6 +11,8 @@ it may keep indicator columns for debugging.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from numba import njit
 
 from xcoin_trading.candles import CANDLE_COLUMNS, read_candle_file, to_candle_frame
 from xcoin_trading.errors import ValidationError
+from xcoin_trading.money import to_decimal
 
 ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
 # Physical codes of the Enum are the kernel's int8 action codes: HOLD=0, LONG=1, SHORT=2, EXIT=3.
@@ -232,3 +235,25 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
             pl.when(entry).then(pl.col(c)).alias(c) for c in ("stop_loss", "take_profit")
         )
     return frame
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The last candle's signal as the live path acts on it: exact prices from the float frame."""
+
+    action: str  # LONG / SHORT / EXIT / HOLD
+    price: Decimal  # the close of the signal candle: the reference entry price
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    candle_open_ms: int
+
+
+def last_signal(signals: pl.DataFrame, candles: pl.DataFrame) -> Signal:
+    row = signals.row(signals.height - 1, named=True)
+    last = candles.row(candles.height - 1, named=True)
+
+    def level(value: float | None) -> Decimal | None:
+        return None if value is None else to_decimal(float(value))
+
+    return Signal(str(row["action"]), to_decimal(float(last["close"])), level(row["stop_loss"]), level(row["take_profit"]),
+                  int(last["open_time"]))  # fmt: skip
