@@ -29,7 +29,6 @@ from xcoin_trading.exchange.endpoints import (
     decode_reply,
 )
 from xcoin_trading.exchange.errors import ExchangeError, ExchangeTimeout, ExchangeUnavailable
-from xcoin_trading.exchange.ratelimit import RateLimiter
 
 
 @functools.cache
@@ -60,14 +59,11 @@ class CoinDCXClient(Endpoints):
         public_url: str,
         credentials: Credentials | None = None,
         *,
-        timeout: float = 10.0,
-        rate_limiter: RateLimiter | None = None,
         http_client: httpx.Client | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # timeout, rate_limiter, read_attempts, backoff: see `Requests`
     ):
-        super().__init__(
-            api_url, public_url, credentials, timeout=timeout, rate_limiter=rate_limiter, **kwargs
-        )
+        super().__init__(api_url, public_url, credentials, **kwargs)
+        timeout = self.timeout
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout, verify=tls_context())
 
@@ -209,14 +205,11 @@ class AsyncCoinDCXClient(Endpoints, AsyncRequests):
         public_url: str,
         credentials: Credentials | None = None,
         *,
-        timeout: float = 10.0,
-        rate_limiter: RateLimiter | None = None,
         http_client: httpx.AsyncClient | AsyncHttpPool | AiohttpPool | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # timeout, rate_limiter, read_attempts, backoff: see `Requests`
     ):
-        super().__init__(
-            api_url, public_url, credentials, timeout=timeout, rate_limiter=rate_limiter, **kwargs
-        )
+        super().__init__(api_url, public_url, credentials, **kwargs)
+        timeout = self.timeout
         self._owns_http = http_client is None
         self._pool = http_client if isinstance(http_client, AsyncHttpPool | AiohttpPool) else None
         self._aiohttp = http_client if isinstance(http_client, AiohttpPool) else None

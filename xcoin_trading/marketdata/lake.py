@@ -1,7 +1,7 @@
 """The Parquet candle lake and its read API.
 
 Layout: `<lake_dir>/candles/symbol=S/resolution=R/date=YYYY-MM-DD.parquet`, one file per UTC day,
-candle schema (see `candles.py`), sorted and unique. A file is written to a hidden temporary name in
+candle schema (see `xcoin_trading/candles.py`), sorted and unique. A file is written to a hidden temporary name in
 the same folder and renamed over the old one, so readers see the old day or the new day, never half.
 A day still in progress is marked partial in the file's own key-value metadata (`xcoin.partial`),
 so the flag and the data can never disagree.
