@@ -178,8 +178,14 @@ class endpoint(Generic[P, T]):  # noqa: N801 - used like a decorator
         self.plan = plan
         self.__doc__ = plan.__doc__
 
-    def _run(self, client: Requests, *args: Any, **kwargs: Any) -> Any:
-        return client._drive(self.plan(client, *args, **kwargs))
+        def run(client: Requests, *args: Any, **kwargs: Any) -> Any:
+            return client._drive(plan(client, *args, **kwargs))
+
+        run.__doc__ = plan.__doc__
+        self._run = run
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._run.__name__ = self._run.__qualname__ = name  # repr and tracebacks name the method
 
     @overload
     def __get__(self, client: None, owner: type) -> endpoint[P, T]: ...
