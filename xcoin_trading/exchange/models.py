@@ -175,7 +175,7 @@ class OrderBook:
 
     @classmethod
     def from_json(cls, pair: str, body: dict[str, Any]) -> OrderBook:
-        def levels(side: dict[str, Any], reverse: bool) -> list[tuple[Decimal, Decimal]]:
+        def levels(side: dict[str, Any] | None, reverse: bool) -> list[tuple[Decimal, Decimal]]:
             return sorted(((decimal_or(p), decimal_or(q)) for p, q in (side or {}).items()), reverse=reverse)
 
         return cls(
