@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.api import fire, signup
-from xcoin_trading.api.convert import money
 from xcoin_trading.config import get_settings, reset_settings
+from xcoin_trading.money import plain
 
 BIG_CAPITAL = "999999999999999.999999999999999999"  # 15 + 18 digits: the largest capital accepted
 
@@ -131,7 +131,7 @@ def test_health_answers_while_floods_are_refused(live_api):
     ],
 )
 def test_money_leaves_with_every_digit(stored, shown):
-    assert money(Decimal(stored)) == shown
+    assert plain(Decimal(stored)) == shown
 
 
 def test_the_largest_capital_round_trips_exactly_and_is_accepted_back(api):

@@ -10,9 +10,10 @@ import httpx
 import polars as pl
 import pytest
 
+from xcoin_trading.candles import exchange_window
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.auth import compact_json, sign
-from xcoin_trading.exchange.client import CoinDCXClient, Credentials, _candles_frame
+from xcoin_trading.exchange.client import CoinDCXClient, Credentials
 from xcoin_trading.exchange.errors import AuthenticationError, InvalidRequest
 from xcoin_trading.timeframes import EXCHANGE_INTERVALS, floor_ms
 
@@ -188,7 +189,7 @@ def test_candle_frame_sorts_and_drops_only_exact_duplicates():
         },  # conflicting: kept for QA
         {"time": 240_000, "open": 4, "high": 4, "low": 4, "close": 4, "volume": 1},  # at end: excluded
     ]
-    frame = _candles_frame(rows, 60_000, 240_000)
+    frame = exchange_window(rows, 60_000, 240_000)
     assert frame["open_time"].to_list() == [60_000, 120_000, 120_000, 180_000]
 
 

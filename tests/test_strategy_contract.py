@@ -260,6 +260,20 @@ def test_datetime_candles_are_normalised_to_int_ms():
     assert out.get_column("open_time").to_list() == [1_704_067_200_000, 1_704_067_260_000]
 
 
+def test_a_naive_candle_time_is_utc_like_everywhere_else_on_the_platform():
+    frame = _candles([100.0, 101.0]).with_columns(pl.from_epoch("open_time", time_unit="ms"))
+    assert frame.schema["open_time"].time_zone is None
+    out = normalize_candles(frame)
+    assert out.get_column("open_time").to_list() == [1_704_067_200_000, 1_704_067_260_000]
+
+
+def test_a_time_of_no_time_type_is_refused_naming_the_field():
+    frame = _candles([100.0, 101.0]).with_columns(pl.col("open_time").cast(pl.Float64))
+    with pytest.raises(ValidationError) as err:
+        normalize_candles(frame, name="data mine.parquet")
+    assert err.value.field == "data mine.parquet.open_time" and "Float64" in err.value.reason
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -268,7 +282,7 @@ def test_datetime_candles_are_normalised_to_int_ms():
         (lambda f: f.reverse(), "not strictly increasing"),
         (lambda f: f.with_columns(pl.lit(float("nan")).alias("close")), "NaN"),
         (lambda f: f.with_columns(pl.lit(-1.0).alias("low")), "<= 0"),
-        (lambda f: f.with_columns(pl.col("open_time").cast(pl.Datetime("ms"))), "naive datetime"),
+        (lambda f: f.with_columns(pl.col("open_time").cast(pl.String)), "open_time.*must be epoch"),
         (lambda f: f.with_columns((pl.col("low") * 2).alias("low")), "high/low do not bound"),
     ],
 )

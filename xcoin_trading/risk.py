@@ -20,7 +20,8 @@ from decimal import Decimal
 from numba import njit
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import D, Market
+from xcoin_trading.exchange.markets import Market
+from xcoin_trading.money import to_decimal
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ def size_position(
 ) -> PositionSize:
     """Size one entry. Raises `BelowMinimum` (naming the minimum) when the market refuses it."""
     capital, risk_per_trade, entry, lev, fee = (
-        D(v) for v in (capital, risk_per_trade, entry_price, leverage, fee_rate)
+        to_decimal(v) for v in (capital, risk_per_trade, entry_price, leverage, fee_rate)
     )
-    stop = None if stop_loss is None else D(stop_loss)
+    stop = None if stop_loss is None else to_decimal(stop_loss)
     _check_sizing_inputs(capital, risk_per_trade, entry, stop, lev, fee)
     if market is not None and market.max_leverage is not None and lev > market.max_leverage:
         raise ValidationError("leverage", f"must be <= {market.max_leverage} for {market.symbol}, got {lev}")
@@ -179,12 +180,12 @@ def check_entry_limits(
         if open_positions >= max_open_positions:
             return LimitCheck(False, f"max open positions reached: {open_positions} of {max_open_positions}")
     if max_daily_loss_pct is not None:
-        limit, pnl = D(max_daily_loss_pct), D(realised_pnl_today)
+        limit, pnl = to_decimal(max_daily_loss_pct), to_decimal(realised_pnl_today)
         if not 0 < limit <= 1:
             raise ValidationError("max_daily_loss_pct", f"must be in (0, 1], got {limit}")
-        if capital is None or D(capital) <= 0:
+        if capital is None or to_decimal(capital) <= 0:
             raise ValidationError("capital", f"must be > 0 to apply a daily loss limit, got {capital}")
-        allowed_loss = D(capital) * limit
+        allowed_loss = to_decimal(capital) * limit
         if -pnl >= allowed_loss:
             return LimitCheck(
                 False,

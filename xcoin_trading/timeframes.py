@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from xcoin_trading.errors import ValidationError
 
@@ -43,6 +43,30 @@ def to_ms(ts: datetime) -> int:
     if ts.tzinfo is None:
         raise ValidationError("timestamp", f"must be timezone-aware UTC, got naive {ts.isoformat()}")
     return int(ts.timestamp() * 1000)
+
+
+def parse_utc(value: str | date | datetime | None, field: str, *, end: bool = False) -> datetime | None:
+    """The one reading of a time given as text: ISO (`2024-01-01T10:05:00Z`, any offset, or none,
+    which means UTC: the platform's times are UTC) or a day `YYYY-MM-DD` (its midnight; as `end`,
+    the next one, so the whole day counts). Dates and datetimes pass through the same rule.
+    None → None; anything else unreadable raises naming `field`."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC) + timedelta(days=1 if end else 0)
+    else:
+        text = str(value).strip()
+        try:
+            if len(text) == 10:
+                return parse_utc(date.fromisoformat(text), field, end=end)
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(
+                field, f"must be YYYY-MM-DD or an ISO datetime such as 2024-01-01T10:05:00Z, got {text!r}"
+            ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def from_ms(ms: int) -> datetime:

@@ -22,21 +22,11 @@ from typing import Any
 from xcoin_trading.analytics.warehouse import BUILDS_TABLE, connect
 from xcoin_trading.config import Settings
 from xcoin_trading.errors import NotFound, ValidationError
+from xcoin_trading.money import trimmed
 
 PERIODS: dict[str, int | None] = {"1d": 1, "7d": 7, "30d": 30, "all": None}
 ZERO = Decimal(0)
 AVERAGE_QUANTUM = Decimal("1e-8")
-
-
-def money(value: Decimal | int | None) -> Decimal | None:
-    """Exact value without DuckDB's 18 trailing decimals: 12.500000000000000000 -> 12.5."""
-    if value is None:
-        return None
-    # String work, not normalize()/quantize(): those round to the context's 28 significant digits.
-    text = format(Decimal(value), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return Decimal(text if text not in ("", "-0") else "0")
 
 
 def _rows(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -105,16 +95,16 @@ def positions_current(
                 "symbol": r["symbol"],
                 "marketType": r["market_type"],
                 "side": r["side"],
-                "quantity": money(r["quantity"]),
-                "leverage": money(r["leverage"]),
-                "entryPrice": money(r["entry_price"]),
+                "quantity": trimmed(r["quantity"]),
+                "leverage": trimmed(r["leverage"]),
+                "entryPrice": trimmed(r["entry_price"]),
                 "entryTime": r["entry_time"].isoformat() if r["entry_time"] else None,
-                "stopLoss": money(r["stop_loss"]),
-                "takeProfit": money(r["take_profit"]),
-                "entryFee": money(r["entry_fee"]),
-                "notional": money(r["notional"]),
-                "currentPrice": money(price),
-                "unrealizedPnl": money(unrealized),
+                "stopLoss": trimmed(r["stop_loss"]),
+                "takeProfit": trimmed(r["take_profit"]),
+                "entryFee": trimmed(r["entry_fee"]),
+                "notional": trimmed(r["notional"]),
+                "currentPrice": trimmed(price),
+                "unrealizedPnl": trimmed(unrealized),
                 "unrealizedPnlPct": pct,
             }
         )
@@ -122,8 +112,8 @@ def positions_current(
         "positions": positions,
         "summary": {
             "openPositions": len(positions),
-            "totalNotional": money(total_notional),
-            "totalUnrealizedPnl": money(total_unrealized),
+            "totalNotional": trimmed(total_notional),
+            "totalUnrealizedPnl": trimmed(total_unrealized),
             "pricedPositions": sum(1 for p in positions if p["unrealizedPnl"] is not None),
             "unpricedSymbols": sorted(missing),
         },
@@ -144,8 +134,8 @@ def orders_summary(settings: Settings, user_id: int) -> dict[str, Any]:
         "cancelledOrders": int(r.get("cancelled_orders", 0)),
         "rejectedOrders": int(r.get("rejected_orders", 0)),
         "lostOrders": int(r.get("lost_orders", 0)),
-        "totalVolume": money(r.get("volume", ZERO)),
-        "totalFees": money(r.get("fees", ZERO)),
+        "totalVolume": trimmed(r.get("volume", ZERO)),
+        "totalFees": trimmed(r.get("fees", ZERO)),
         "asOf": as_of,
     }
 
@@ -203,8 +193,8 @@ def pnl_summary(
         bucket = by_day.get(day, {"pnl": ZERO, "trades": 0, "wins": 0, "losses": 0})
         running += bucket["pnl"]
         daily_pnl.append(
-            {"date": day.isoformat(), "pnl": money(bucket["pnl"]), "trades": bucket["trades"],
-             "wins": bucket["wins"], "losses": bucket["losses"], "cumulativePnl": money(running)}
+            {"date": day.isoformat(), "pnl": trimmed(bucket["pnl"]), "trades": bucket["trades"],
+             "wins": bucket["wins"], "losses": bucket["losses"], "cumulativePnl": trimmed(running)}
         )  # fmt: skip
 
     info = {s["strategy_id"]: s for s in strategies}
@@ -219,7 +209,7 @@ def pnl_summary(
                 "strategyId": strategy_id,
                 "strategyCode": meta.get("strategy_code"),
                 "strategyName": meta.get("strategy_name"),
-                "pnl": money(bucket["pnl"]),
+                "pnl": trimmed(bucket["pnl"]),
                 "trades": bucket["trades"],
                 "wins": bucket["wins"],
                 "losses": bucket["losses"],
@@ -233,18 +223,18 @@ def pnl_summary(
         "from": start.isoformat() if start else None,
         "to": today.isoformat(),
         "asOf": as_of,
-        "totalRealizedPnl": money(realized),
+        "totalRealizedPnl": trimmed(realized),
         "totalUnrealizedPnl": unrealized,
-        "totalPnl": money(realized + unrealized),
+        "totalPnl": trimmed(realized + unrealized),
         "totalTrades": trades,
         "winningTrades": wins,
         "losingTrades": losses,
         "winRate": _ratio(Decimal(wins * 100), Decimal(trades), 2) or 0.0,
         "activeStrategies": sum(1 for s in strategies if s["is_active"]),
-        "averageWin": money((gross_profit / wins).quantize(AVERAGE_QUANTUM)) if wins else money(ZERO),
-        "averageLoss": money((gross_loss / losses).quantize(AVERAGE_QUANTUM)) if losses else money(ZERO),
+        "averageWin": trimmed((gross_profit / wins).quantize(AVERAGE_QUANTUM)) if wins else trimmed(ZERO),
+        "averageLoss": trimmed((gross_loss / losses).quantize(AVERAGE_QUANTUM)) if losses else trimmed(ZERO),
         "profitFactor": _ratio(gross_profit, -gross_loss, 4),
-        "totalFees": money(fees),
+        "totalFees": trimmed(fees),
         "openPositions": positions["summary"]["openPositions"],
         "unpricedSymbols": positions["summary"]["unpricedSymbols"],
         "unrealizedPnlNote": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from sqlalchemy import func, select
 
+from xcoin_trading import money
 from xcoin_trading.api import convert
 from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
@@ -59,8 +60,8 @@ def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request
         balances=[
             s.BalanceOut(
                 currency=b.currency,
-                balance=convert.money(b.balance),
-                locked_balance=convert.money(b.locked_balance),
+                balance=money.plain(b.balance),
+                locked_balance=money.plain(b.locked_balance),
             )
             for b in balances
         ],

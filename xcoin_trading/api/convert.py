@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from xcoin_trading.api import schemas as s
+from xcoin_trading.money import plain
 from xcoin_trading.store import models as m
-
-
-def money(value: Decimal | None) -> str | None:
-    """The exact digits, trailing zeros dropped. String work, not `normalize()`: that rounds to the
-    decimal context's 28 significant digits, and the store holds up to 38."""
-    if value is None:
-        return None
-    if not value.is_finite():
-        raise ValueError(f"{value} is not a finite amount")
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def user(u: m.User) -> s.UserOut:
@@ -73,13 +59,13 @@ def subscription(sub: m.Subscription) -> s.SubscriptionOut:
         strategy_name=sub.strategy.name,
         strategy_code=sub.strategy.code,
         broker_credential_id=sub.broker_credential_id,
-        capital=money(sub.capital),
-        risk_per_trade=money(sub.risk_per_trade),
-        leverage=money(sub.leverage),
+        capital=plain(sub.capital),
+        risk_per_trade=plain(sub.risk_per_trade),
+        leverage=plain(sub.leverage),
         max_positions=sub.max_positions,
-        max_daily_loss=money(sub.max_daily_loss),
-        sl_atr_multiplier=money(sub.sl_atr_multiplier),
-        tp_atr_multiplier=money(sub.tp_atr_multiplier),
+        max_daily_loss=plain(sub.max_daily_loss),
+        sl_atr_multiplier=plain(sub.sl_atr_multiplier),
+        tp_atr_multiplier=plain(sub.tp_atr_multiplier),
         is_active=sub.is_active,
         is_paused=sub.is_paused,
         subscribed_at=sub.subscribed_at,
@@ -88,7 +74,7 @@ def subscription(sub: m.Subscription) -> s.SubscriptionOut:
         total_trades=sub.total_trades,
         winning_trades=sub.winning_trades,
         losing_trades=sub.losing_trades,
-        total_pnl=money(sub.total_pnl),
+        total_pnl=plain(sub.total_pnl),
     )
 
 

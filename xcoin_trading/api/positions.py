@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query
 
-from xcoin_trading.api import convert
+from xcoin_trading import money
 from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.errors import AnalyticsNotBuilt
@@ -54,9 +54,9 @@ def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> s.Posi
         positions=out,
         summary=s.PositionsSummaryOut(
             open_positions=len(marked),
-            total_notional=convert.money(notional),
-            total_margin=convert.money(margin),
-            total_unrealized_pnl=convert.money(total_pnl),
+            total_notional=money.plain(notional),
+            total_margin=money.plain(margin),
+            total_unrealized_pnl=money.plain(total_pnl),
             prices_available=priced,
             price_error=None if priced else (error or "no ticker price for some symbols"),
         ),
@@ -70,9 +70,9 @@ class _Fields:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def money(self, name: str, compute) -> str | None:
+    def amount(self, name: str, compute) -> str | None:
         try:
-            return convert.money(compute())
+            return money.plain(compute())
         except (ArithmeticError, ValueError, TypeError):
             self.problems.append(f"{name} is not a finite amount in the stored row")
             return None
@@ -88,16 +88,16 @@ def _position(p: positions.Position) -> s.PositionOut:
         symbol=t.symbol,
         market_type=t.market_type,
         side=t.side,
-        quantity=f.money("quantity", lambda: t.quantity),
-        leverage=f.money("leverage", lambda: t.leverage),
-        entry_price=f.money("entryPrice", lambda: t.entry_price),
-        stop_loss=f.money("stopLoss", lambda: t.stop_loss),
-        take_profit=f.money("takeProfit", lambda: t.take_profit),
-        entry_fee=f.money("entryFee", lambda: t.entry_fee),
+        quantity=f.amount("quantity", lambda: t.quantity),
+        leverage=f.amount("leverage", lambda: t.leverage),
+        entry_price=f.amount("entryPrice", lambda: t.entry_price),
+        stop_loss=f.amount("stopLoss", lambda: t.stop_loss),
+        take_profit=f.amount("takeProfit", lambda: t.take_profit),
+        entry_fee=f.amount("entryFee", lambda: t.entry_fee),
         entry_time=t.entry_time,
-        current_price=f.money("currentPrice", lambda: p.current_price),
-        unrealized_pnl=f.money("unrealizedPnl", lambda: p.unrealized_pnl),
-        unrealized_pnl_pct=f.money("unrealizedPnlPct", lambda: p.unrealized_pnl_pct),
+        current_price=f.amount("currentPrice", lambda: p.current_price),
+        unrealized_pnl=f.amount("unrealizedPnl", lambda: p.unrealized_pnl),
+        unrealized_pnl_pct=f.amount("unrealizedPnlPct", lambda: p.unrealized_pnl_pct),
         problems=f.problems,
     )
 
@@ -124,8 +124,8 @@ def orders(
             pending_orders=summary["pending_orders"],
             cancelled_orders=summary["cancelled_orders"],
             rejected_orders=summary["rejected_orders"],
-            total_volume=_Fields().money("totalVolume", lambda: summary["total_volume"]),
-            total_fees=_Fields().money("totalFees", lambda: summary["total_fees"]),
+            total_volume=_Fields().amount("totalVolume", lambda: summary["total_volume"]),
+            total_fees=_Fields().amount("totalFees", lambda: summary["total_fees"]),
         ),
     )
 
@@ -143,12 +143,12 @@ def _order(o, strategy_id: int | None) -> s.OrderOut:
         market=o.market,
         side=o.side,
         order_type=o.order_type,
-        price=f.money("price", lambda: o.price),
-        stop_price=f.money("stopPrice", lambda: o.stop_price),
-        quantity=f.money("quantity", lambda: o.quantity),
-        filled_quantity=f.money("filledQuantity", lambda: o.filled_quantity),
-        avg_price=f.money("avgPrice", lambda: o.avg_price),
-        fee=f.money("fee", lambda: o.fee),
+        price=f.amount("price", lambda: o.price),
+        stop_price=f.amount("stopPrice", lambda: o.stop_price),
+        quantity=f.amount("quantity", lambda: o.quantity),
+        filled_quantity=f.amount("filledQuantity", lambda: o.filled_quantity),
+        avg_price=f.amount("avgPrice", lambda: o.avg_price),
+        fee=f.amount("fee", lambda: o.fee),
         status=o.status,
         error=o.error,
         created_at=o.created_at,
@@ -185,7 +185,7 @@ def pnl(
 def jsonable(value: Any) -> Any:
     """Decimals as exact strings (FastAPI's encoder would make them floats)."""
     if isinstance(value, Decimal):
-        return convert.money(value)
+        return money.plain(value)
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

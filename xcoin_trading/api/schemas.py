@@ -59,7 +59,7 @@ def _decimal_string(value: Any) -> Any:
     return value
 
 
-def money(le: int | None = None) -> Any:
+def money_field(le: int | None = None) -> Any:
     """A positive amount: a JSON number (parsed exactly, see `app.DecimalRoute`) or a decimal string,
     at most 18 decimal places (the store's precision; Postgres would round more silently)."""
     number: dict[str, Any] = {"type": "number", "exclusiveMinimum": 0}
@@ -274,10 +274,10 @@ class StrategyListOut(Response):
 
 # ---- subscriptions --------------------------------------------------------------------------
 
-Capital = Annotated[Decimal, *money()]
-Risk = Annotated[Decimal, *money(le=1)]
-Leverage = Annotated[Decimal, *money(le=125)]
-Multiplier = Annotated[Decimal, *money(le=1000)]
+Capital = Annotated[Decimal, *money_field()]
+Risk = Annotated[Decimal, *money_field(le=1)]
+Leverage = Annotated[Decimal, *money_field(le=125)]
+Multiplier = Annotated[Decimal, *money_field(le=1000)]
 
 
 class SubscribeRequest(Request):

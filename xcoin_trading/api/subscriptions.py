@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
+from xcoin_trading import money
 from xcoin_trading.api import convert
 from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, UserDep
@@ -74,8 +75,8 @@ def stats(subscription_id: ObjectId, user: UserDep, session: SessionDep) -> s.Su
         winning_trades=raw["winningTrades"],
         losing_trades=raw["losingTrades"],
         win_rate=raw["winRate"],
-        total_pnl=convert.money(sub.total_pnl),
-        capital=convert.money(sub.capital),
+        total_pnl=money.plain(sub.total_pnl),
+        capital=money.plain(sub.capital),
         is_active=raw["isActive"],
         is_paused=raw["isPaused"],
     )

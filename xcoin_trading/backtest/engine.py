@@ -16,7 +16,8 @@ import polars as pl
 from xcoin_trading.backtest import kernel as k
 from xcoin_trading.backtest.metrics import compute_metrics
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import D, Market
+from xcoin_trading.exchange.markets import Market
+from xcoin_trading.money import to_decimal
 from xcoin_trading.risk import market_rounding_args
 from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
 from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers, pooled_empty
@@ -73,7 +74,7 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         for name in _DECIMALS:
             try:
-                object.__setattr__(self, name, D(getattr(self, name)))
+                object.__setattr__(self, name, to_decimal(getattr(self, name)))
             except Exception:
                 raise ValidationError(name, f"must be a number, got {getattr(self, name)!r}") from None
         if not self.initial_capital.is_finite() or self.initial_capital <= 0:
@@ -203,7 +204,7 @@ def _on_tick(levels: tuple, market: Market) -> tuple:
         offset : offset + values.shape[0]].astype(bool)  # fmt: skip
     out = np.full(values.shape[0], np.nan)
     for i in np.flatnonzero(present & ~np.isnan(values)):
-        out[i] = float(market.round_price(D(float(values[i]))))
+        out[i] = float(market.round_price(to_decimal(float(values[i]))))
     return out, np.empty(0, np.uint8), 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,30 +19,7 @@ from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.markets import Market, default_market
 from xcoin_trading.strategy import read_candles_file
-
-
-def parse_time(value: str | date | datetime | None, name: str, *, end: bool = False) -> datetime | None:
-    """UTC datetime from `YYYY-MM-DD` or ISO text. A bare date as `end` means the whole day (inclusive)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day, tzinfo=UTC) + (
-            timedelta(days=1) if end else timedelta()
-        )
-        return parsed
-    else:
-        text = str(value).strip()
-        try:
-            if len(text) == 10:
-                return parse_time(date.fromisoformat(text), name, end=end)
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError(name, f"must be YYYY-MM-DD or an ISO datetime, got {text!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)  # the platform's times are UTC; a bare time means UTC
-    return parsed.astimezone(UTC)
+from xcoin_trading.timeframes import parse_utc
 
 
 def parse_params(text: str | None) -> dict[str, str]:
@@ -113,8 +90,8 @@ class BacktestRequest:
 
 def load_inputs(request: BacktestRequest, settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Candles (and 1m candles for `intrabar="1m"`) from the file or the lake, range applied."""
-    start = parse_time(request.start, "start")
-    end = parse_time(request.end, "end", end=True)
+    start = parse_utc(request.start or None, "start")
+    end = parse_utc(request.end or None, "end", end=True)
     if start and end and start >= end:
         raise ValidationError("start", f"must be before end ({end.isoformat()}), got {start.isoformat()}")
     if request.data_file:

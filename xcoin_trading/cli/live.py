@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 
 import click
 
 from xcoin_trading.errors import ValidationError
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            "--at", f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+from xcoin_trading.timeframes import parse_utc
 
 
 @click.group("live")
@@ -42,8 +30,8 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
     from xcoin_trading.timeframes import floor_ms, from_ms, resolution_ms, to_ms, utcnow
 
     resolution_ms(resolution)
-    close = _parse_time(at) or from_ms(floor_ms(to_ms(utcnow()), resolution))
-    moment = _parse_time(now) or (close if at else utcnow())
+    close = parse_utc(at, "--at") or from_ms(floor_ms(to_ms(utcnow()), resolution))
+    moment = parse_utc(now, "--now") or (close if at else utcnow())
     reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
     from xcoin_trading.alerts import execution_reports
 

@@ -1,6 +1,7 @@
 """CoinDCX REST client: `CoinDCXClient` (blocking, httpx) and `AsyncCoinDCXClient` (httpx, or
-aiohttp through an `AiohttpPool` for fan-outs) run the endpoint plans of `endpoints.py` with their
-transport, rate limiter and read retries.
+aiohttp through an `AiohttpPool` for fan-outs) run the endpoint plans of `endpoints/` with their
+transport, rate limiter and read retries. Each method returns its model (`client.balance("USDT")`
+is a `Balance`; awaited, on the async client).
 
 Public names other modules use: `Credentials`, `CoinDCXClient`, `AsyncCoinDCXClient`,
 `AsyncHttpPool`, `AiohttpPool`; every endpoint method, including `fetch_candles`, `create_order_idempotent`
@@ -19,17 +20,15 @@ import httpx
 
 from xcoin_trading.exchange.auth import Credentials
 from xcoin_trading.exchange.endpoints import (
-    CANDLE_SCHEMA,
     MAX_CANDLES_PER_PAGE,
+    AsyncRequests,
     Call,
     Endpoints,
     Plan,
     Sleep,
-    _candles_frame,
     decode_reply,
 )
 from xcoin_trading.exchange.errors import ExchangeError, ExchangeTimeout, ExchangeUnavailable
-from xcoin_trading.exchange.ratelimit import RateLimiter
 
 
 @functools.cache
@@ -42,14 +41,12 @@ def tls_context() -> ssl.SSLContext:
 
 
 __all__ = [
-    "CANDLE_SCHEMA",
     "MAX_CANDLES_PER_PAGE",
     "AiohttpPool",
     "AsyncCoinDCXClient",
     "AsyncHttpPool",
     "CoinDCXClient",
     "Credentials",
-    "_candles_frame",
 ]
 
 
@@ -62,14 +59,11 @@ class CoinDCXClient(Endpoints):
         public_url: str,
         credentials: Credentials | None = None,
         *,
-        timeout: float = 10.0,
-        rate_limiter: RateLimiter | None = None,
         http_client: httpx.Client | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # timeout, rate_limiter, read_attempts, backoff: see `Requests`
     ):
-        super().__init__(
-            api_url, public_url, credentials, timeout=timeout, rate_limiter=rate_limiter, **kwargs
-        )
+        super().__init__(api_url, public_url, credentials, **kwargs)
+        timeout = self.timeout
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout, verify=tls_context())
 
@@ -115,7 +109,7 @@ class CoinDCXClient(Endpoints):
                     raise
                 time.sleep(delay)
 
-    def _drive(self, plan: Plan) -> Any:
+    def _drive(self, plan: Plan[Any]) -> Any:
         try:
             step = next(plan)
             while True:
@@ -198,7 +192,7 @@ def _query(params: dict[str, Any] | None) -> list[tuple[str, str]] | None:
     return [(k, text(x)) for k, v in params.items() for x in (v if isinstance(v, list | tuple) else (v,))]
 
 
-class AsyncCoinDCXClient(Endpoints):
+class AsyncCoinDCXClient(Endpoints, AsyncRequests):
     """Same methods as `CoinDCXClient`, each returning an awaitable. `async with` or `await .close()`.
 
     `http_client` may be an `AsyncHttpPool` (fan-out over many keys: the key picks its shard) or
@@ -211,20 +205,19 @@ class AsyncCoinDCXClient(Endpoints):
         public_url: str,
         credentials: Credentials | None = None,
         *,
-        timeout: float = 10.0,
-        rate_limiter: RateLimiter | None = None,
         http_client: httpx.AsyncClient | AsyncHttpPool | AiohttpPool | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # timeout, rate_limiter, read_attempts, backoff: see `Requests`
     ):
-        super().__init__(
-            api_url, public_url, credentials, timeout=timeout, rate_limiter=rate_limiter, **kwargs
-        )
+        super().__init__(api_url, public_url, credentials, **kwargs)
+        timeout = self.timeout
         self._owns_http = http_client is None
         self._pool = http_client if isinstance(http_client, AsyncHttpPool | AiohttpPool) else None
+        self._aiohttp = http_client if isinstance(http_client, AiohttpPool) else None
+        self._http: httpx.AsyncClient | None
         if isinstance(http_client, AiohttpPool):
             self._http = None
-        elif self._pool is not None:
-            self._http = self._pool.for_key(credentials.api_key if credentials else "public")
+        elif isinstance(http_client, AsyncHttpPool):
+            self._http = http_client.for_key(credentials.api_key if credentials else "public")
         else:
             self._http = http_client or httpx.AsyncClient(timeout=timeout, verify=tls_context())
 
@@ -238,7 +231,7 @@ class AsyncCoinDCXClient(Endpoints):
         return clone
 
     async def close(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCoinDCXClient:
@@ -248,8 +241,9 @@ class AsyncCoinDCXClient(Endpoints):
         await self.close()
 
     async def _send(self, call: Call) -> Any:
-        if self._http is None:
-            return await self._send_aiohttp(call)
+        if self._aiohttp is not None:
+            return await self._send_aiohttp(self._aiohttp, call)
+        assert self._http is not None  # set in __init__ whenever no aiohttp pool is
         method, url, payload, headers = self._prepare(call)
         try:
             response = await self._http.request(
@@ -259,12 +253,12 @@ class AsyncCoinDCXClient(Endpoints):
             raise self._transport_error(exc, call) from None
         return self._decode(response, call)
 
-    async def _send_aiohttp(self, call: Call) -> Any:
+    async def _send_aiohttp(self, pool: AiohttpPool, call: Call) -> Any:
         import aiohttp
 
         method, url, payload, headers = self._prepare(call)
         try:
-            async with self._pool.session.request(
+            async with pool.session.request(
                 method, url, data=payload, headers=headers, params=_query(call.params)
             ) as response:
                 content = await response.read()
@@ -299,7 +293,7 @@ class AsyncCoinDCXClient(Endpoints):
                     raise
                 await asyncio.sleep(delay)
 
-    async def _drive(self, plan: Plan) -> Any:
+    async def _drive(self, plan: Plan[Any]) -> Any:
         try:
             step = next(plan)
             while True:

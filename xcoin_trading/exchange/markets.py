@@ -13,22 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xcoin_trading.errors import ValidationError
+from xcoin_trading.money import to_decimal
 
 MarketKind = Literal["spot", "futures"]
 
 
-def D(value: Any) -> Decimal:
-    """Exact decimal from a JSON number or string (floats go through str, never binary)."""
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return Decimal(str(value))
-
-
 def _exact(value: Any) -> Decimal:
     """A listed number as the exchange means it: `5.0` is 5, `1e-05` is 0.00001 (messages, JSON)."""
-    d = D(value)
+    d = to_decimal(value)
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
@@ -66,20 +58,20 @@ class Market:
 
     def round_quantity(self, quantity: Decimal) -> Decimal:
         """Down to the step and the quantity precision: never order more than was sized."""
-        q = D(quantity)
+        q = to_decimal(quantity)
         if q <= 0:
             return Decimal(0)
         stepped = (q / self.step).to_integral_value(rounding=ROUND_DOWN) * self.step
         return stepped.quantize(Decimal(1).scaleb(-self.quantity_precision), rounding=ROUND_DOWN)
 
     def round_price(self, price: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
-        p = D(price)
+        p = to_decimal(price)
         ticks = (p / self.tick).to_integral_value(rounding=rounding)
         return (ticks * self.tick).quantize(self.tick)
 
     def check_order(self, quantity: Decimal, price: Decimal) -> None:
         """Refuse an order the exchange would refuse, with the reason and the numbers."""
-        q, p = D(quantity), D(price)
+        q, p = to_decimal(quantity), to_decimal(price)
         if q < self.effective_min_quantity:
             raise BelowMinimum(
                 "quantity",
@@ -129,7 +121,9 @@ class Market:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Market:
         decimals = {f.name for f in fields(cls) if "Decimal" in str(f.type)}
-        return cls(**{k: (None if v is None else D(v)) if k in decimals else v for k, v in row.items()})
+        return cls(
+            **{k: (None if v is None else to_decimal(v)) if k in decimals else v for k, v in row.items()}
+        )
 
     @classmethod
     def from_details(cls, row: dict[str, Any]) -> Market:

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from xcoin_trading.exchange.markets import D
+from xcoin_trading.money import decimal_or, optional_decimal
+from xcoin_trading.timeframes import parse_utc
 
 OPEN_STATUSES = frozenset({"init", "initial", "open", "partially_filled", "untriggered"})
 TERMINAL_STATUSES = frozenset({"filled", "partially_cancelled", "cancelled", "rejected"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def dec(value: Any, default: Decimal = Decimal(0)) -> Decimal:
-    """Decimal from a JSON number/string; `None`/"" → default."""
-    if value is None or value == "":
-        return default
-    try:
-        return D(value)
-    except (InvalidOperation, ValueError):
-        return default
-
-
-def opt_dec(value: Any) -> Decimal | None:
-    return None if value is None or value == "" else dec(value)
 
 
 def parse_time(value: Any) -> datetime:
@@ -40,7 +27,7 @@ def parse_time(value: Any) -> datetime:
         try:
             number = float(text)
         except ValueError:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+            return parse_utc(text, "time") or _EPOCH
         value = number
     number = float(value)
     # Ticker timestamps are seconds; everything else is ms (anything past 1e11 is ms).
@@ -85,8 +72,8 @@ class Order:
 
     @classmethod
     def from_spot(cls, row: dict[str, Any]) -> Order:
-        total = dec(row.get("total_quantity"))
-        remaining = dec(row.get("remaining_quantity"))
+        total = decimal_or(row.get("total_quantity"))
+        remaining = decimal_or(row.get("remaining_quantity"))
         return cls(
             id=str(row["id"]),
             client_order_id=row.get("client_order_id") or None,
@@ -94,24 +81,24 @@ class Order:
             side=row.get("side", ""),
             order_type=row.get("order_type", ""),
             status=row.get("status", ""),
-            price=dec(row.get("price_per_unit")),
-            avg_price=dec(row.get("avg_price")),
+            price=decimal_or(row.get("price_per_unit")),
+            avg_price=decimal_or(row.get("avg_price")),
             total_quantity=total,
             remaining_quantity=remaining,
             filled_quantity=total - remaining,
-            fee_amount=dec(row.get("fee_amount")),
+            fee_amount=decimal_or(row.get("fee_amount")),
             created_at=parse_time(row.get("created_at")),
             updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
             kind="spot",
-            stop_price=opt_dec(row.get("stop_price")),
+            stop_price=optional_decimal(row.get("stop_price")),
             raw=row,
         )
 
     @classmethod
     def from_futures(cls, row: dict[str, Any]) -> Order:
-        total = dec(row.get("total_quantity"))
-        remaining = dec(row.get("remaining_quantity"))
-        cancelled = dec(row.get("cancelled_quantity"))
+        total = decimal_or(row.get("total_quantity"))
+        remaining = decimal_or(row.get("remaining_quantity"))
+        cancelled = decimal_or(row.get("cancelled_quantity"))
         return cls(
             id=str(row["id"]),
             client_order_id=row.get("client_order_id") or None,
@@ -119,19 +106,19 @@ class Order:
             side=row.get("side", ""),
             order_type=row.get("order_type", ""),
             status=row.get("status", ""),
-            price=dec(row.get("price")),
-            avg_price=dec(row.get("avg_price")),
+            price=decimal_or(row.get("price")),
+            avg_price=decimal_or(row.get("avg_price")),
             total_quantity=total,
             remaining_quantity=remaining,
             filled_quantity=total - remaining - cancelled,
-            fee_amount=dec(row.get("fee_amount")),
+            fee_amount=decimal_or(row.get("fee_amount")),
             created_at=parse_time(row.get("created_at")),
             updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
             kind="futures",
-            leverage=opt_dec(row.get("leverage")),
-            stop_price=opt_dec(row.get("stop_price")),
-            take_profit_price=opt_dec(row.get("take_profit_price")),
-            stop_loss_price=opt_dec(row.get("stop_loss_price")),
+            leverage=optional_decimal(row.get("leverage")),
+            stop_price=optional_decimal(row.get("stop_price")),
+            take_profit_price=optional_decimal(row.get("take_profit_price")),
+            stop_loss_price=optional_decimal(row.get("stop_loss_price")),
             stage=row.get("stage"),
             raw=row,
         )
@@ -149,7 +136,7 @@ class Balance:
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Balance:
-        return cls(row["currency"], dec(row.get("balance")), dec(row.get("locked_balance")))
+        return cls(row["currency"], decimal_or(row.get("balance")), decimal_or(row.get("locked_balance")))
 
 
 @dataclass(frozen=True)
@@ -168,13 +155,13 @@ class Ticker:
     def from_json(cls, row: dict[str, Any]) -> Ticker:
         return cls(
             market=row["market"],
-            last_price=dec(row.get("last_price")),
-            bid=dec(row.get("bid")),
-            ask=dec(row.get("ask")),
-            high=dec(row.get("high")),
-            low=dec(row.get("low")),
-            volume=dec(row.get("volume")),
-            change_24_hour=dec(row.get("change_24_hour")),
+            last_price=decimal_or(row.get("last_price")),
+            bid=decimal_or(row.get("bid")),
+            ask=decimal_or(row.get("ask")),
+            high=decimal_or(row.get("high")),
+            low=decimal_or(row.get("low")),
+            volume=decimal_or(row.get("volume")),
+            change_24_hour=decimal_or(row.get("change_24_hour")),
             timestamp=parse_time(row.get("timestamp")),
         )
 
@@ -188,8 +175,8 @@ class OrderBook:
 
     @classmethod
     def from_json(cls, pair: str, body: dict[str, Any]) -> OrderBook:
-        def levels(side: dict[str, Any], reverse: bool) -> list[tuple[Decimal, Decimal]]:
-            return sorted(((dec(p), dec(q)) for p, q in (side or {}).items()), reverse=reverse)
+        def levels(side: dict[str, Any] | None, reverse: bool) -> list[tuple[Decimal, Decimal]]:
+            return sorted(((decimal_or(p), decimal_or(q)) for p, q in (side or {}).items()), reverse=reverse)
 
         return cls(
             pair,
@@ -210,8 +197,8 @@ class PublicTrade:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> PublicTrade:
         return cls(
-            dec(row.get("p")),
-            dec(row.get("q")),
+            decimal_or(row.get("p")),
+            decimal_or(row.get("q")),
             row.get("s", ""),
             parse_time(row.get("T")),
             bool(row.get("m")),
@@ -238,9 +225,9 @@ class AccountTrade:
             order_id=str(row.get("order_id")),
             side=row.get("side", ""),
             symbol=row.get("symbol", ""),
-            price=dec(row.get("price")),
-            quantity=dec(row.get("quantity")),
-            fee_amount=dec(row.get("fee_amount")),
+            price=decimal_or(row.get("price")),
+            quantity=decimal_or(row.get("quantity")),
+            fee_amount=decimal_or(row.get("fee_amount")),
             timestamp=parse_time(row.get("timestamp")),
         )
 
@@ -271,14 +258,14 @@ class Position:
         return cls(
             id=str(row["id"]),
             pair=row.get("pair", ""),
-            active_pos=dec(row.get("active_pos")),
-            avg_price=dec(row.get("avg_price")),
-            liquidation_price=opt_dec(row.get("liquidation_price")),
-            locked_margin=dec(row.get("locked_margin")),
-            leverage=dec(row.get("leverage"), Decimal(1)),
-            take_profit_trigger=opt_dec(row.get("take_profit_trigger")),
-            stop_loss_trigger=opt_dec(row.get("stop_loss_trigger")),
-            mark_price=opt_dec(row.get("mark_price")),
+            active_pos=decimal_or(row.get("active_pos")),
+            avg_price=decimal_or(row.get("avg_price")),
+            liquidation_price=optional_decimal(row.get("liquidation_price")),
+            locked_margin=decimal_or(row.get("locked_margin")),
+            leverage=decimal_or(row.get("leverage"), Decimal(1)),
+            take_profit_trigger=optional_decimal(row.get("take_profit_trigger")),
+            stop_loss_trigger=optional_decimal(row.get("stop_loss_trigger")),
+            mark_price=optional_decimal(row.get("mark_price")),
             updated_at=parse_time(row.get("updated_at")),
             raw=row,
         )

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from xcoin_trading.candles import to_candle_frame
 from xcoin_trading.config import Settings
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.marketdata.candles import check_resolution, check_symbol, to_candle_frame
+from xcoin_trading.marketdata.candles import check_resolution, check_symbol
 from xcoin_trading.marketdata.fetch import (
     CANDLES_PER_REQUEST,
     CandleSource,

@@ -16,9 +16,10 @@ from typing import Any, Literal, Protocol
 
 import polars as pl
 
+from xcoin_trading.candles import to_candle_frame
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import NotFound, ValidationError
-from xcoin_trading.marketdata.candles import check_resolution, check_symbol, to_candle_frame
+from xcoin_trading.marketdata.candles import check_resolution, check_symbol
 from xcoin_trading.marketdata.lake import (
     exchange_source,
     partition_info,

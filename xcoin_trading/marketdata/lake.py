@@ -1,7 +1,7 @@
 """The Parquet candle lake and its read API.
 
 Layout: `<lake_dir>/candles/symbol=S/resolution=R/date=YYYY-MM-DD.parquet`, one file per UTC day,
-candle schema (see `candles.py`), sorted and unique. A file is written to a hidden temporary name in
+candle schema (see `xcoin_trading/candles.py`), sorted and unique. A file is written to a hidden temporary name in
 the same folder and renamed over the old one, so readers see the old day or the new day, never half.
 A day still in progress is marked partial in the file's own key-value metadata (`xcoin.partial`),
 so the flag and the data can never disagree.
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
+from xcoin_trading.candles import CANDLE_COLUMNS, CANDLE_SCHEMA
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import NotFound, ValidationError
-from xcoin_trading.marketdata.candles import CANDLE_COLUMNS, CANDLE_SCHEMA, check_resolution, check_symbol
+from xcoin_trading.marketdata.candles import check_resolution, check_symbol
 from xcoin_trading.timeframes import day_bounds_ms, from_ms, to_ms, utcnow
 
 META_PARTIAL = "xcoin.partial"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from xcoin_trading.marketdata.candles import PRICE_COLUMNS, VALUE_COLUMNS
+from xcoin_trading.candles import PRICE_COLUMNS, VALUE_COLUMNS
 from xcoin_trading.timeframes import day_bounds_ms, from_ms, resolution_ms
 
 Severity = Literal["error", "warn"]

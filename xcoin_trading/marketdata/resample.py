@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from xcoin_trading.candles import CANDLE_COLUMNS, CANDLE_SCHEMA
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.marketdata.candles import CANDLE_COLUMNS, CANDLE_SCHEMA
 from xcoin_trading.timeframes import DAY_MS, resolution_ms
 
 

@@ -11,6 +11,8 @@ it may keep indicator columns for debugging.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +20,15 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
+from xcoin_trading.candles import CANDLE_COLUMNS, read_candle_file, to_candle_frame
 from xcoin_trading.errors import ValidationError
+from xcoin_trading.money import to_decimal
 
 ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
 # Physical codes of the Enum are the kernel's int8 action codes: HOLD=0, LONG=1, SHORT=2, EXIT=3.
 ACTION_DTYPE = pl.Enum(list(ACTIONS))
 HOLD, LONG, SHORT, EXIT = range(4)
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-CANDLE_COLUMNS = ("open_time", *PRICE_COLUMNS, "volume")
 SIGNAL_COLUMNS = ("action", "stop_loss", "take_profit")
 JIT_MIN_ROWS = 2_000
 
@@ -132,9 +134,9 @@ class StrategyError(ValidationError):
 
 
 def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.DataFrame:
-    """The one place candle frames are checked and shaped (files, the lake, tests all pass here).
+    """The one place a strategy's candles are checked and shaped (files, the lake, tests all pass here).
 
-    Accepts `open_time` as Int64 ms or a Datetime of any unit/zone (naive is refused: ambiguous).
+    Times as `xcoin_trading.candles.to_candle_frame` reads them (Int64 ms or a datetime; naive is UTC).
     """
     if not isinstance(candles, pl.DataFrame):
         raise ValidationError(name, f"must be a polars DataFrame, got {type(candles).__name__}")
@@ -143,24 +145,8 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
         raise ValidationError(name, f"is missing columns {missing} (has {candles.columns})")
     if candles.height == 0:
         raise ValidationError(name, "is empty: no candles in the requested range")
-    t = candles.schema["open_time"]
-    if isinstance(t, pl.Datetime):
-        if t.time_zone is None:
-            raise ValidationError(f"{name}.open_time", "is a naive datetime; candle times must be UTC-aware")
-        open_time = pl.col("open_time").dt.convert_time_zone("UTC").dt.epoch("ms")
-    elif t.is_integer():
-        open_time = pl.col("open_time").cast(pl.Int64)
-    else:
-        raise ValidationError(
-            f"{name}.open_time", f"must be Int64 UTC milliseconds or a UTC datetime, got {t}"
-        )
-    for c in (*PRICE_COLUMNS, "volume"):
-        if not candles.schema[c].is_numeric():
-            raise ValidationError(f"{name}.{c}", f"must be numeric, got {candles.schema[c]}")
     # One contiguous copy here (none for contiguous input), so every later to_numpy() is zero-copy.
-    out = candles.select(
-        open_time.alias("open_time"), *(pl.col(c).cast(pl.Float64) for c in CANDLE_COLUMNS[1:])
-    ).rechunk()
+    out = to_candle_frame(candles, source=name).rechunk()
     nulls = sum(out.null_count().row(0))
     if nulls:
         raise ValidationError(name, f"has null values ({nulls} cells)")
@@ -178,15 +164,12 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
 
 
 def read_candles_file(path: str | Path) -> pl.DataFrame:
-    """Candles from a Parquet (or CSV) file, normalised to the contract."""
+    """Candles from a file in any format the lake imports (`xcoin_trading.candles`), normalised
+    to the contract: both readers see the same candles."""
     p = Path(path)
     if not p.exists():
         raise ValidationError("data", f"file does not exist: {p}")
-    try:
-        frame = pl.read_csv(p, try_parse_dates=True) if p.suffix.lower() == ".csv" else pl.read_parquet(p)
-    except Exception as exc:  # a corrupt or foreign file: say which and why
-        raise ValidationError("data", f"could not read {p}: {exc}") from exc
-    return normalize_candles(frame, name=f"data {p.name}")
+    return normalize_candles(read_candle_file(p), name=f"data {p.name}")
 
 
 def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> pl.DataFrame:
@@ -252,3 +235,25 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
             pl.when(entry).then(pl.col(c)).alias(c) for c in ("stop_loss", "take_profit")
         )
     return frame
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The last candle's signal as the live path acts on it: exact prices from the float frame."""
+
+    action: str  # LONG / SHORT / EXIT / HOLD
+    price: Decimal  # the close of the signal candle: the reference entry price
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    candle_open_ms: int
+
+
+def last_signal(signals: pl.DataFrame, candles: pl.DataFrame) -> Signal:
+    row = signals.row(signals.height - 1, named=True)
+    last = candles.row(candles.height - 1, named=True)
+
+    def level(value: float | None) -> Decimal | None:
+        return None if value is None else to_decimal(float(value))
+
+    return Signal(str(row["action"]), to_decimal(float(last["close"])), level(row["stop_loss"]), level(row["take_profit"]),
+                  int(last["open_time"]))  # fmt: skip

@@ -27,20 +27,6 @@ class CandleCloseConfig(dg.Config):
     )
 
 
-def _parse_utc(field: str, value: str):
-    from datetime import UTC, datetime
-
-    from xcoin_trading.errors import ValidationError
-
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            field, f"must be an ISO time like 2024-01-01T10:05:00Z, got {value!r}"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _summary_markdown(rows: list[dict]) -> str:
     lines = [
         "| strategy | interval | status | signal | subscribers | trades | duration ms | error |",
@@ -108,9 +94,10 @@ def live_candle_close(
     from xcoin_trading.live.coordinator import live_context, prepare_candle, run_candle_close
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.store.models import StrategyExecution
+    from xcoin_trading.timeframes import parse_utc
 
-    close = _parse_utc("close_time", config.close_time)
-    now = _parse_utc("now", config.now) if config.now else None
+    close = parse_utc(config.close_time, "close_time")
+    now = parse_utc(config.now, "now")
     settings = xcoin.get()
     ctx = live_context(settings, dagster_run_id=context.run_id)
     if not _reconciled_recently(context.instance):
