@@ -10,15 +10,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from xcoin_trading.api.errors import MAX_MEMBERS, TOO_MANY_MEMBERS, error_response
 from xcoin_trading.api.schemas import ErrorBody
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-MAX_MEMBERS = 2_000  # object members in one body: far above any request, far below a flood of keys
-TOO_MANY_MEMBERS = f"has more than {MAX_MEMBERS} object members"
 
 
 def _loads(body: bytes) -> Any:
@@ -69,8 +66,6 @@ class DecimalRoute(APIRoute):
         async def route(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - known)
             if unknown:
-                from xcoin_trading.api.errors import error_response
-
                 return error_response(422, f"{unknown[0]!r} is not a known query parameter of this route")
             return await handler(DecimalJSONRequest(request.scope, request.receive))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import default_market
+from xcoin_trading.exchange.catalog import default_market
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, resolution_ms
 
 PRICE_COLUMNS = ("open", "high", "low", "close")

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
-from xcoin_trading.exchange.markets import tradable_market
+from xcoin_trading.exchange.catalog import tradable_market
 from xcoin_trading.services import validate
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, utcnow
