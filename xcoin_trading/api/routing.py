@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -76,16 +77,20 @@ def ERROR(description: str) -> dict[str, Any]:  # noqa: N802 - reads like a cons
     return {"model": ErrorBody, "description": description}
 
 
-COMMON = {422: ERROR("invalid request: names the field and the reason"), 500: ERROR("unexpected error")}
-AUTHED = {401: ERROR("missing, invalid or expired token"), **COMMON}
-NOT_FOUND = {404: ERROR("no such object for this user (other users' objects are never revealed)")}
-CONFLICT = {409: ERROR("clashes with the current state")}
-FORBIDDEN = {403: ERROR("a public object of another user: visible, not changeable")}
-NOT_YET = {501: ERROR("capability not available yet")}
-UPSTREAM = {502: ERROR("the exchange or identity provider failed or could not be reached")}
+Responses = dict[int | str, dict[str, Any]]
+COMMON: Responses = {
+    422: ERROR("invalid request: names the field and the reason"),
+    500: ERROR("unexpected error"),
+}
+AUTHED: Responses = {401: ERROR("missing, invalid or expired token"), **COMMON}
+NOT_FOUND: Responses = {404: ERROR("no such object for this user (other users' objects are never revealed)")}
+CONFLICT: Responses = {409: ERROR("clashes with the current state")}
+FORBIDDEN: Responses = {403: ERROR("a public object of another user: visible, not changeable")}
+NOT_YET: Responses = {501: ERROR("capability not available yet")}
+UPSTREAM: Responses = {502: ERROR("the exchange or identity provider failed or could not be reached")}
 
 
-def router(tags: list[str], *, authed: bool = True, prefix: str = "") -> APIRouter:
+def router(tags: list[str | Enum], *, authed: bool = True, prefix: str = "") -> APIRouter:
     return APIRouter(
         prefix=prefix, tags=tags, route_class=DecimalRoute, responses=AUTHED if authed else COMMON
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 
@@ -33,7 +34,7 @@ DEMO_USERS = (
     DemoUser("bob@demo.xcoin", "Bob", Decimal("25000"), Decimal("0.02"), Decimal("2")),
     DemoUser("carol@demo.xcoin", "Carol", Decimal("5000"), Decimal("0.005"), Decimal("3")),
 )
-DEMO_STRATEGIES = (
+DEMO_STRATEGIES: tuple[dict[str, Any], ...] = (
     dict(
         code="demo-btc-sma-1m", name="BTC SMA crossover 1m", builtin="sma_crossover",
         symbol="BTCUSDT", resolution="1m", params={"fast": 20, "slow": 50, "sl_pct": 0.02, "tp_pct": 0.04},

@@ -260,10 +260,13 @@ def update_strategy(session: Session, actor_id: int, strategy_id: int, **changes
 
 
 def active_subscriber_count(session: Session, strategy_id: int) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(Subscription)
-        .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Subscription)
+            .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+        )
+        or 0
     )
 
 

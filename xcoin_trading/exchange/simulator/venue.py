@@ -56,10 +56,17 @@ class Clock(Protocol):
 class Venue(Protocol):
     """The engine as its desks see it: configuration, listed markets, the clock and prices."""
 
-    config: SimConfig
-    clock: Clock
-    spot_markets: dict[str, Market]
-    futures_markets: dict[str, Market]
+    @property
+    def config(self) -> SimConfig: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def spot_markets(self) -> dict[str, Market]: ...
+
+    @property
+    def futures_markets(self) -> dict[str, Market]: ...
 
     def now(self) -> int:
         """Simulator time in ms, after processing every candle that closed before it."""
