@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 
 from tests.fixtures.exchange import funded_account
-from xcoin_trading.exchange.markets import BelowMinimum, default_market
+from xcoin_trading.exchange.catalog import default_market
+from xcoin_trading.exchange.markets import BelowMinimum
 from xcoin_trading.exchange.models import Balance, Order, parse_time
 from xcoin_trading.exchange.ratelimit import Limit, RateLimiter
 from xcoin_trading.exchange.simulator import Exchange, SimulatorServer

@@ -129,7 +129,7 @@ def test_backfill_without_an_exchange_configured_uses_the_in_process_simulator()
 
 def test_the_demo_step_ingests_recent_days_and_prints_the_lake():
     from xcoin_trading.config import get_settings
-    from xcoin_trading.marketdata.demo import DEMO_DAYS, ingest_demo_candles
+    from xcoin_trading.demo.marketdata import DEMO_DAYS, ingest_demo_candles
 
     if utcnow().hour == 0 and utcnow().minute < 2:
         pytest.skip("today has no closed minute yet")

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from xcoin_trading.cli import main
 from xcoin_trading.config import get_settings, reset_settings
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.catalog import catalog_path, load_catalog
-from xcoin_trading.exchange.markets import default_market, tradable_market
+from xcoin_trading.exchange.catalog import catalog_path, default_market, load_catalog, tradable_market
 
 
 def _run(*args: str):

@@ -300,6 +300,7 @@ def start_supervisor(cfg: DeployConfig) -> None:
 def prepare_databases(cfg: DeployConfig, timeout: float = 60) -> None:
     """Wait for Postgres, create the store and Dagster databases if missing, migrate the store."""
     import sqlalchemy as sa
+    from sqlalchemy.exc import OperationalError
 
     admin = sa.create_engine(cfg.store_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     deadline = time.monotonic() + timeout
@@ -312,7 +313,7 @@ def prepare_databases(cfg: DeployConfig, timeout: float = 60) -> None:
                         if name not in existing:
                             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
                 break
-            except sa.exc.OperationalError:
+            except OperationalError:
                 if time.monotonic() > deadline:
                     raise ConfigError(f"Postgres did not answer within {timeout:.0f} s") from None
                 time.sleep(0.5)

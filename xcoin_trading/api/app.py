@@ -14,6 +14,7 @@ from xcoin_trading.api.ratelimit import LoginThrottle, MemoryCounter, RedisCount
 from xcoin_trading.api.routing import DecimalRoute
 from xcoin_trading.api.tokens import ACCESS_TTL, TokenIssuer
 from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.live.registry import follow_strategy_changes
 
 
 def create_app(
@@ -28,6 +29,7 @@ def create_app(
     from xcoin_trading.api import auth, backtests, broker, health, positions, strategies, subscriptions
 
     settings = settings or get_settings()
+    follow_strategy_changes()  # strategy edits through the API reach the live registry
     app = FastAPI(
         title="xcoin",
         version="0.1.0",

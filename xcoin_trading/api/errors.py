@@ -27,6 +27,9 @@ from xcoin_trading.errors import (
 )
 from xcoin_trading.exchange.errors import AuthenticationError, ExchangeError
 
+MAX_MEMBERS = 2_000  # object members in one JSON body: far above any request, far below a flood of keys
+TOO_MANY_MEMBERS = f"has more than {MAX_MEMBERS} object members"  # the body parser's error, reported
+
 log = logging.getLogger(__name__)
 
 
@@ -98,8 +101,6 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{field} is not a known field"
     if kind == "json_invalid":
-        from xcoin_trading.api.routing import TOO_MANY_MEMBERS
-
         if TOO_MANY_MEMBERS in str((err.get("ctx") or {}).get("error", "")):
             return f"body {TOO_MANY_MEMBERS}"
         return "body is not valid JSON"

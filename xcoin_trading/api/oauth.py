@@ -38,6 +38,7 @@ class OAuthProvider(Protocol):
 
     def identity(self, code: str) -> OAuthIdentity:
         """Exchange the authorization code; Unauthorized if the provider refuses it."""
+        ...
 
 
 class ProviderUnavailable(UpstreamUnavailable):

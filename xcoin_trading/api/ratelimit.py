@@ -30,12 +30,15 @@ class TooManyAttempts(XcoinError):
 class AttemptCounter(Protocol):
     def count(self, key: str) -> tuple[int, int]:
         """(failures in the current window, seconds until it ends)."""
+        ...
 
     def add(self, key: str, window: int) -> int:
         """Count one failure; the window starts at the first one. Returns the new count."""
+        ...
 
     def reserve(self, key: str, window: int, limit: int) -> int:
         """Count one attempt if fewer than `limit` are counted; 0 if so, else seconds left in the window."""
+        ...
 
     def release(self, key: str) -> None:
         """Give back one reserved attempt."""

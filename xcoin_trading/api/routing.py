@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from xcoin_trading.api.errors import MAX_MEMBERS, TOO_MANY_MEMBERS, error_response
 from xcoin_trading.api.schemas import ErrorBody
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-MAX_MEMBERS = 2_000  # object members in one body: far above any request, far below a flood of keys
-TOO_MANY_MEMBERS = f"has more than {MAX_MEMBERS} object members"
 
 
 def _loads(body: bytes) -> Any:
@@ -69,8 +67,6 @@ class DecimalRoute(APIRoute):
         async def route(request: Request) -> Response:
             unknown = sorted(set(request.query_params) - known)
             if unknown:
-                from xcoin_trading.api.errors import error_response
-
                 return error_response(422, f"{unknown[0]!r} is not a known query parameter of this route")
             return await handler(DecimalJSONRequest(request.scope, request.receive))
 
@@ -81,16 +77,20 @@ def ERROR(description: str) -> dict[str, Any]:  # noqa: N802 - reads like a cons
     return {"model": ErrorBody, "description": description}
 
 
-COMMON = {422: ERROR("invalid request: names the field and the reason"), 500: ERROR("unexpected error")}
-AUTHED = {401: ERROR("missing, invalid or expired token"), **COMMON}
-NOT_FOUND = {404: ERROR("no such object for this user (other users' objects are never revealed)")}
-CONFLICT = {409: ERROR("clashes with the current state")}
-FORBIDDEN = {403: ERROR("a public object of another user: visible, not changeable")}
-NOT_YET = {501: ERROR("capability not available yet")}
-UPSTREAM = {502: ERROR("the exchange or identity provider failed or could not be reached")}
+Responses = dict[int | str, dict[str, Any]]
+COMMON: Responses = {
+    422: ERROR("invalid request: names the field and the reason"),
+    500: ERROR("unexpected error"),
+}
+AUTHED: Responses = {401: ERROR("missing, invalid or expired token"), **COMMON}
+NOT_FOUND: Responses = {404: ERROR("no such object for this user (other users' objects are never revealed)")}
+CONFLICT: Responses = {409: ERROR("clashes with the current state")}
+FORBIDDEN: Responses = {403: ERROR("a public object of another user: visible, not changeable")}
+NOT_YET: Responses = {501: ERROR("capability not available yet")}
+UPSTREAM: Responses = {502: ERROR("the exchange or identity provider failed or could not be reached")}
 
 
-def router(tags: list[str], *, authed: bool = True, prefix: str = "") -> APIRouter:
+def router(tags: list[str | Enum], *, authed: bool = True, prefix: str = "") -> APIRouter:
     return APIRouter(
         prefix=prefix, tags=tags, route_class=DecimalRoute, responses=AUTHED if authed else COMMON
     )

@@ -17,7 +17,8 @@ from xcoin_trading.backtest.engine import BacktestResult, SimulationConfig, run_
 from xcoin_trading.backtest.results import ResolvedStrategy, SavedBacktest, resolve_strategy, save_result
 from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import Market, default_market
+from xcoin_trading.exchange.catalog import default_market
+from xcoin_trading.exchange.markets import Market
 from xcoin_trading.strategy import read_candles_file
 from xcoin_trading.timeframes import parse_utc
 

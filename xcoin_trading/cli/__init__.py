@@ -32,6 +32,9 @@ class _Main(click.Group):
 @click.version_option(package_name="xcoin")
 def main() -> None:
     """xcoin: algorithmic trading for CoinDCX on Dagster."""
+    from xcoin_trading.live.registry import follow_strategy_changes
+
+    follow_strategy_changes()  # strategy edits by any command reach the live registry
 
 
 def _register_all() -> None:

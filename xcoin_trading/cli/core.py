@@ -189,9 +189,9 @@ def _over_balance_warning(session, sub) -> str | None:
     account holds. Only with a configured exchange (the embedded one knows no real account)."""
     import sqlalchemy as sa
 
+    from xcoin_trading.exchange.catalog import default_market
     from xcoin_trading.exchange.client import CoinDCXClient, Credentials
     from xcoin_trading.exchange.errors import ExchangeError
-    from xcoin_trading.exchange.markets import default_market
     from xcoin_trading.services.credentials import decrypt
     from xcoin_trading.store.models import BrokerCredential, Strategy, Subscription
     from xcoin_trading.vault import Vault

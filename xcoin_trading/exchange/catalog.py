@@ -139,3 +139,15 @@ def refresh_markets(client: Any, source: str, settings: Settings | None = None) 
         raise ExchangeError(f"{source} listed no spot markets; the stored list is kept")
     store_catalog(catalog, settings)
     return catalog
+
+
+def default_market(symbol: str) -> Market:
+    """Metadata of a spot symbol or futures pair from the stored market list (`xcoin markets
+    refresh`), or the bundled one before the first refresh; any status (open trades on a market
+    that went inactive still need it). Use `tradable_market` for something new."""
+    return load_catalog().find(symbol)
+
+
+def tradable_market(symbol: str) -> Market:
+    """As `default_market`, refusing a market that is not active, naming it and its status."""
+    return load_catalog().tradable(symbol)

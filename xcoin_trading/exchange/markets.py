@@ -164,19 +164,3 @@ SPOT_MARKETS: dict[str, Market] = {
     m.symbol: m for m in BUNDLED_SPOT if m.status == "active" and m.base == "USDT" and m.pair.startswith("B-")
 }
 FUTURES_MARKETS: dict[str, Market] = {m.pair: m for m in BUNDLED_FUTURES if m.status == "active"}
-
-
-def default_market(symbol: str) -> Market:
-    """Metadata of a spot symbol or futures pair from the stored market list (`xcoin markets
-    refresh`), or the bundled one before the first refresh; any status (open trades on a market
-    that went inactive still need it). Use `tradable_market` for something new."""
-    from xcoin_trading.exchange.catalog import load_catalog
-
-    return load_catalog().find(symbol)
-
-
-def tradable_market(symbol: str) -> Market:
-    """As `default_market`, refusing a market that is not active, naming it and its status."""
-    from xcoin_trading.exchange.catalog import load_catalog
-
-    return load_catalog().tradable(symbol)

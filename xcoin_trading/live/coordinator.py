@@ -24,7 +24,6 @@ import polars as pl
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from xcoin_trading.config import Settings, get_settings
 from xcoin_trading.errors import ValidationError, XcoinError
 from xcoin_trading.exchange.client import AiohttpPool, CoinDCXClient
 from xcoin_trading.exchange.errors import (
@@ -35,49 +34,18 @@ from xcoin_trading.exchange.errors import (
 )
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live import fanout
-from xcoin_trading.live.locks import Locks, holder_is_dead, make_locks, worker_identity
-from xcoin_trading.live.registry import Registry, StrategySettings, candle_key, make_registry, store_namespace
+from xcoin_trading.live.context import LiveContext, live_context  # noqa: F401 - live_context: callers import it from here
+from xcoin_trading.live.locks import holder_is_dead
+from xcoin_trading.live.registry import StrategySettings, candle_key
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.models import BrokerCredential, StrategyExecution, Subscription, Trade
-from xcoin_trading.strategy.sandbox import SandboxLimits, prewarm
+from xcoin_trading.strategy.sandbox import prewarm
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
-from xcoin_trading.vault import Vault
 
 PUBLICATION_GRACE = timedelta(seconds=3)  # how long after a close its candle may still be missing
 log = logging.getLogger(__name__)
 TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")
-
-
-@dataclass
-class LiveContext:
-    settings: Settings
-    api_url: str
-    public_url: str
-    locks: Locks
-    registry: Registry
-    vault: Vault
-    worker_id: str = field(default_factory=worker_identity)
-    staleness_fraction: float = 1 / 3  # of the candle: later than this after the close, skip
-    fee_rate: Decimal = Decimal("0.001")  # sizing keeps margin + entry fee within capital
-    concurrency: int = 200
-    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
-    strategy_pool: int = 8  # strategies of one candle run at once: a slow one delays none of the others
-    namespace: str = "default"  # store_namespace(settings): prefixes lock keys
-    dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
-
-
-def live_context(settings: Settings | None = None, **overrides: Any) -> LiveContext:
-    settings = settings or get_settings()
-    from xcoin_trading.exchange.embedded import exchange_urls
-
-    api, public = exchange_urls(settings)
-    ns = store_namespace(settings)
-    return LiveContext(
-        settings=settings, api_url=api, public_url=public, locks=make_locks(settings.redis_url),
-        registry=make_registry(settings.redis_url, ns), vault=Vault.from_settings(settings), namespace=ns,
-        **{"concurrency": settings.fanout_concurrency, **overrides},
-    )  # fmt: skip
 
 
 @dataclass
@@ -217,7 +185,7 @@ def _fetch_candles(
 def _market(ctx: LiveContext, symbol: str) -> Market:
     with CoinDCXClient(ctx.api_url, ctx.public_url) as client:
         if "-" in symbol:  # futures pair: instrument metadata is served per pair
-            from xcoin_trading.exchange.markets import default_market
+            from xcoin_trading.exchange.catalog import default_market
 
             return default_market(symbol)
         return client.market(symbol)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -21,18 +22,37 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def holder_is_dead(holder: str) -> bool:
-    """True only when we can prove it: the holder ran on this host and its process is gone."""
+class WorkerState(StrEnum):
+    """What this host can tell about a worker from its id (`worker_identity()`)."""
+
+    ALIVE = "alive"  # on this host, its process exists
+    DEAD = "dead"  # on this host, its process is gone
+    ELSEWHERE = "elsewhere"  # on another host: cannot be told from here
+    UNKNOWN = "unknown"  # not an id a worker writes: leave its work alone
+    NONE = "none"  # no worker recorded
+
+
+def worker_state(worker_id: str | None) -> WorkerState:
+    """The one worker-alive check (locks, take-overs, the run-failure recorder)."""
+    if not worker_id:
+        return WorkerState.NONE
     try:
-        host, pid, _ = holder.split(":")
+        host, pid, _ = worker_id.split(":")
         if host != socket.gethostname():
-            return False
+            return WorkerState.ELSEWHERE
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return False
+        return WorkerState.DEAD
+    except PermissionError:  # the process exists, under another user
+        return WorkerState.ALIVE
+    except ValueError:
+        return WorkerState.UNKNOWN
+    return WorkerState.ALIVE
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True only when we can prove it: the holder ran on this host and its process is gone."""
+    return worker_state(holder) is WorkerState.DEAD
 
 
 class Locks(Protocol):

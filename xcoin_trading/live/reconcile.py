@@ -33,9 +33,9 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from xcoin_trading.exchange.auth import Credentials
+from xcoin_trading.exchange.catalog import default_market
 from xcoin_trading.exchange.client import AsyncCoinDCXClient, AsyncHttpPool
 from xcoin_trading.exchange.errors import ExchangeError
-from xcoin_trading.exchange.markets import default_market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
 from xcoin_trading.live import fanout
 from xcoin_trading.live.trades import client_order_id, close_trade
@@ -52,7 +52,7 @@ from xcoin_trading.store.models import (
 from xcoin_trading.timeframes import utcnow
 
 if TYPE_CHECKING:
-    from xcoin_trading.live.coordinator import LiveContext
+    from xcoin_trading.live.context import LiveContext
 
 LOST_AFTER = 3  # passes in which the exchange had no such order
 WATCHED = ("SENDING", "UNKNOWN", "OPEN", "PARTIALLY_FILLED")

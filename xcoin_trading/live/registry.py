@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from xcoin_trading.services.strategies import on_strategy_change
 from xcoin_trading.store.models import Strategy
 
 
@@ -173,3 +174,18 @@ def make_registry(redis_url: str | None, namespace: str = "default") -> Registry
     if redis_url:
         return RedisRegistry(redis_url, namespace)
     return _store_registries.setdefault(namespace, StoreRegistry())
+
+
+def _invalidate_changed(strategy_id: int | None) -> None:
+    from xcoin_trading.config import get_settings
+
+    registry_for(get_settings()).invalidate(strategy_id)
+
+
+def follow_strategy_changes() -> None:
+    """Invalidate this deployment's registry after every committed strategy change. Called by each
+    process that edits strategies (API, CLI) and on import, so any process holding a registry follows."""
+    on_strategy_change(_invalidate_changed)
+
+
+follow_strategy_changes()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import default_market
+from xcoin_trading.exchange.catalog import default_market
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, resolution_ms
 
 

@@ -88,7 +88,7 @@ def day_window(day: str, resolution: str, now_ms: int | None = None) -> DayWindo
 
 def fetch_day(
     client: CandleSource, symbol: str, resolution: str, day: str, *, now_ms: int | None = None
-) -> tuple[DayWindow, pl.DataFrame, str]:
+) -> tuple[DayWindow, pl.DataFrame]:
     """The exchange's closed candles of one day, unchecked, in the order the client returned them."""
     check_symbol(symbol)
     check_resolution(resolution)

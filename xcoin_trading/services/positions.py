@@ -11,7 +11,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS, default_market
+from xcoin_trading.exchange.catalog import default_market
+from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS
 from xcoin_trading.store.models import Order, Strategy, Subscription, Trade
 
 ORDER_STATUSES = (

@@ -7,6 +7,7 @@ Lock order everywhere: users → strategies → subscriptions → broker_credent
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, func, or_, select
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
-from xcoin_trading.exchange.markets import tradable_market
+from xcoin_trading.exchange.catalog import tradable_market
 from xcoin_trading.services import validate
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, utcnow
@@ -33,17 +34,27 @@ EDITABLE = {
 FIXED_WHILE_SUBSCRIBED = ("symbol", "resolution", "is_active")
 
 
+# Told the strategy id (None: any strategy may have changed) once a change is committed. The live
+# registry subscribes (`live.registry.follow_strategy_changes`): this layer does not import live.
+StrategyListener = Callable[[int | None], None]
+_listeners: list[StrategyListener] = []
+
+
+def on_strategy_change(listener: StrategyListener) -> None:
+    """Call `listener` after every committed strategy change from now on (once, however often added)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
 def _invalidate_after_commit(session: Session, strategy_id: int | None) -> None:
     """Delete-on-update for the live registry, once the change is committed (never before: a worker
     could re-cache the old row in between)."""
 
-    def invalidate(_session: Session) -> None:
-        from xcoin_trading.config import get_settings
-        from xcoin_trading.live.registry import registry_for
+    def notify(_session: Session) -> None:
+        for listener in list(_listeners):
+            listener(strategy_id)
 
-        registry_for(get_settings()).invalidate(strategy_id)
-
-    event.listen(session, "after_commit", invalidate, once=True)
+    event.listen(session, "after_commit", notify, once=True)
 
 
 def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -249,10 +260,13 @@ def update_strategy(session: Session, actor_id: int, strategy_id: int, **changes
 
 
 def active_subscriber_count(session: Session, strategy_id: int) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(Subscription)
-        .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Subscription)
+            .where(Subscription.strategy_id == strategy_id, Subscription.is_active.is_(True))
+        )
+        or 0
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from xcoin_trading.config import Settings, get_settings, private_dir, private_file
@@ -56,7 +57,7 @@ def engine_for(url: str) -> sa.Engine:
                     private_dir(db_file.parent)
                 private_file(db_file)
             engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps)
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas)
         else:
             # values_plus_batch: executemany UPDATEs (the fan-out's record phase) go in batches,
             # not one round trip per row.

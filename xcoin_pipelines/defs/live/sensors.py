@@ -61,7 +61,6 @@ LANE_TAG = "xcoin/live_lane"
 CANDLE_TAG = "xcoin/candle_key"
 INTERVAL_TAG = "xcoin/interval_key"
 RESUME_TAG = "xcoin/resume_of"
-ERROR_LIMIT = 2000
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -99,7 +98,7 @@ def stale_ms(candle_key: str, close_ms: int, now_ms: int) -> int:
     """The coordinator's staleness limit (ms) if the candle is already past it at `now_ms`, else 0."""
     from dataclasses import fields
 
-    from xcoin_trading.live.coordinator import LiveContext
+    from xcoin_trading.live.context import LiveContext
     from xcoin_trading.timeframes import resolution_ms
 
     fraction = next(f.default for f in fields(LiveContext) if f.name == "staleness_fraction")
@@ -179,75 +178,6 @@ def candle_close_sensor(context: dg.SensorEvaluationContext, xcoin: XcoinSetting
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 
-def _provably_alive(worker_id: str) -> bool:
-    """The worker runs on this host and its process exists (elsewhere we cannot prove it lives)."""
-    import os
-    import socket
-
-    try:
-        host, pid, _ = worker_id.split(":")
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, PermissionError):
-        return bool(worker_id)  # unparsable: leave it alone; no worker at all: not alive
-    return True
-
-
-def record_run_failure(settings, run_id: str, message: str, may_resume: bool) -> tuple[list[int], list[int]]:
-    """(execution ids marked FAILED, execution ids left RUNNING for a resume run)."""
-    import sqlalchemy as sa
-
-    from xcoin_trading.live.fanout import UNRESOLVED
-    from xcoin_trading.store.db import session_scope
-    from xcoin_trading.store.models import Order, StrategyExecution
-    from xcoin_trading.timeframes import utcnow
-
-    failed, resumable = [], []
-    with session_scope(settings) as session:
-        rows = session.scalars(
-            sa.select(StrategyExecution).where(
-                StrategyExecution.dagster_run_id == run_id, StrategyExecution.status == "RUNNING"
-            )
-        ).all()
-        for row in rows:
-            if _provably_alive(row.worker_id or ""):
-                continue
-            in_flight = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(Order)
-                .where(Order.execution_id == row.id, Order.status.in_(UNRESOLVED))
-            )
-            note = f"Dagster run {run_id} failed: {message}"
-            if in_flight and may_resume:
-                row.error = (note + f" ({in_flight} order(s) in flight: resuming)")[:ERROR_LIMIT]
-                resumable.append(row.id)
-                continue
-            if in_flight:
-                note += f" ({in_flight} order(s) left for the reconciler)"
-            row.status, row.error, row.finished_at = "FAILED", note[:ERROR_LIMIT], utcnow()
-            failed.append(row.id)
-    return failed, resumable
-
-
-def _claimed_any(settings, run_id: str) -> bool:
-    import sqlalchemy as sa
-
-    from xcoin_trading.store.db import session_scope
-    from xcoin_trading.store.models import StrategyExecution
-
-    with session_scope(settings) as session:
-        return bool(
-            session.scalar(
-                sa.select(sa.func.count())
-                .select_from(StrategyExecution)
-                .where(StrategyExecution.dagster_run_id == run_id)
-            )
-        )
-
-
 def _failure_message(context: dg.RunFailureSensorContext) -> str:
     """The user-facing cause (e.g. the op's exception), not Dagster's wrapper around it."""
     causes = []
@@ -272,14 +202,17 @@ def live_run_failure_sensor(context: dg.RunFailureSensorContext, xcoin: XcoinSet
     message = _failure_message(context)
     may_resume = RESUME_TAG not in run.tags
     settings = xcoin.get()
-    failed, resumable = record_run_failure(settings, run.run_id, message, may_resume)
+    from xcoin_trading.live.run_failures import claimed_any, record_run_failure
+
+    outcome = record_run_failure(settings, run.run_id, message, may_resume)
+    failed, resumable = outcome.failed, outcome.resumable
     if failed:
         context.log.info(f"run {run.run_id}: executions {failed} marked FAILED")
     if resumable:
         context.log.info(
             f"run {run.run_id}: executions {resumable} have orders in flight; resuming the candle"
         )
-    elif may_resume and not _claimed_any(settings, run.run_id):
+    elif may_resume and not claimed_any(settings, run.run_id):
         # The worker died before it claimed a strategy: the candle is run once more (the coordinator
         # records it SKIPPED if it is stale by then), never silently lost.
         context.log.info(f"run {run.run_id} died before claiming its candle; running the candle once more")

@@ -33,6 +33,7 @@ from xcoin_trading.exchange.ratelimit import RateLimiter
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
 from xcoin_trading.exchange.simulator.engine import Exchange
 from xcoin_trading.exchange.simulator.faults import FaultRule, Faults
+from xcoin_trading.exchange.simulator.futures import futures_routes
 from xcoin_trading.exchange.simulator.wire import req_decimal
 from xcoin_trading.timeframes import DAY_MS, EXCHANGE_INTERVALS
 
@@ -61,10 +62,7 @@ class SimulatorApp:
         self._add_public()
         self._add_spot()
         self._add_admin()
-        if exchange.futures is not None:
-            from xcoin_trading.exchange.simulator.futures import futures_routes
-
-            self.routes.update(futures_routes(exchange))
+        self.routes.update(futures_routes(exchange.futures))
         self._ticker_cache: tuple[int, bytes] | None = None
         self._details_cache: bytes | None = None
         self.asgi = Starlette(

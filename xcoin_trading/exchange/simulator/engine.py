@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,46 +19,13 @@ from typing import Any
 from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS, Market
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
 from xcoin_trading.exchange.simulator.feed import START_PRICES, CandleFeed
+from xcoin_trading.exchange.simulator.futures import FuturesDesk
 from xcoin_trading.exchange.simulator.spot import SpotDesk
+from xcoin_trading.exchange.simulator.venue import SimConfig
 from xcoin_trading.exchange.simulator.wire import to_decimal
 from xcoin_trading.timeframes import DAY_MS
 
 DEFAULT_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-
-
-@dataclass
-class SimConfig:
-    spot_fee_rate: Decimal = Decimal("0.001")  # 0.1 % of notional per fill
-    futures_fee_rate: Decimal = Decimal("0.0005")
-    slippage: Decimal = Decimal(0)  # market orders: price × (1 ± slippage); 0 for backtest parity
-    liquidity_fraction: Decimal | None = None  # resting order fills ≤ this share of a candle's volume
-    recv_window_ms: int = 10_000  # |request timestamp − wall clock| allowed
-    max_open_orders: int = 25  # per account and market (DOCS)
-    maintenance_margin_rate: Decimal = Decimal("0.005")
-    rate_limits: bool = True  # published limits; off (or scaled) for benchmarks
-    rate_limit_scale: float = 1.0
-    stop_loss_first: bool = True  # a candle touching both TP and SL fills the SL (backtest default)
-
-    def update(self, values: dict[str, Any]) -> None:
-        known = {f.name: f for f in fields(self)}
-        for key, value in values.items():
-            if key not in known:
-                raise SimError(422, f"Invalid Request: unknown config field {key!r}")
-            current = getattr(self, key)
-            if isinstance(current, Decimal) or key == "liquidity_fraction":
-                value = None if value is None else Decimal(str(value))
-            elif isinstance(current, bool):
-                value = bool(value)
-            elif isinstance(current, int):
-                value = int(value)
-            elif isinstance(current, float):
-                value = float(value)
-            setattr(self, key, value)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            f.name: (str(v) if isinstance(v := getattr(self, f.name), Decimal) else v) for f in fields(self)
-        }
 
 
 class SimClock:
@@ -125,7 +91,7 @@ class Exchange:
         self.pair_to_spot: dict[str, Market] = {m.pair: m for m in self.spot_markets.values()}
         self.accounts: dict[str, Account] = {}
         self.spot = SpotDesk(self)
-        self.futures = _make_futures_desk(self)
+        self.futures = FuturesDesk(self)
         self._processed: dict[str, int] = {c: f.closed_count(clock.now()) for c, f in feeds.items()}
         self._synced_to = clock.now()
         self._next_due = self._compute_next_due()
@@ -234,7 +200,7 @@ class Exchange:
             symbol = f"{coin}USDT"
             pair = f"B-{coin}_USDT"
             spot_work = self.spot.has_work(symbol)
-            futures_work = futures is not None and futures.has_work(pair)
+            futures_work = futures.has_work(pair)
             if spot_work or futures_work:
                 for i in range(start, end):
                     o, h, lo, c, v = feed.open[i], feed.high[i], feed.low[i], feed.close[i], feed.volume[i]
@@ -313,11 +279,3 @@ def _walk(market: Market, first_ms: int, last_ms: int, seed: int) -> Callable[[]
     return lambda: CandleFeed.random_walk(
         market.target, first_ms, last_ms, seed=seed, decimals=market.price_precision
     )
-
-
-def _make_futures_desk(exchange: Exchange) -> Any:
-    try:
-        from xcoin_trading.exchange.simulator.futures import FuturesDesk
-    except ImportError:  # futures desk not built yet
-        return None
-    return FuturesDesk(exchange)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.simulator.accounts import ZERO, Account, SimError
+from xcoin_trading.exchange.simulator.venue import Venue
 from xcoin_trading.exchange.simulator.wire import (
     jnum,
     req_choice,
@@ -36,9 +37,6 @@ from xcoin_trading.exchange.simulator.wire import (
     req_decimal,
     to_decimal,
 )
-
-if TYPE_CHECKING:
-    from xcoin_trading.exchange.simulator.engine import Exchange
 
 MARGIN = "USDT"
 BASE = "/exchange/v1/derivatives/futures"
@@ -155,7 +153,7 @@ class Position:
 
 
 class FuturesDesk:
-    def __init__(self, exchange: Exchange):
+    def __init__(self, exchange: Venue):
         self.ex = exchange
         self.resting: dict[str, dict[str, FuturesOrder]] = {}  # pair -> id -> resting limit order
         self.watched: dict[str, dict[str, Position]] = {}  # pair -> position id -> open position
@@ -535,8 +533,7 @@ class FuturesDesk:
         return rows[(page - 1) * size : page * size]
 
 
-def futures_routes(exchange: Exchange) -> dict[str, tuple[str, str, Any]]:
-    desk: FuturesDesk = exchange.futures
+def futures_routes(desk: FuturesDesk) -> dict[str, tuple[str, str, Any]]:
 
     def instrument(query: Any) -> dict[str, Any]:
         m = desk.market(query.get("pair"))
@@ -554,7 +551,7 @@ def futures_routes(exchange: Exchange) -> dict[str, tuple[str, str, Any]]:
         }  # fmt: skip
 
     return {
-        f"{BASE}/data/active_instruments": ("public", "", lambda q: list(exchange.futures_markets)),
+        f"{BASE}/data/active_instruments": ("public", "", lambda q: list(desk.ex.futures_markets)),
         f"{BASE}/data/instrument": ("public", "", instrument),
         f"{BASE}/orders/create": ("private", "create", lambda a, b: [desk.json(desk.create(a, b))]),
         f"{BASE}/orders": ("private", "", desk.list_orders),

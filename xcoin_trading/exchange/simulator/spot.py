@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.simulator.accounts import ZERO, Account, SimError
+from xcoin_trading.exchange.simulator.venue import Venue
 from xcoin_trading.exchange.simulator.wire import (
     iso_ms,
     jnum,
@@ -31,9 +32,6 @@ from xcoin_trading.exchange.simulator.wire import (
     req_decimal,
     to_decimal,
 )
-
-if TYPE_CHECKING:
-    from xcoin_trading.exchange.simulator.engine import Exchange
 
 OPEN = ("open", "partially_filled")
 
@@ -100,7 +98,7 @@ class SpotOrder:
 
 
 class SpotDesk:
-    def __init__(self, exchange: Exchange):
+    def __init__(self, exchange: Venue):
         self.ex = exchange
         self.resting: dict[str, dict[str, SpotOrder]] = {}  # symbol -> id -> order
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 from xcoin_trading.exchange.simulator.accounts import SimError
 
@@ -19,6 +19,14 @@ def jnum(d: Decimal | None) -> float | str | None:
 
 def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@overload
+def req_decimal(body: dict[str, Any], name: str, *, required: Literal[True] = True) -> Decimal: ...
+
+
+@overload
+def req_decimal(body: dict[str, Any], name: str, *, required: bool) -> Decimal | None: ...
 
 
 def req_decimal(body: dict[str, Any], name: str, *, required: bool = True) -> Decimal | None:

@@ -4,15 +4,14 @@ and balances read back through the real client with the user's decrypted keys.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from xcoin_trading.demo.accounts import DemoState, open_demo_accounts
 from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorServer
+from xcoin_trading.vault import Vault
 
 
-def show_exchange_balances(state: Any, vault: Any, echo: Callable[[str], None]) -> None:
-    from xcoin_trading.demo import open_demo_accounts
-
+def show_exchange_balances(state: DemoState, vault: Vault, echo: Callable[[str], None]) -> None:
     with SimulatorServer.random_walk(seed=42) as sim, SimulatorAdmin(sim.url) as admin:
         accounts = open_demo_accounts(state, vault, admin)
         echo("")

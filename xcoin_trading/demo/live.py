@@ -32,7 +32,7 @@ def _simulator():
 
 
 def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[str, Any]:
-    from xcoin_trading.demo import open_demo_accounts
+    from xcoin_trading.demo.accounts import open_demo_accounts
     from xcoin_trading.exchange.simulator import SimulatorAdmin
     from xcoin_trading.live.coordinator import flatten, live_context, run_candle_close
     from xcoin_trading.live.reconcile import WATCHED, reconcile_once
