@@ -11,6 +11,7 @@ it may keep indicator columns for debugging.
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,20 @@ from numba import njit
 
 from xcoin_trading.errors import ValidationError
 
-ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
-# Physical codes of the Enum are the kernel's int8 action codes: HOLD=0, LONG=1, SHORT=2, EXIT=3.
+
+class Action(IntEnum):
+    """A signal's action. The value is the backtest kernel's int8 code and the physical code of
+    `ACTION_DTYPE` (its categories are listed in value order)."""
+
+    HOLD = 0
+    LONG = 1
+    SHORT = 2
+    EXIT = 3
+
+
+ACTIONS = tuple(a.name for a in Action)
 ACTION_DTYPE = pl.Enum(list(ACTIONS))
-HOLD, LONG, SHORT, EXIT = range(4)
+HOLD, LONG, SHORT, EXIT = map(int, Action)  # plain ints: numba compiles module globals as constants
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 CANDLE_COLUMNS = ("open_time", *PRICE_COLUMNS, "volume")
@@ -72,11 +83,11 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
     n = action.shape[0]
     entries = 0
     for i in range(n):
-        entries += (action[i] == 1) | (action[i] == 2)
+        entries += (action[i] == LONG) | (action[i] == SHORT)
     rows = np.empty(entries, np.int64)
     k = 0
     for i in range(n):
-        if (action[i] == 1) | (action[i] == 2):
+        if (action[i] == LONG) | (action[i] == SHORT):
             rows[k] = i
             k += 1
     nonfinite = nonpositive = long_side = short_side = -1
@@ -97,9 +108,9 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
         if sl <= 0 or tp <= 0:
             nonpositive = i if nonpositive < 0 else nonpositive
         c = close[i]
-        if action[i] == 1 and (sl >= c or tp <= c):
+        if action[i] == LONG and (sl >= c or tp <= c):
             long_side = i if long_side < 0 else long_side
-        if action[i] == 2 and (sl <= c or tp >= c):
+        if action[i] == SHORT and (sl <= c or tp >= c):
             short_side = i if short_side < 0 else short_side
     return (nonfinite, nonpositive, long_side, short_side), stops, takes
 
