@@ -140,6 +140,37 @@ def test_the_fan_out_records_a_partial_entry_by_the_same_rule_on_both_stores(sto
         )  # fmt: skip
 
 
+def test_a_spot_take_profit_waits_for_its_entry_to_end_and_then_covers_all_that_filled(store):
+    """The trade opens at the first fill (its stop is watched on what filled); the take profit, one
+    resting sell of a fixed quantity, is placed once the entry is final, for exactly what filled."""
+    from xcoin_trading.live.accounts import ReconcileReport
+    from xcoin_trading.live.spot_guard import restore_take_profits
+
+    order_id, trade_id = _seed_pending_entry(store)
+    with session_scope(store) as s:
+        s.get(Trade, trade_id).take_profit = Decimal("120")
+        order = s.get(Order, order_id)
+        apply_report(
+            order, _report("partially_filled", "0.5", "0.2", "100.10", "0.02002"), s.get(Trade, trade_id), T0
+        )
+    prices = {"BTCUSDT": Decimal("101")}
+    with session_scope(store) as s:
+        assert s.get(Trade, trade_id).status == "OPEN"
+        assert restore_take_profits(s, prices, set(), ReconcileReport()) == []
+    with session_scope(store) as s:
+        order = s.get(Order, order_id)
+        apply_report(
+            order, _report("filled", "0.5", "0.5", "100.04", "0.05002", 1), s.get(Trade, trade_id), T0
+        )
+    with session_scope(store) as s:
+        [job] = restore_take_profits(s, prices, set(), ReconcileReport())
+    assert (job.order.leg, job.send_quantity, job.order.quantity) == (
+        "TAKE_PROFIT",
+        Decimal("0.5"),
+        Decimal("0.5"),
+    )
+
+
 ENTRY_COLUMNS = ("status", "quantity", "entry_price", "entry_fee", "fees", "entry_time", "flags")
 
 

@@ -140,6 +140,9 @@ async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: async
                 if entry is None or entry.filled_quantity <= 0:
                     job.skipped = "its entry did not fill; a take profit is placed once it has"
                     return
+                if not entry.is_terminal:  # it must cover all that fills: the reconciler places it then
+                    job.skipped = "its entry is still filling; a take profit is placed once it is final"
+                    return
                 job.send_quantity = job.market.round_quantity(entry.filled_quantity)
             if job.kind == "futures" and order.leg == Leg.EXIT:
                 held = await _futures_exit_quantity(client, order)

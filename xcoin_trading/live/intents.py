@@ -27,7 +27,15 @@ from xcoin_trading.live.runner import Signal
 from xcoin_trading.live.trades import client_order_id
 from xcoin_trading.risk import check_entry_limits, entry_cost, fit_to_balance, size_position
 from xcoin_trading.store.db import insert_returning_ids
-from xcoin_trading.store.lifecycle import OPEN_TRADE, PENDING, UNRESOLVED, Leg, OrderStatus, TradeStatus
+from xcoin_trading.store.lifecycle import (
+    OPEN_TRADE,
+    PENDING,
+    UNRESOLVED,
+    WATCHED,
+    Leg,
+    OrderStatus,
+    TradeStatus,
+)
 from xcoin_trading.store.models import BrokerCredential, Order, Subscription, Trade
 
 
@@ -337,8 +345,12 @@ def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -
         .values(status=OrderStatus.CANCELLED, error="its entry did not fill")
         .execution_options(synchronize_session=False)
     )  # fmt: skip
+    filling = set(session.scalars(select(Order.trade_id).where(
+        Order.execution_id == execution_id, Order.leg == Leg.ENTRY, Order.status.in_(WATCHED))))  # fmt: skip
     planned: list[tuple[Order, BrokerCredential, Decimal]] = []
     for trade, credential in rows:
+        if trade.id in filling:  # the reconciler places it for all that filled once the entry is final
+            continue
         tp = existing.get(trade.id)
         held = market.round_quantity(trade.quantity)  # what the entry filled, not what was planned
         if tp is None:

@@ -106,6 +106,8 @@ def restore_take_profits(session: Session, prices: dict[str, Decimal], stopping:
         tps = [o for o in legs if o.leg == Leg.TAKE_PROFIT]
         if any(o.status in PROTECTING for o in tps):
             continue
+        if any(o.leg == Leg.ENTRY and o.status in WATCHED for o in legs):
+            continue  # still filling: its take profit is placed for all that filled once it is final
         if any(o.leg in (Leg.STOP_LOSS, Leg.EXIT) and o.status in WATCHED
                for o in legs):  # fmt: skip
             continue  # a sell is in flight: a take profit now would lock the same coins
