@@ -142,10 +142,11 @@ def note_outcomes(session: Session, jobs: list[fanout.Job], closed: dict[int, De
         if job.deferred is not None:
             report.count("stop_deferred")
         tp = job.take_profit_seen
-        if tp is not None and tp.status == "filled" and job.order.trade_id:
+        race = tp is not None and tp.status == "filled" and job.order.trade_id is not None
+        if race:
             trade = session.get(Trade, job.order.trade_id)
             if "RACE" not in trade.flags:  # the take profit filled before the stop's cancel reached it
                 trade.flags = [*trade.flags, "RACE"]
             report.count("race")
-        if job.order.trade_id in closed:
-            report.count(f"closed_{job.order.leg.lower()}")
+        if job.order.trade_id in closed:  # by this job's own fill, or by the take profit it raced
+            report.count("closed_take_profit" if race else f"closed_{job.order.leg.lower()}")
