@@ -54,6 +54,7 @@ from xcoin_trading.live.reconcile import reconcile_once
 from xcoin_trading.live.registry import StrategySettings
 from xcoin_trading.services import strategies
 from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.lifecycle import ExitReason
 from xcoin_trading.store.models import Order, Strategy, Subscription, Trade
 from xcoin_trading.strategy import compute_signals, load_strategy, normalize_candles
 
@@ -188,9 +189,6 @@ def _backtest(mode: str, start: datetime, hours: int, config: SimulationConfig) 
     return simulate(candles, signals, config).trades
 
 
-REASONS = {"SL": "STOP_LOSS", "TP": "TAKE_PROFIT", "SIGNAL": "SIGNAL"}
-
-
 @pytest.mark.parametrize(
     ("slippage", "hours", "at_least"),
     [("0", HOURS, 15), ("0.0005", 3, 10)],  # the simulator's --slippage, and the backtest's, 5 bps
@@ -221,10 +219,10 @@ def test_parity_backtest_and_live_futures_replay_give_the_same_trades(
         assert got.entry_time == want["entry_time"], where
         assert got.exit_time == want["exit_time"], where
         assert got.side == want["side"], where
-        assert got.exit_type == REASONS[want["exit_reason"]], where
+        assert got.exit_type == ExitReason.of_backtest(want["exit_reason"]), where
         assert abs(got.entry_price - Decimal(repr(want["entry_price"]))) <= half_tick, where
         assert abs(got.exit_price - Decimal(repr(want["exit_price"]))) <= half_tick, where
-    assert {REASONS[r] for r in done["exit_reason"]} == {"STOP_LOSS", "TAKE_PROFIT", "SIGNAL"}
+    assert {ExitReason.of_backtest(r) for r in done["exit_reason"]} == {"STOP_LOSS", "TAKE_PROFIT", "SIGNAL"}
     # A position the backtest closes at the end (END) is still open live, entered on the same candle.
     still_open = [t.entry_time for t in live if t.status == "OPEN"]
     ended = expected.filter(pl.col("exit_reason") == "END")["entry_time"].to_list()

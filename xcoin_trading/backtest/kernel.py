@@ -15,12 +15,11 @@ import numpy as np
 from numba import njit
 
 from xcoin_trading.risk import SIZE_OK, size_position_float
+from xcoin_trading.store.lifecycle import BACKTEST_REASONS, REASON_END, REASON_SIGNAL, REASON_SL, REASON_TP
+from xcoin_trading.strategy.contract import HOLD, LONG, SHORT
 
-# Action codes (the physical codes of contract.ACTION_DTYPE).
-HOLD, LONG, SHORT, EXIT = 0, 1, 2, 3
-# Exit reasons.
-REASON_SL, REASON_TP, REASON_SIGNAL, REASON_END = 0, 1, 2, 3
-REASONS = ("SL", "TP", "SIGNAL", "END")
+# A trade's exit reason code indexes REASONS, the labels a backtest's trades carry (`exit_reason`).
+REASONS = tuple(r.backtest_label for r in BACKTEST_REASONS)
 # Rows of the trade matrix the kernel fills (one column per trade: each field is contiguous).
 (
     T_ENTRY_IDX,

@@ -27,27 +27,14 @@ from numba import njit
 
 from xcoin_trading.backtest import kernel as k
 from xcoin_trading.backtest.engine import SimulationConfig, infer_candle_ms, signal_arrays, trades_frame
-from xcoin_trading.backtest.kernel import (
-    _BOTH,
-    _SL,
-    _TP,
-    EXIT,
-    HOLD,
-    LONG,
-    REASON_END,
-    REASON_SIGNAL,
-    REASON_SL,
-    REASON_TP,
-    SHORT,
-    _touches,
-    market_fill,
-    slipped,
-)
+from xcoin_trading.backtest.kernel import _BOTH, _SL, _TP, _touches, market_fill, slipped
 from xcoin_trading.backtest.metrics import compute_metrics, curve_stats
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.risk import SIZE_OK, market_rounding_args, size_position_float
+from xcoin_trading.store.lifecycle import REASON_END, REASON_SIGNAL, REASON_SL, REASON_TP
 from xcoin_trading.strategy import Strategy, compute_signals, normalize_candles
+from xcoin_trading.strategy.contract import EXIT, HOLD, LONG, SHORT
 
 T_SLEEVE = k.N_TRADE_FIELDS  # the extra row of the portfolio trade matrix
 MAX_SLEEVES = 64

@@ -39,13 +39,13 @@ from xcoin_trading.live.locks import holder_is_dead
 from xcoin_trading.live.registry import StrategySettings, candle_key
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
 from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.lifecycle import FINISHED_EXECUTION, OPEN_TRADE, Leg, OrderStatus, TradeStatus
 from xcoin_trading.store.models import BrokerCredential, StrategyExecution, Subscription, Trade
 from xcoin_trading.strategy.sandbox import prewarm
 from xcoin_trading.timeframes import floor_ms, interval_key, resolution_ms, to_ms, utcnow
 
 PUBLICATION_GRACE = timedelta(seconds=3)  # how long after a close its candle may still be missing
 log = logging.getLogger(__name__)
-TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "NO_SIGNAL")
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _claim(
                         error=None, details=None, finished_at=None, started_at=utcnow(), updated_at=utcnow())
             ).rowcount  # fmt: skip
             return row.id, bool(retried), "RETRIED" if retried else "IN_PROGRESS"
-        if row.status in TERMINAL:
+        if row.status in FINISHED_EXECUTION:
             return row.id, False, "ALREADY_DONE"
         if row.worker_id != ctx.worker_id and not holder_is_dead(row.worker_id or ""):
             return row.id, False, "IN_PROGRESS"
@@ -278,7 +278,9 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
     credentials = _entry_credentials(ctx, strategy.id) if sizing else []
     with _accounts_held([c.id for c in credentials]), _heap_frozen():
         return asyncio.run(
-            _fan_out_async(ctx, strategy, execution_id, signal, now, allow_new, credentials=credentials, **plan)
+            _fan_out_async(
+                ctx, strategy, execution_id, signal, now, allow_new, credentials=credentials, **plan
+            )
         )
 
 
@@ -354,26 +356,30 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
             balances = await fanout.free_balances(ctx.api_url, ctx.public_url, ctx.vault, credentials, market.base,
                                                   ctx.concurrency, pool)  # fmt: skip
     plan_input = fanout.PlanInput(
-        execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new, free_balances=balances, **plan
+        execution_id,
+        strategy.id,
+        signal,
+        market,
+        ctx.fee_rate,
+        now,
+        allow_new,
+        free_balances=balances,
+        **plan,
     )
     with clock("plan_ms"), session_scope(ctx.settings) as session:
         jobs = fanout.plan(session, plan_input, result)
         fanout.mark_sending(session, jobs)
     if jobs:
-        with clock("send_ms"):
-            await fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool)
-        with clock("record_ms"), session_scope(ctx.settings) as session:
-            fanout.record(session, jobs, now, result)
+        await fanout.send_and_record(ctx, jobs, now, result, pool=pool, timings=result.timings)
     if market.kind == "spot" and result.resumed:  # a fresh run sent each take profit after its entry
         with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
             tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
-            with clock("tp_send_ms"):
-                await fanout.send_all(ctx.api_url, ctx.public_url, ctx.vault, tp_jobs, ctx.concurrency, pool)
             tp_result = fanout.FanoutResult()
-            with clock("tp_record_ms"), session_scope(ctx.settings) as session:
-                fanout.record(session, tp_jobs, now, tp_result)
+            await fanout.send_and_record(
+                ctx, tp_jobs, now, tp_result, pool=pool, timings=result.timings, prefix="tp_"
+            )
             for sub_id, outcome in tp_result.outcomes.items():
                 if outcome["status"] in ("FAILED", "UNKNOWN"):
                     result.outcomes.setdefault(sub_id, {"status": "PLACED"})["take_profit_error"] = (
@@ -426,7 +432,7 @@ def _open_trades(ctx: LiveContext, strategy_id: int) -> dict[int, list[int]]:
     with session_scope(ctx.settings) as session:
         rows = session.execute(
             select(Trade.subscription_id, Trade.id)
-            .where(Trade.strategy_id == strategy_id, Trade.status.in_(fanout.OPEN_TRADE))
+            .where(Trade.strategy_id == strategy_id, Trade.status.in_(OPEN_TRADE))
             .order_by(Trade.id)
         ).all()
     out: dict[int, list[int]] = {}
@@ -470,8 +476,8 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
         waiting = dict(session.execute(
             select(Order.trade_id, Order.client_order_id)
             .join(Trade, Trade.id == Order.trade_id)
-            .where(Trade.strategy_id == strategy.id, Trade.status == "OPEN", Order.execution_id != execution_id,
-                   Order.leg.in_(("EXIT", "STOP_LOSS")), Order.status.in_(("SENDING", "UNKNOWN")))
+            .where(Trade.strategy_id == strategy.id, Trade.status == TradeStatus.OPEN, Order.execution_id != execution_id,
+                   Order.leg.in_((Leg.EXIT, Leg.STOP_LOSS)), Order.status.in_((OrderStatus.SENDING, OrderStatus.UNKNOWN)))
         ).all())  # fmt: skip
     for sub_id, ids in _open_trades(ctx, strategy.id).items():  # adopted or linked back by that pass
         before[sub_id] = sorted({*before.get(sub_id, []), *ids})
@@ -484,7 +490,7 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
     with session_scope(ctx.settings) as session:
         touched = {t for ids in before.values() for t in ids}
         closed = {
-            t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(touched), Trade.status == "CLOSED"))
+            t.id: t for t in session.scalars(select(Trade).where(Trade.id.in_(touched), Trade.status == TradeStatus.CLOSED))
         }  # fmt: skip
         for sub_id in sorted(set(sub_ids)):
             still = after.get(sub_id, [])
@@ -493,7 +499,7 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
                 why = result.outcomes.get(sub_id, {}).get("reason")
                 why = why or ("an earlier exit's outcome is still unknown" if set(still) & set(waiting)
                               else "its entry's outcome is still unknown" if any(
-                                  session.get(Trade, t).status == "PENDING" for t in still)
+                                  session.get(Trade, t).status == TradeStatus.PENDING for t in still)
                               else "the exchange did not confirm the exit")  # fmt: skip
                 outcomes[sub_id] = {"status": "NOT_CLOSED", "reason": why, "open_trades": still}
             elif mine:

@@ -3,7 +3,6 @@ counters moved in the same transaction as the close."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,16 +11,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xcoin_trading.store.db import bulk_json, jsonb_recordset
+from xcoin_trading.store.lifecycle import Exit, ExitReason, Leg, TradeStatus
 from xcoin_trading.store.models import Subscription, Trade
 
-EXIT_TYPES = ("TAKE_PROFIT", "STOP_LOSS", "SIGNAL", "LIQUIDATION", "MANUAL", "END")
+EXIT_TYPES = tuple(r.value for r in ExitReason)
+__all__ = ["EXIT_TYPES", "Exit", "client_order_id", "close_trade", "close_trades", "realised_pnl"]
 
 
 def client_order_id(execution_id: int, subscription_id: int, leg: str, trade_id: int | None = None) -> str:
     """Deterministic per (execution, subscription, leg[, trade]): a retry can never mint a new id.
 
     Exits name the trade they close (one execution may close several). At most 36 characters."""
-    code = {"ENTRY": "E", "TAKE_PROFIT": "T", "STOP_LOSS": "S", "EXIT": "X"}[leg]
+    code = {Leg.ENTRY: "E", Leg.TAKE_PROFIT: "T", Leg.STOP_LOSS: "S", Leg.EXIT: "X"}[leg]
     suffix = str(trade_id) if trade_id is not None else ""
     return f"xc-{execution_id}-{subscription_id}-{code}{suffix}"
 
@@ -52,14 +53,14 @@ def close_trade(
     """`subscription`: the trade's subscription already locked (FOR UPDATE) by the caller."""
     if exit_type not in EXIT_TYPES:
         raise ValueError(f"exit_type must be one of {EXIT_TYPES}, got {exit_type!r}")
-    if trade.status == "CLOSED":
+    if trade.status == TradeStatus.CLOSED:
         return trade
     pnl, pnl_pct = realised_pnl(trade, exit_price, exit_fee)
     trade.exit_price = exit_price
     trade.exit_fee = exit_fee
     trade.fees = trade.entry_fee + exit_fee
     trade.pnl, trade.pnl_pct = pnl, pnl_pct
-    trade.exit_type, trade.exit_time, trade.status = exit_type, exit_time, "CLOSED"
+    trade.exit_type, trade.exit_time, trade.status = exit_type, exit_time, TradeStatus.CLOSED
     # Row lock on Postgres; SQLite serialises writers. Python arithmetic keeps Decimal exact on both.
     sub = subscription
     if sub is None or sub.id != trade.subscription_id:
@@ -71,14 +72,6 @@ def close_trade(
     sub.losing_trades += 0 if pnl > 0 else 1
     sub.total_pnl = sub.total_pnl + pnl
     return trade
-
-
-@dataclass(frozen=True)
-class Exit:
-    price: Decimal
-    fee: Decimal
-    type: str
-    time: datetime
 
 
 _CLOSED_COLUMNS = (
@@ -112,7 +105,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
             for trade in session.scalars(
                 select(Trade).where(Trade.id.in_(ids[start : start + 500])).order_by(Trade.id)
             ):
-                if trade.status != "CLOSED":
+                if trade.status != TradeStatus.CLOSED:
                     e = exits[trade.id]
                     close_trade(
                         session, trade, exit_price=e.price, exit_fee=e.fee, exit_type=e.type, exit_time=e.time
@@ -124,7 +117,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
         for trade in session.execute(
             select(Trade.id, Trade.subscription_id, Trade.side, Trade.entry_price, Trade.quantity, Trade.entry_fee,
                    Trade.leverage)
-            .where(Trade.id.in_(ids[start : start + 5000]), Trade.status != "CLOSED")
+            .where(Trade.id.in_(ids[start : start + 5000]), Trade.status != TradeStatus.CLOSED)
         ):  # fmt: skip
             subscription_ids.add(trade.subscription_id)
             e = exits[trade.id]

@@ -13,21 +13,11 @@ from sqlalchemy.orm import Session
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.catalog import default_market
 from xcoin_trading.exchange.markets import FUTURES_MARKETS, SPOT_MARKETS
+from xcoin_trading.store.lifecycle import PENDING, OrderStatus, TradeStatus
 from xcoin_trading.store.models import Order, Strategy, Subscription, Trade
 
-ORDER_STATUSES = (
-    "INTENT",
-    "SENDING",
-    "OPEN",
-    "PARTIALLY_FILLED",
-    "FILLED",
-    "CANCELLED",
-    "REJECTED",
-    "UNKNOWN",
-    "LOST",
-    "EXTERNAL",
-)
-PENDING_STATUSES = ("INTENT", "SENDING", "OPEN", "PARTIALLY_FILLED", "UNKNOWN")
+ORDER_STATUSES = tuple(s.value for s in OrderStatus)
+PENDING_STATUSES = PENDING
 MAX_PAGE_SIZE = 100
 # Products of two NUMERIC(38, 18) amounts have up to 76 digits: computed exactly, not at the
 # default context's 28 significant digits.
@@ -70,7 +60,7 @@ def open_trades(session: Session, user_id: int) -> list[tuple[Trade, str]]:
     rows = session.execute(
         select(Trade, Strategy.name)
         .join(Strategy, Strategy.id == Trade.strategy_id)
-        .where(Trade.user_id == user_id, Trade.status == "OPEN", Trade.entry_price.is_not(None))
+        .where(Trade.user_id == user_id, Trade.status == TradeStatus.OPEN, Trade.entry_price.is_not(None))
         .order_by(Trade.entry_time, Trade.id)
     ).all()
     return [(trade, name) for trade, name in rows]
@@ -152,10 +142,10 @@ def orders_page(
     summary_row = session.execute(
         select(
             func.count(Order.id),
-            func.sum(case((Order.status == "FILLED", 1), else_=0)),
+            func.sum(case((Order.status == OrderStatus.FILLED, 1), else_=0)),
             func.sum(case((Order.status.in_(PENDING_STATUSES), 1), else_=0)),
-            func.sum(case((Order.status == "CANCELLED", 1), else_=0)),
-            func.sum(case((Order.status == "REJECTED", 1), else_=0)),
+            func.sum(case((Order.status == OrderStatus.CANCELLED, 1), else_=0)),
+            func.sum(case((Order.status == OrderStatus.REJECTED, 1), else_=0)),
         )
         .select_from(Order)
         .join(Subscription, Subscription.id == Order.subscription_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,20 @@ from xcoin_trading.candles import CANDLE_COLUMNS, read_candle_file, to_candle_fr
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.money import to_decimal
 
-ACTIONS = ("HOLD", "LONG", "SHORT", "EXIT")
-# Physical codes of the Enum are the kernel's int8 action codes: HOLD=0, LONG=1, SHORT=2, EXIT=3.
+
+class Action(IntEnum):
+    """A signal's action. The value is the backtest kernel's int8 code and the physical code of
+    `ACTION_DTYPE` (its categories are listed in value order)."""
+
+    HOLD = 0
+    LONG = 1
+    SHORT = 2
+    EXIT = 3
+
+
+ACTIONS = tuple(a.name for a in Action)
 ACTION_DTYPE = pl.Enum(list(ACTIONS))
-HOLD, LONG, SHORT, EXIT = range(4)
+HOLD, LONG, SHORT, EXIT = map(int, Action)  # plain ints: numba compiles module globals as constants
 
 SIGNAL_COLUMNS = ("action", "stop_loss", "take_profit")
 JIT_MIN_ROWS = 2_000
@@ -74,11 +85,11 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
     n = action.shape[0]
     entries = 0
     for i in range(n):
-        entries += (action[i] == 1) | (action[i] == 2)
+        entries += (action[i] == LONG) | (action[i] == SHORT)
     rows = np.empty(entries, np.int64)
     k = 0
     for i in range(n):
-        if (action[i] == 1) | (action[i] == 2):
+        if (action[i] == LONG) | (action[i] == SHORT):
             rows[k] = i
             k += 1
     nonfinite = nonpositive = long_side = short_side = -1
@@ -99,9 +110,9 @@ def _level_faults_nb(action, close, stop, stop_bits, stop_offset, take, take_bit
         if sl <= 0 or tp <= 0:
             nonpositive = i if nonpositive < 0 else nonpositive
         c = close[i]
-        if action[i] == 1 and (sl >= c or tp <= c):
+        if action[i] == LONG and (sl >= c or tp <= c):
             long_side = i if long_side < 0 else long_side
-        if action[i] == 2 and (sl <= c or tp >= c):
+        if action[i] == SHORT and (sl <= c or tp >= c):
             short_side = i if short_side < 0 else short_side
     return (nonfinite, nonpositive, long_side, short_side), stops, takes
 
