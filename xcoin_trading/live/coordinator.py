@@ -220,6 +220,7 @@ def execute(
     step: int,
     *,
     deadline: float | None = None,  # time.time() by which its sandbox must have answered
+    signal_only: bool = False,  # a sharded fan-out: stop once the signal is recorded (SIGNALLED)
 ) -> ExecutionReport:
     key = interval_key(close_time, strategy.resolution)
     report = ExecutionReport(strategy.id, strategy.code, key, "LOCKED")
@@ -254,6 +255,9 @@ def execute(
         if signal.action == "HOLD":
             report.status = "NO_SIGNAL"
             _finish(ctx, execution_id, started, status="NO_SIGNAL")
+            return report
+        if signal_only:  # the shards fan it out (live/shards.py) and complete the execution
+            report.status = "SIGNALLED"
             return report
         result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
         report.status, report.outcomes = "COMPLETED", result.outcomes
@@ -296,17 +300,19 @@ def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
 def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
              allow_new: bool, **plan: Any) -> fanout.FanoutResult:  # fmt: skip
     sizing = allow_new and signal.action in ("LONG", "SHORT") and not plan.get("every_subscription")
-    credentials = _entry_credentials(ctx, strategy.id) if sizing else []
+    credentials = _entry_credentials(ctx, strategy.id, plan.get("only")) if sizing else []
     with _accounts_held([c.id for c in credentials]), _heap_frozen():
         return asyncio.run(
-            _fan_out_async(ctx, strategy, execution_id, signal, now, allow_new, credentials=credentials, **plan)
+            _fan_out_async(
+                ctx, strategy, execution_id, signal, now, allow_new, credentials=credentials, **plan
+            )
         )
 
 
-def _entry_credentials(ctx: LiveContext, strategy_id: int) -> list[BrokerCredential]:
-    """The accounts (active broker keys) of the strategy's active, unpaused subscribers."""
+def _entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[BrokerCredential]:
+    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard)."""
     with session_scope(ctx.settings) as session:
-        rows = session.scalars(
+        query = (
             select(BrokerCredential)
             .join(Subscription, Subscription.broker_credential_id == BrokerCredential.id)
             .where(
@@ -316,7 +322,8 @@ def _entry_credentials(ctx: LiveContext, strategy_id: int) -> list[BrokerCredent
                 BrokerCredential.is_active.is_(True),
             )
             .order_by(BrokerCredential.id)
-        ).all()
+        )
+        rows = session.scalars(query if only is None else query.where(only)).all()
         session.expunge_all()
     return list({c.id: c for c in rows}.values())
 
@@ -375,7 +382,15 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
             balances = await fanout.free_balances(ctx.api_url, ctx.public_url, ctx.vault, credentials, market.base,
                                                   ctx.concurrency, pool)  # fmt: skip
     plan_input = fanout.PlanInput(
-        execution_id, strategy.id, signal, market, ctx.fee_rate, now, allow_new, free_balances=balances, **plan
+        execution_id,
+        strategy.id,
+        signal,
+        market,
+        ctx.fee_rate,
+        now,
+        allow_new,
+        free_balances=balances,
+        **plan,
     )
     with clock("plan_ms"), session_scope(ctx.settings) as session:
         jobs = fanout.plan(session, plan_input, result)
@@ -387,7 +402,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
             fanout.record(session, jobs, now, result)
     if market.kind == "spot" and result.resumed:  # a fresh run sent each take profit after its entry
         with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
-            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
+            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market, plan_input.only)
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
             with clock("tp_send_ms"):
