@@ -239,3 +239,40 @@ def test_the_same_shard_fired_twice_at_once_places_each_order_once(live_world_fa
 def test_a_bad_shard_is_refused_naming_the_option(value):
     with pytest.raises(ValidationError, match="--shard"):
         parse_shard("--shard", value)
+
+
+def test_the_sharded_dagster_job_runs_each_shard_in_its_own_process(live_world_factory, tmp_path):
+    """The code location with XCOIN_FANOUT_SHARDS=2: the live job's shards are separate steps of the
+    multiprocess executor; the run config is the single-process job's."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from xcoin_pipelines.defs.live.jobs import candle_run_config
+
+    world = live_world_factory(6, servers=True)
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    config = candle_run_config(
+        "BTCUSDT", "1m", CLOSE.strftime(iso), (CLOSE + timedelta(seconds=1)).strftime(iso)
+    )
+    root = Path(__file__).resolve().parents[1]
+    config_file = tmp_path / "run.json"  # JSON is YAML
+    config_file.write_text(json.dumps(config))
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "xcoin_pipelines.definitions",
+         "-j", "live_execution_job", "-c", str(config_file)],
+        cwd=root, env=world.env(XCOIN_FANOUT_SHARDS="2", DAGSTER_HOME=str(tmp_path)), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "live_candle_shard[shard_1]" in run.stdout + run.stderr
+    with session_scope(world.settings) as session:
+        execution = session.scalar(sa.select(StrategyExecution))
+        assert execution.status == "COMPLETED" and execution.trades_created == 6
+        shards = session.scalars(sa.select(ExecutionShard).order_by(ExecutionShard.shard)).all()
+        assert [(s.shard, s.status) for s in shards] == [(0, "COMPLETED"), (1, "COMPLETED")]
+        pids = {s.worker_id.split(":")[1] for s in shards}
+        assert len(pids) == 2  # two processes
+        assert {s.dagster_run_id for s in shards} == {execution.dagster_run_id}
+    assert _entries_per_account(world) == Counter({sub: 1 for sub in world.keys})
