@@ -276,3 +276,30 @@ def test_the_sharded_dagster_job_runs_each_shard_in_its_own_process(live_world_f
         assert len(pids) == 2  # two processes
         assert {s.dagster_run_id for s in shards} == {execution.dagster_run_id}
     assert _entries_per_account(world) == Counter({sub: 1 for sub in world.keys})
+
+
+def test_a_shard_that_fails_on_a_bug_fails_the_execution_and_the_other_shard_places_nothing(
+    live_world_factory, monkeypatch
+):
+    from xcoin_trading.live import coordinator
+
+    world = live_world_factory(4, servers=True)
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ctx = live_context(world.settings)
+    original = coordinator._fan_out
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the fan-out")
+
+    monkeypatch.setattr(coordinator, "_fan_out", broken)
+    [first] = run_candle_shard(ctx, "BTCUSDT", "1m", CLOSE, 0, 2, now=CLOSE + timedelta(seconds=1))
+    monkeypatch.setattr(coordinator, "_fan_out", original)
+    assert (first.status, first.execution_status) == ("FAILED", "FAILED")
+    assert "a bug in the fan-out" in first.error
+    [second] = run_candle_shard(ctx, "BTCUSDT", "1m", CLOSE, 1, 2, now=CLOSE + timedelta(seconds=1))
+    assert second.status == "FAILED"  # the candle failed as a whole, as one process's would
+    with session_scope(world.settings) as session:
+        execution = session.scalar(sa.select(StrategyExecution))
+        assert execution.status == "FAILED" and "shard 0/2" in execution.error
+        assert session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
+        assert session.scalar(sa.select(ExecutionShard.status)) == "FAILED"

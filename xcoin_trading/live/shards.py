@@ -173,15 +173,22 @@ def _fan_out_shard(ctx: LiveContext, strategy: StrategySettings, report: ShardRe
         report.execution_status, report.trades_created = _complete(ctx, execution_id, row_id, shards, result,
                                                                    started)  # fmt: skip
         report.status, report.subscribers = "COMPLETED", len(result.outcomes)
-    except Exception as exc:  # recorded on the shard; a re-run resumes it (intents resolved by client id)
+    except Exception as exc:  # a bug of ours, as in `execute`: the execution FAILS; the reconciler
+        # resolves what this shard left in flight by client id. The other shards finish their own.
         report.status, report.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        error = f"shard {shard}/{shards}: {report.error}"[:2000]
         with session_scope(ctx.settings) as session:
             session.execute(
                 update(ExecutionShard)
                 .where(ExecutionShard.id == row_id)
-                .values(status="FAILED", error=report.error[:2000], finished_at=utcnow(), updated_at=utcnow())
+                .values(status="FAILED", error=error, finished_at=utcnow(), updated_at=utcnow())
             )
-        ctx.locks.release(lock, ctx.worker_id)
+            session.execute(
+                update(StrategyExecution)
+                .where(StrategyExecution.id == execution_id, StrategyExecution.status == "RUNNING")
+                .values(status="FAILED", error=error, finished_at=utcnow(), updated_at=utcnow())
+            )
+        report.execution_status = "FAILED"
         coordinator.log.exception("shard %s/%s of execution %s failed", shard, shards, execution_id)
 
 

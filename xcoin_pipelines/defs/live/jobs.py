@@ -267,7 +267,13 @@ def _sharded_job(shards: int) -> dg.JobDefinition:
         reports = run_candle_shard(
             ctx, candle["symbol"], candle["resolution"], close, candle["shard"], candle["shards"], now=now
         )
-        return _rows(context, settings, reports)
+        rows = _rows(context, settings, reports)
+        stuck = [r for r in reports if r.status == "FAILED" and r.execution_status is None]
+        if stuck:  # nothing recorded it (no signal in time): the run fails, its failure sensor takes over
+            raise dg.Failure(
+                description="; ".join(f"{r.strategy_code}: {r.error}" for r in stuck)[:ERROR_SHOWN]
+            )
+        return rows
 
     @dg.op(name="live_candle_summary", tags={"xcoin/kind": "live"})
     def live_candle_summary(
