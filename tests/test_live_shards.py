@@ -263,7 +263,7 @@ def test_the_sharded_dagster_job_runs_each_shard_in_its_own_process(live_world_f
         [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "xcoin_pipelines.definitions",
          "-j", "live_execution_job", "-c", str(config_file)],
         cwd=root, env=world.env(XCOIN_FANOUT_SHARDS="2", DAGSTER_HOME=str(tmp_path)), capture_output=True,
-        text=True, timeout=300,
+        text=True, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "live_candle_shard[shard_1]" in run.stdout + run.stderr
