@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -157,6 +158,11 @@ def measure(
                 executions = session.scalars(
                     sa.select(StrategyExecution).order_by(StrategyExecution.id)
                 ).all()
+                seen = Counter((e.status, e.signal, (e.error or "")[:100]) for e in executions)
+                print(
+                    f"  executions ({'prelaunch' if prelaunch_ms else 'at close'}): {dict(seen)}",
+                    file=sys.stderr,
+                )
                 for e in executions[1:]:  # the first candle also paid the daemon's start-up
                     close = e.scheduled_at.timestamp()
                     entries = session.scalars(
