@@ -5,10 +5,18 @@ follow one spot strategy that enters on even minutes and exits on odd ones; a lo
 (`dagster.example.yaml`: queued coordinator, 1 s dequeue) runs `dagster-daemon` with
 `candle_close_sensor` on. For every entry candle: when the run was created and its step started
 (negative = before the close), when the exchange created the first entry order (its own clock), and
-when the last entry's answer was recorded. Two modes in one run, the same everything else:
+when the last entry's answer was recorded, and each step's share of the way there (below). Two
+modes in one run, the same everything else:
 
 - `prelaunch`: the sensor requests a close up to 20 s ahead and the run waits for it warm (default);
 - `at close`: `XCOIN_LIVE_PRELAUNCH_MS=0`, the run is requested after the close (the old path).
+
+Steps (times from the Dagster instance, the execution row and the exchange's own order time): sensor
+tick → run requested → run started (dequeue, launch, process start) → op started → op waiting →
+close → execution claimed → candles fetched → strategy (sandbox) → balances + plan + intents →
+first entry acknowledged. A step's share is the part of it after the close over close → first ack.
+`--every-candle` makes every candle an entry (positions stack; max positions raised), so N candles
+give N samples instead of N/2.
 
     XCOIN_TEST_POSTGRES_URL=... .venv/bin/python benchmarks/candle_latency.py [--n 100] [--candles 6]
 """
@@ -19,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -47,7 +56,69 @@ def _exchange_ms(raw: dict | None) -> float | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-def measure(url: str, admin, n: int, candles: int, prelaunch_ms: int) -> list[dict]:
+EVERY_CANDLE = """
+import polars as pl
+DEFAULT_PARAMS = {}
+def signals(candles, params):
+    return candles.select(pl.lit("LONG").alias("action"),
+        (pl.col("close") * 0.95).alias("stop_loss"), (pl.col("close") * 1.05).alias("take_profit"))
+"""
+
+
+def _sensor_ticks(instance) -> dict[str, float]:
+    """Run id -> timestamp of the candle_close_sensor tick that requested it."""
+    out: dict[str, float] = {}
+    for state in instance.all_instigator_state():
+        if state.instigator_name != "candle_close_sensor":
+            continue
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5000):
+            for run_id in tick.run_ids:
+                out[run_id] = tick.timestamp
+    return out
+
+
+def _first_log(instance, run_id: str, close: float) -> dict[str, float]:
+    """Seconds from the close to the run's start, its step's start and the op's 'waiting' log."""
+    out: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event.event_type.name if entry.dagster_event else None
+        if event in ("RUN_START", "STEP_START"):
+            out.setdefault(event, entry.timestamp - close)
+        elif event is None and "waiting for the close" in (entry.user_message or ""):
+            out.setdefault("WAITING", entry.timestamp - close)
+    return out
+
+
+STEPS = (
+    "sensor tick → run requested",
+    "run requested → run started",
+    "run started → op started",
+    "op started → op waiting",
+    "op waiting → close",
+    "→ execution claimed",
+    "candles fetched",
+    "strategy",
+    "balances + plan + intents",
+    "send → first ack",
+)
+
+
+def steps_of(row: dict) -> list[tuple[float, float]]:
+    """(start, end) of each of STEPS, seconds from the close (negative: before it)."""
+    tick, created, run, step = row["tick"], row["run_created"], row["run_start"], row["step_start"]
+    waiting = row["waiting"] if row["waiting"] is not None else step
+    waited = max(0.0, waiting)  # the op waits until the close when it started before it
+    claimed = row["claimed"]
+    candles = claimed + row["candles_ms"] / 1000
+    strategy = candles + row["strategy_ms"] / 1000
+    planned = strategy + row["plan_ms"] / 1000
+    return [(tick, created), (created, run), (run, step), (step, waiting), (waiting, waited), (waited, claimed),
+            (claimed, candles), (candles, strategy), (strategy, planned), (planned, row["first_ack"])]  # fmt: skip
+
+
+def measure(
+    url: str, admin, n: int, candles: int, prelaunch_ms: int, every_candle: bool = False
+) -> list[dict]:
     import dagster as dg
     import sqlalchemy as sa
 
@@ -58,7 +129,11 @@ def measure(url: str, admin, n: int, candles: int, prelaunch_ms: int) -> list[di
     store = fresh_store(f"latency{prelaunch_ms}")
     strategy_id, _ = seed(store, admin, n)
     with session_scope(store) as session:
-        session.get(Strategy, strategy_id).source = ALTERNATING
+        session.get(Strategy, strategy_id).source = EVERY_CANDLE if every_candle else ALTERNATING
+        if every_candle:
+            from xcoin_trading.store.models import Subscription
+
+            session.execute(sa.update(Subscription).values(max_positions=candles + 5))
     rows = []
     with dagster_daemon(url, store, before_daemon=["sensor", "start", "candle_close_sensor"]):
         instance = dg.DagsterInstance.get()
@@ -78,10 +153,16 @@ def measure(url: str, admin, n: int, candles: int, prelaunch_ms: int) -> list[di
                 r.dagster_run.run_id: r
                 for r in instance.get_run_records(filters=dg.RunsFilter(job_name="live_execution_job"))
             }
+            ticks = _sensor_ticks(instance)
             with session_scope(store) as session:
                 executions = session.scalars(
                     sa.select(StrategyExecution).order_by(StrategyExecution.id)
                 ).all()
+                seen = Counter((e.status, e.signal, (e.error or "")[:100]) for e in executions)
+                print(
+                    f"  executions ({'prelaunch' if prelaunch_ms else 'at close'}): {dict(seen)}",
+                    file=sys.stderr,
+                )
                 for e in executions[1:]:  # the first candle also paid the daemon's start-up
                     close = e.scheduled_at.timestamp()
                     entries = session.scalars(
@@ -90,15 +171,19 @@ def measure(url: str, admin, n: int, candles: int, prelaunch_ms: int) -> list[di
                     if e.signal != "LONG" or not entries:
                         continue
                     record = runs.get(e.dagster_run_id or "")
-                    step = None
-                    if record is not None:
-                        for entry in instance.all_logs(record.dagster_run.run_id):
-                            if entry.dagster_event and entry.dagster_event.event_type.name == "STEP_START":
-                                step = entry.timestamp - close
-                                break
+                    logs = _first_log(instance, record.dagster_run.run_id, close) if record else {}
+                    step = logs.get("STEP_START")
                     acked = [t for t in (_exchange_ms(o.raw_last_response) for o in entries) if t]
+                    timings = (e.details or {}).get("timings", {})
                     rows.append({
                         "status": e.status,
+                        "tick": ticks[record.dagster_run.run_id] - close if record and record.dagster_run.run_id in ticks else None,
+                        "run_start": logs.get("RUN_START"),
+                        "waiting": logs.get("WAITING"),
+                        "claimed": e.started_at.timestamp() - close,
+                        "candles_ms": timings.get("candles_ms", 0),
+                        "strategy_ms": timings.get("strategy_ms", 0),
+                        "plan_ms": timings.get("balances_ms", 0) + timings.get("plan_ms", 0),
                         "run_created": record.create_timestamp.timestamp() - close if record else None,
                         "step_start": step,
                         "first_ack": (min(acked) - close) if acked else None,
@@ -116,6 +201,10 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=100, help="subscribers")
     parser.add_argument("--candles", type=int, default=6, help="candles per mode (half of them enter)")
+    parser.add_argument("--every-candle", action="store_true", help="every candle enters: a sample each")
+    parser.add_argument(
+        "--modes", nargs="*", default=["prelaunch", "at-close"], help="prelaunch and/or at-close"
+    )
     args = parser.parse_args()
 
     from xcoin_trading.exchange.simulator import SimulatorAdmin
@@ -127,8 +216,10 @@ def main() -> None:
         os.environ["XCOIN_ENCRYPTION_KEY"] = "k1:" + base64.b64encode(os.urandom(32)).decode()
     results = {}
     with SimulatorProcess(["--seed", "9", "--no-rate-limits"]) as sim, SimulatorAdmin(sim.url) as admin:
-        for label, lead in (("prelaunch 20 s", 20000), ("at close", 0)):
-            results[label] = measure(sim.url, admin, args.n, args.candles, lead)
+        modes = {"prelaunch": ("prelaunch 20 s", 20000), "at-close": ("at close", 0)}
+        for mode in args.modes:
+            label, lead = modes[mode]
+            results[label] = measure(sim.url, admin, args.n, args.candles, lead, args.every_candle)
     load = os.getloadavg()[0]
     print(
         f"\nCandle close → first entry acknowledged through the daemon (N={args.n}, load avg {load:.1f}), seconds"
@@ -148,6 +239,25 @@ def main() -> None:
               f"{percentile(first, 0.5):>8.2f} / {percentile(first, 0.95):<7.2f} "
               f"{percentile(last, 0.5):>11.2f} / {percentile(last, 0.95):<7.2f}")  # fmt: skip
     print("Target (issue 18): close → first entry acknowledged p95 ≤ 2 s at N = 100.")
+    for label, rows in results.items():
+        ok = [
+            r
+            for r in rows
+            if r["first_ack"] is not None and None not in (r["tick"], r["run_start"], r["step_start"])
+        ]
+        if not ok:
+            continue
+        print(f"\n{label}: each step, median over {len(ok)} entry candles (seconds from the close; share = the "
+              "part after the close / close → first ack)")  # fmt: skip
+        print(f"{'step':<30} {'starts at':>9} {'takes':>7} {'p95':>7} {'share':>6}")
+        spans = [steps_of(r) for r in ok]
+        for i, name in enumerate(STEPS):
+            starts = [s[i][0] for s in spans]
+            takes = [s[i][1] - s[i][0] for s in spans]
+            after = [max(0.0, s[i][1]) - max(0.0, s[i][0]) for s in spans]
+            total = sum(r["first_ack"] for r in ok)
+            print(f"{name:<30} {percentile(starts, 0.5):>9.2f} {percentile(takes, 0.5):>7.2f} "
+                  f"{percentile(takes, 0.95):>7.2f} {100 * sum(after) / total:>5.0f}%")  # fmt: skip
 
 
 def statistics_mean(values: list[float]) -> float:

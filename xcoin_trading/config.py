@@ -45,6 +45,7 @@ class Settings:
     max_leverage: Decimal = Decimal("20")
     jwt_secret: str | None = field(default=None, repr=False)
     fanout_concurrency: int = 200  # requests in flight during one signal's fan-out
+    fanout_shards: int = 1  # a candle's fan-out split by account into this many steps (live/shards.py)
     password_check_concurrency: int = 4  # argon2 hashes/verifications at once per API process
     max_body_bytes: int = 1024 * 1024  # request bodies above this answer 413, unread
     # OAuth login with Google (all three set → enabled); see docs/api.md ("Choices worth knowing").
@@ -66,6 +67,7 @@ class Settings:
             max_leverage=Decimal(_env("XCOIN_MAX_LEVERAGE") or "20"),
             jwt_secret=_env("XCOIN_JWT_SECRET"),
             fanout_concurrency=int(_env("XCOIN_FANOUT_CONCURRENCY") or "200"),
+            fanout_shards=_positive_int("XCOIN_FANOUT_SHARDS", 1),
             password_check_concurrency=_positive_int("XCOIN_PASSWORD_CHECKS", 4),
             max_body_bytes=_positive_int("XCOIN_MAX_BODY_BYTES", 1024 * 1024),
             google_client_id=_env("XCOIN_GOOGLE_CLIENT_ID"),

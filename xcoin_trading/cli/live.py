@@ -24,7 +24,13 @@ def live_group() -> None:
 @click.option(
     "--now", "now", default=None, help="Pretend it is this time (replays); default: --at, else the clock."
 )
-def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
+@click.option(
+    "--shard",
+    "shard",
+    default=None,
+    help="K/N: only shard K of a fan-out split into N (0 ≤ K < N) by account.",
+)
+def tick(symbol: str, resolution: str, at: str | None, now: str | None, shard: str | None) -> None:
     """Run every strategy on SYMBOL/RESOLUTION for one candle close and place its orders."""
     from xcoin_trading.live.coordinator import live_context, run_candle_close
     from xcoin_trading.timeframes import floor_ms, from_ms, resolution_ms, to_ms, utcnow
@@ -32,7 +38,13 @@ def tick(symbol: str, resolution: str, at: str | None, now: str | None) -> None:
     resolution_ms(resolution)
     close = parse_utc(at, "--at") or from_ms(floor_ms(to_ms(utcnow()), resolution))
     moment = parse_utc(now, "--now") or (close if at else utcnow())
-    reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
+    if shard is None:
+        reports = run_candle_close(live_context(), symbol, resolution, close, now=moment)
+    else:
+        from xcoin_trading.live.shards import parse_shard, run_candle_shard
+
+        k, n = parse_shard("--shard", shard)
+        reports = run_candle_shard(live_context(), symbol, resolution, close, k, n, now=moment)
     from xcoin_trading.alerts import execution_reports
 
     execution_reports(reports)

@@ -199,6 +199,7 @@ def execute(
     step: int,
     *,
     deadline: float | None = None,  # time.time() by which its sandbox must have answered
+    signal_only: bool = False,  # a sharded fan-out: stop once the signal is recorded (SIGNALLED)
 ) -> ExecutionReport:
     key = interval_key(close_time, strategy.resolution)
     report = ExecutionReport(strategy.id, strategy.code, key, "LOCKED")
@@ -213,6 +214,7 @@ def execute(
         return report
     started = time.perf_counter()
     late = now - close_time > timedelta(milliseconds=step * ctx.staleness_fraction)
+    before_fan_out: dict[str, int] = {}
     try:
         signal = _recorded_signal(ctx, execution_id) if resumed else None
         if signal is None:
@@ -223,8 +225,13 @@ def execute(
                 )
                 _finish(ctx, execution_id, started, status="SKIPPED", error=report.error)
                 return report
+            fetching = time.perf_counter()
             candles = _fetch_candles(ctx, strategy, close_time, step)
+            running = time.perf_counter()
             signal = last_signal(run_strategy(strategy, candles, ctx.sandbox, deadline=deadline), candles)
+            # Where a candle's latency goes before the fan-out (benchmarks/candle_latency.py reports it).
+            before_fan_out = {"candles_ms": int((running - fetching) * 1000),
+                              "strategy_ms": int((time.perf_counter() - running) * 1000)}  # fmt: skip
             with session_scope(ctx.settings) as session:  # committed before any order: a resume reuses it
                 row = session.get(StrategyExecution, execution_id)
                 row.signal, row.signal_price = signal.action, signal.price
@@ -233,6 +240,9 @@ def execute(
         if signal.action == "HOLD":
             report.status = "NO_SIGNAL"
             _finish(ctx, execution_id, started, status="NO_SIGNAL")
+            return report
+        if signal_only:  # the shards fan it out (live/shards.py) and complete the execution
+            report.status = "SIGNALLED"
             return report
         result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
         report.status, report.outcomes = "COMPLETED", result.outcomes
@@ -245,7 +255,8 @@ def execute(
         _finish(
             ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
             trades_created=trades,
-            details={"outcomes": {str(k): v for k, v in result.outcomes.items()}, "timings": result.timings},
+            details={"outcomes": {str(k): v for k, v in result.outcomes.items()},
+                     "timings": {**before_fan_out, **result.timings}},
             error=f"{len(failures)} subscriber(s) failed" if failures else None,
         )  # fmt: skip
     except XcoinError as exc:
@@ -275,7 +286,7 @@ def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
 def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
              allow_new: bool, **plan: Any) -> fanout.FanoutResult:  # fmt: skip
     sizing = allow_new and signal.action in ("LONG", "SHORT") and not plan.get("every_subscription")
-    credentials = _entry_credentials(ctx, strategy.id) if sizing else []
+    credentials = _entry_credentials(ctx, strategy.id, plan.get("only")) if sizing else []
     with _accounts_held([c.id for c in credentials]), _heap_frozen():
         return asyncio.run(
             _fan_out_async(
@@ -284,10 +295,10 @@ def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, si
         )
 
 
-def _entry_credentials(ctx: LiveContext, strategy_id: int) -> list[BrokerCredential]:
-    """The accounts (active broker keys) of the strategy's active, unpaused subscribers."""
+def _entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[BrokerCredential]:
+    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard)."""
     with session_scope(ctx.settings) as session:
-        rows = session.scalars(
+        query = (
             select(BrokerCredential)
             .join(Subscription, Subscription.broker_credential_id == BrokerCredential.id)
             .where(
@@ -297,7 +308,8 @@ def _entry_credentials(ctx: LiveContext, strategy_id: int) -> list[BrokerCredent
                 BrokerCredential.is_active.is_(True),
             )
             .order_by(BrokerCredential.id)
-        ).all()
+        )
+        rows = session.scalars(query if only is None else query.where(only)).all()
         session.expunge_all()
     return list({c.id: c for c in rows}.values())
 
@@ -373,7 +385,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
         await fanout.send_and_record(ctx, jobs, now, result, pool=pool, timings=result.timings)
     if market.kind == "spot" and result.resumed:  # a fresh run sent each take profit after its entry
         with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
-            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market)
+            tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market, plan_input.only)
             fanout.mark_sending(session, tp_jobs)
         if tp_jobs:
             tp_result = fanout.FanoutResult()

@@ -53,10 +53,12 @@ class PlanInput:
     # Free balance of the quote/margin currency per broker credential (one account), asked for once
     # this candle; an account missing here could not be asked and is bounded by its capital only.
     free_balances: Mapping[int, Decimal] | None = None
+    # A shard of the fan-out (live/shards.py): a condition on Subscription; None = every subscriber.
+    only: Any = None
 
 
 def _subscribers(
-    session: Session, strategy_id: int, every: bool = False
+    session: Session, strategy_id: int, every: bool = False, only: Any = None
 ) -> list[tuple[Subscription, BrokerCredential | None]]:
     query = (
         select(Subscription, BrokerCredential)
@@ -66,6 +68,8 @@ def _subscribers(
     )
     if not every:
         query = query.where(Subscription.is_active.is_(True), Subscription.is_paused.is_(False))
+    if only is not None:
+        query = query.where(only)
     rows = session.execute(query).all()
     return [(s, c) for s, c in rows]
 
@@ -133,12 +137,12 @@ class _NewOrder:
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     """Write intents (and trades) for every subscriber; return what must be sent."""
     market, signal, kind = p.market, p.signal, p.market.kind
-    subs = _subscribers(session, p.strategy_id, p.every_subscription)
+    subs = _subscribers(session, p.strategy_id, p.every_subscription, p.only)
     sub_ids = [s.id for s, _ in subs]
-    existing = {
-        o.client_order_id: o
-        for o in session.scalars(select(Order).where(Order.execution_id == p.execution_id))
-    }
+    mine = select(Order).where(Order.execution_id == p.execution_id)
+    if p.only is not None:  # another shard's orders are not this shard's to resume
+        mine = mine.where(Order.subscription_id.in_(select(Subscription.id).where(p.only)))
+    existing = {o.client_order_id: o for o in session.scalars(mine)}
     result.resumed = result.resumed or bool(existing)
     open_trades = _grouped(
         session,
@@ -315,20 +319,21 @@ def mark_sending(session: Session, jobs: list[Job]) -> None:
         order.status = OrderStatus.SENDING
 
 
-def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -> list[Job]:
+def spot_take_profit_jobs(session: Session, execution_id: int, market: Market, only: Any = None) -> list[Job]:
     """Every spot LONG of this execution that is open gets its take profit as a resting limit sell
     (intent first). Read from the store, so a resumed execution finishes what a dead worker began.
 
     The stop loss of a spot trade is not on the book (one sell cannot lock the same coins twice):
     the reconciler watches it."""
-    rows = session.execute(
+    query = (
         select(Trade, BrokerCredential)
         .join(Subscription, Subscription.id == Trade.subscription_id)
         .join(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
         .where(Trade.execution_id == execution_id, Trade.status == TradeStatus.OPEN, Trade.take_profit.is_not(None),
                Trade.market_type == "spot", Trade.side == "LONG")
         .order_by(Trade.id)
-    ).all()  # fmt: skip
+    )  # fmt: skip
+    rows = session.execute(query if only is None else query.where(only)).all()
     existing = {
         o.trade_id: o
         for o in session.scalars(
@@ -336,12 +341,14 @@ def spot_take_profit_jobs(session: Session, execution_id: int, market: Market) -
         )
     }
     # A take profit whose entry never filled cannot exist on the exchange (no coins to sell): settle it.
+    settle = update(Order).where(
+        Order.execution_id == execution_id, Order.leg == Leg.TAKE_PROFIT, Order.status.in_(UNRESOLVED),
+        Order.trade_id.in_(select(Trade.id).where(Trade.execution_id == execution_id, Trade.status == TradeStatus.FAILED)),
+    )  # fmt: skip
+    if only is not None:
+        settle = settle.where(Order.subscription_id.in_(select(Subscription.id).where(only)))
     session.execute(
-        update(Order)
-        .where(
-            Order.execution_id == execution_id, Order.leg == Leg.TAKE_PROFIT, Order.status.in_(UNRESOLVED),
-            Order.trade_id.in_(select(Trade.id).where(Trade.execution_id == execution_id, Trade.status == TradeStatus.FAILED)),
-        )
+        settle
         .values(status=OrderStatus.CANCELLED, error="its entry did not fill")
         .execution_options(synchronize_session=False)
     )  # fmt: skip

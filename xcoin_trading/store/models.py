@@ -190,6 +190,29 @@ class StrategyExecution(Timestamped, Base):
     )
 
 
+class ExecutionShard(Timestamped, Base):
+    """One shard of an execution's fan-out (XCOIN_FANOUT_SHARDS > 1): the subscriptions of the users
+    with `user_id % shards == shard`. The row is the shard's claim (exactly once per shard, like the
+    execution row per candle); the execution is COMPLETED once all `shards` rows are."""
+
+    __tablename__ = "execution_shards"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(sa.ForeignKey("strategy_executions.id"), nullable=False)
+    shard: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    shards: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)  # RUNNING / COMPLETED / FAILED
+    worker_id: Mapped[str | None] = mapped_column(sa.String(200))
+    dagster_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    subscribers_count: Mapped[int] = mapped_column(sa.Integer, default=0, nullable=False)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # outcomes + timings of the shard
+
+    __table_args__ = (sa.UniqueConstraint("execution_id", "shard"),)
+
+
 class Trade(Timestamped, Base):
     __tablename__ = "trades"
 

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from xcoin_pipelines.resources import XcoinSettingsResource
+from xcoin_trading.timeframes import parse_utc
 
 LIVE_OP = "live_candle_close"
 
@@ -82,49 +83,31 @@ def _wait_for_close(context: dg.OpExecutionContext, close, ready: Callable[[], i
         time.sleep(max(0.0, ahead))
 
 
-@dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
-def live_candle_close(
-    context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
-) -> dg.Output[list[dict]]:
-    """Run every strategy on the candle once and fan its signal out; one row per strategy."""
+def _startup_reconcile(context, ctx) -> None:
+    if _reconciled_recently(context.instance):
+        return
+    # Start-up after downtime (or the reconcile schedule is off): settle what happened while
+    # nobody watched before placing anything new. Normal candles skip this and keep their latency.
+    from xcoin_trading.alerts import reconcile_report
+    from xcoin_trading.live.reconcile import reconcile_once
+
+    report = reconcile_once(ctx, audit=True)
+    reconcile_report(report)
+    context.log.info(
+        f"start-up reconcile: {report.accounts} accounts, {report.api_calls} calls, "
+        f"{dict(report.transitions)} in {report.duration_ms} ms"
+    )
+
+
+def _rows(context, settings, reports) -> list[dict]:
+    """One row per strategy (per shard in a sharded run); alerts and warnings sent on the way."""
     from collections import Counter
 
     import sqlalchemy as sa
 
-    from xcoin_trading.live.coordinator import live_context, prepare_candle, run_candle_close
+    from xcoin_trading.alerts import execution_reports
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.store.models import StrategyExecution
-    from xcoin_trading.timeframes import parse_utc
-
-    close = parse_utc(config.close_time, "close_time")
-    now = parse_utc(config.now, "now")
-    settings = xcoin.get()
-    ctx = live_context(settings, dagster_run_id=context.run_id)
-    if not _reconciled_recently(context.instance):
-        # Start-up after downtime (or the reconcile schedule is off): settle what happened while
-        # nobody watched before placing anything new. Normal candles skip this and keep their latency.
-        from xcoin_trading.live.reconcile import reconcile_once
-
-        report = reconcile_once(ctx, audit=True)
-        from xcoin_trading.alerts import reconcile_report
-
-        reconcile_report(report)
-        context.log.info(
-            f"start-up reconcile: {report.accounts} accounts, {report.api_calls} calls, "
-            f"{dict(report.transitions)} in {report.duration_ms} ms"
-        )
-    if now is None:
-        _wait_for_close(context, close, lambda: prepare_candle(ctx, config.symbol, config.resolution))
-    started = time.perf_counter()
-    reports = run_candle_close(
-        ctx,
-        config.symbol,
-        config.resolution,
-        close,
-        now=now,
-    )
-    elapsed_ms = int((time.perf_counter() - started) * 1000)
-    from xcoin_trading.alerts import execution_reports, reconcile_report
 
     execution_reports(reports)  # FAILED/SKIPPED, failed orders, daily loss limits (XCOIN_ALERT_URLS)
     ids = [r.execution_id for r in reports if r.execution_id is not None]
@@ -141,26 +124,34 @@ def live_candle_close(
     rows = []
     for r in reports:
         outcome_counts = Counter(o.get("status", "?") for o in r.outcomes.values())
-        rows.append(
-            {
-                "strategy": r.strategy_code,
-                "strategy_id": r.strategy_id,
-                "execution_id": r.execution_id,
-                "interval_key": r.interval_key,
-                "status": r.status,
-                "signal": r.signal,
-                "subscribers": r.subscribers,
-                "trades_created": r.trades_created,
-                "duration_ms": durations.get(r.execution_id) if r.execution_id else None,
-                "subscriber_outcomes": dict(sorted(outcome_counts.items())),
-                "error": r.error,
-            }
-        )
+        row = {
+            "strategy": r.strategy_code,
+            "strategy_id": r.strategy_id,
+            "execution_id": r.execution_id,
+            "interval_key": r.interval_key,
+            "status": r.status,
+            "signal": r.signal,
+            "subscribers": r.subscribers,
+            "trades_created": r.trades_created,
+            "duration_ms": durations.get(r.execution_id) if r.execution_id else None,
+            "subscriber_outcomes": dict(sorted(outcome_counts.items())),
+            "error": r.error,
+        }
+        if hasattr(r, "shard"):
+            row |= {"shard": f"{r.shard}/{r.shards}", "execution_status": r.execution_status}
+        rows.append(row)
         if r.status == "FAILED":
             context.log.warning(f"strategy {r.strategy_code} {r.interval_key} FAILED: {r.error}")
-    if not reports:
-        context.log.info(f"no active strategy trades {config.symbol} {config.resolution}")
-    statuses = Counter(r.status for r in reports)
+    return rows
+
+
+def _summary(context, rows: list[dict], elapsed_ms: int, what: str) -> dg.Output[list[dict]]:
+    """The run's outcome tag (the most alarming status) and metadata over every row."""
+    from collections import Counter
+
+    if not rows:
+        context.log.info(f"no active strategy trades {what}")
+    statuses = Counter(r["status"] for r in rows)
     outcome = run_outcome(statuses)
     # The run itself succeeds (its work is recorded); the outcome says what the candle did.
     context.instance.add_run_tags(
@@ -171,7 +162,7 @@ def live_candle_close(
         f"outcome: {outcome} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items())) or 'no strategy'})"
     )
     problems = [
-        f"{r.strategy_code} {r.status}: {r.error}" for r in reports if r.status in ("FAILED", "SKIPPED")
+        f"{r['strategy']} {r['status']}: {r['error']}" for r in rows if r["status"] in ("FAILED", "SKIPPED")
     ]
     if problems:
         context.log.warning(line + " — " + "; ".join(problems)[:ERROR_SHOWN])
@@ -184,22 +175,152 @@ def live_candle_close(
             "strategies": dg.MetadataValue.md(_summary_markdown(rows)) if rows else "none",
             "executions": dg.MetadataValue.json(rows),
             "statuses": dg.MetadataValue.json(dict(sorted(statuses.items()))),
-            "subscribers": sum(r.subscribers for r in reports),
-            "trades_created": sum(r.trades_created for r in reports),
+            "subscribers": sum(r["subscribers"] for r in rows),
+            "trades_created": sum(r["trades_created"] for r in rows),
             "failed_strategies": statuses.get("FAILED", 0),
             "duration_ms": elapsed_ms,
         },
     )
 
 
-@dg.job(
-    name="live_execution_job",
-    executor_def=dg.in_process_executor,
-    tags={"xcoin/kind": "live"},
-    description="One candle close of one (symbol, resolution): every strategy once, fanned out to subscribers.",
-)
-def live_execution_job() -> None:
-    live_candle_close()
+@dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"})
+def live_candle_close(
+    context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
+) -> dg.Output[list[dict]]:
+    """Run every strategy on the candle once and fan its signal out; one row per strategy."""
+    from xcoin_trading.live.coordinator import live_context, prepare_candle, run_candle_close
+
+    close = parse_utc(config.close_time, "close_time")
+    now = parse_utc(config.now, "now")
+    settings = xcoin.get()
+    ctx = live_context(settings, dagster_run_id=context.run_id)
+    _startup_reconcile(context, ctx)
+    if now is None:
+        _wait_for_close(context, close, lambda: prepare_candle(ctx, config.symbol, config.resolution))
+    started = time.perf_counter()
+    reports = run_candle_close(ctx, config.symbol, config.resolution, close, now=now)
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    rows = _rows(context, settings, reports)
+    return _summary(context, rows, elapsed_ms, f"{config.symbol} {config.resolution}")
+
+
+def _single_process_job() -> dg.JobDefinition:
+    @dg.job(
+        name="live_execution_job",
+        executor_def=dg.in_process_executor,
+        tags={"xcoin/kind": "live"},
+        description="One candle close of one (symbol, resolution): every strategy once, fanned out to subscribers.",
+    )
+    def live_execution_job() -> None:
+        live_candle_close()
+
+    return live_execution_job
+
+
+SHARD_OP = "live_candle_shard"
+
+
+def _sharded_job(shards: int) -> dg.JobDefinition:
+    """The candle's fan-out in `shards` steps, each its own process (xcoin_trading/live/shards.py).
+
+    The first op (same name and config as the single-process job's, so the sensors and run config
+    are unchanged) only hands the candle to the shards and returns at once: in a prelaunched run the
+    shard processes start before the close and wait for it warm, like the single op does."""
+
+    @dg.op(name=LIVE_OP, tags={"xcoin/kind": "live"}, out=dg.DynamicOut(dict))
+    def live_candle_shards(
+        context: dg.OpExecutionContext, config: CandleCloseConfig, xcoin: XcoinSettingsResource
+    ):
+        """Hand the candle to each shard (and settle a start-up after downtime first)."""
+        from xcoin_trading.live.coordinator import live_context
+
+        parse_utc(config.close_time, "close_time")
+        if config.now:
+            parse_utc(config.now, "now")
+        _startup_reconcile(context, live_context(xcoin.get(), dagster_run_id=context.run_id))
+        for k in range(shards):
+            yield dg.DynamicOutput(
+                {**config.model_dump(), "shard": k, "shards": shards}, mapping_key=f"shard_{k}"
+            )
+
+    @dg.op(name=SHARD_OP, tags={"xcoin/kind": "live"})
+    def live_candle_shard(
+        context: dg.OpExecutionContext, candle: dict, xcoin: XcoinSettingsResource
+    ) -> list[dict]:
+        """Shard k of N: every strategy on the candle, the subscribers of users with user_id % N == k."""
+        from xcoin_trading.live.coordinator import live_context, prepare_candle
+        from xcoin_trading.live.shards import run_candle_shard
+
+        close = parse_utc(candle["close_time"], "close_time")
+        now = parse_utc(candle.get("now"), "now")
+        settings = xcoin.get()
+        ctx = live_context(settings, dagster_run_id=context.run_id)
+        if now is None:  # every shard runs the strategies that win their claim: each warms them
+            _wait_for_close(
+                context, close, lambda: prepare_candle(ctx, candle["symbol"], candle["resolution"])
+            )
+        reports = run_candle_shard(
+            ctx, candle["symbol"], candle["resolution"], close, candle["shard"], candle["shards"], now=now
+        )
+        rows = _rows(context, settings, reports)
+        stuck = [r for r in reports if r.status == "FAILED" and r.execution_status is None]
+        if stuck:  # nothing recorded it (no signal in time): the run fails, its failure sensor takes over
+            raise dg.Failure(
+                description="; ".join(f"{r.strategy_code}: {r.error}" for r in stuck)[:ERROR_SHOWN]
+            )
+        return rows
+
+    @dg.op(name="live_candle_summary", tags={"xcoin/kind": "live"})
+    def live_candle_summary(
+        context: dg.OpExecutionContext, shard_rows: list[list[dict]]
+    ) -> dg.Output[list[dict]]:
+        """The run's outcome over every shard (a candle is as alarming as its worst shard)."""
+        rows = [r for part in shard_rows for r in part]
+        return _summary(context, rows, 0, "this candle")
+
+    @dg.job(
+        name="live_execution_job",
+        executor_def=shard_executor(shards),
+        tags={"xcoin/kind": "live", "xcoin/fanout_shards": str(shards)},
+        description=f"One candle close of one (symbol, resolution): every strategy once, its fan-out in "
+        f"{shards} shards by account, each shard its own step.",
+    )
+    def live_execution_job() -> None:
+        live_candle_summary(live_candle_shards().map(live_candle_shard).collect())
+
+    return live_execution_job
+
+
+def shard_executor(shards: int) -> dg.ExecutorDefinition:
+    """Multiprocess on one host (every shard at once); XCOIN_LIVE_EXECUTOR=docker|k8s|celery puts each
+    shard step on another host through the integration's step executor (docs/scaling.md)."""
+    import importlib
+    import os
+
+    kind = os.environ.get("XCOIN_LIVE_EXECUTOR") or "multiprocess"
+    if kind == "multiprocess":
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": shards + 1}, name="live_shards_executor"
+        )
+    known = {"docker": ("dagster_docker", "docker_executor"), "k8s": ("dagster_k8s", "k8s_job_executor"),
+             "celery": ("dagster_celery", "celery_executor")}  # fmt: skip
+    if kind not in known:
+        raise ValueError(f"XCOIN_LIVE_EXECUTOR must be one of multiprocess, {', '.join(known)}; got {kind!r}")
+    module, name = known[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def build_live_job(shards: int | None = None) -> dg.JobDefinition:
+    """XCOIN_FANOUT_SHARDS = 1 (default): today's one op in process (the lightest path: latency);
+    N > 1: the sharded job."""
+    if shards is None:
+        from xcoin_trading.config import _positive_int
+
+        shards = _positive_int("XCOIN_FANOUT_SHARDS", 1)
+    return _single_process_job() if shards <= 1 else _sharded_job(shards)
+
+
+live_execution_job = build_live_job()
 
 
 def candle_run_config(symbol: str, resolution: str, close_time: str, now: str | None = None) -> dict:

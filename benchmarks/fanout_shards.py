@@ -1,0 +1,239 @@
+"""Sharded fan-out: one process vs N shard processes, candle close → last acknowledgement recorded.
+
+For each N subscribers (default 10,000 and 20,000; each its own simulator account and keys) and each
+mode (1 process: `run_candle_close`; S shards: `run_candle_shard` k of S, each in its own process),
+candles alternate LONG (market entry + resting take profit per subscriber) and EXIT (take profit
+cancelled + market exit). Worker processes are started and warm (imports, a store connection) before
+the candle "closes" — as a prelaunched Dagster run's steps are (see docs/scaling.md); the clock runs
+from the moment they are told to go to the last worker's return (every answer recorded).
+
+Reported per (N, mode, candle kind): wall seconds, orders acknowledged, orders/s, Postgres rows
+written per second (pg_stat_database inserts + updates of the benchmark's database over the candle),
+client CPU seconds (all workers) and the simulator's CPU seconds, and the load average: the machine
+is shared, so every figure says what else ran.
+
+The simulator replays real BTCUSDT 1m candles (../shared/data) in its own process, rate limits off
+(CoinDCX's are per API key and each subscriber sends ≤ 2 orders a candle). Store: a fresh Postgres
+database on XCOIN_TEST_POSTGRES_URL's server (required).
+
+    XCOIN_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:55432/postgres \\
+        .venv/bin/python benchmarks/fanout_shards.py [--sizes 10000 20000] [--shards 2] [--candles 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.fanout import START, drop_store, fresh_store, seed  # noqa: E402
+
+TARGET = "N=10,000 ≤ 5 s close → last ack recorded"
+
+
+def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
+    """One warm process: waits for "go" on stdin, runs its part of the candle, prints a JSON line."""
+    import sqlalchemy as sa
+
+    from xcoin_trading.config import get_settings
+    from xcoin_trading.live.coordinator import LiveContext, run_candle_close
+    from xcoin_trading.live.locks import LocalLocks
+    from xcoin_trading.live.registry import StoreRegistry
+    from xcoin_trading.live.shards import run_candle_shard
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.vault import Vault
+
+    settings = get_settings()
+    # Locks in-process: two shard processes both try the execution; its row decides who runs the strategy.
+    ctx = LiveContext(settings=settings, api_url=api_url, public_url=api_url, locks=LocalLocks(),
+                      registry=StoreRegistry(ttl_seconds=0), vault=Vault.from_settings(settings))  # fmt: skip
+    with session_scope(settings) as session:
+        session.execute(sa.text("SELECT 1"))
+    close = datetime.fromisoformat(close_iso)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started, cpu = time.time(), time.process_time()
+    now = close + timedelta(seconds=1)
+    if shards == 1:
+        reports = run_candle_close(ctx, "BTCUSDT", "1m", close, now=now)
+    else:
+        reports = run_candle_shard(ctx, "BTCUSDT", "1m", close, shard, shards, now=now)
+    ended = time.time()
+    from collections import Counter
+
+    summary = [{"status": r.status, "execution_status": getattr(r, "execution_status", r.status),
+                "served": sum(1 for o in r.outcomes.values() if o["status"] in ("PLACED", "CLOSED")),
+                "outcomes": dict(Counter(o["status"] for o in r.outcomes.values())), "error": r.error,
+                "reasons": sorted({str(o.get("reason"))[:120] for o in r.outcomes.values()
+                                   if o["status"] not in ("PLACED", "CLOSED")})[:3]} for r in reports]  # fmt: skip
+    print(
+        json.dumps({"started": started, "ended": ended, "cpu": time.process_time() - cpu, "reports": summary})
+    )
+
+
+def _rows_written(settings) -> int:
+    """Rows inserted + updated in the store's database so far (Postgres' cumulative statistics)."""
+    import sqlalchemy as sa
+
+    from xcoin_trading.store.db import get_engine
+
+    with get_engine(settings).connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT tup_inserted + tup_updated FROM pg_stat_database WHERE datname = current_database()"
+                )
+            ).scalar()
+        )
+
+
+def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datetime, action: str,
+               shards: int, sim_cpu) -> dict:  # fmt: skip
+    import sqlalchemy as sa
+
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import Order, Strategy, StrategyExecution
+
+    with session_scope(settings) as session:
+        session.get(Strategy, strategy_id).params = {"action": action}
+    admin.advance(to_ms=int(close.timestamp() * 1000))
+    env = {
+        **os.environ,
+        "XCOIN_DATABASE_URL": settings.database_url_override,
+        "XCOIN_HOME": str(settings.home),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", url, close.isoformat(), str(k), str(shards)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for k in range(shards)
+    ]
+    for p in procs:
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            raise SystemExit(f"worker did not start: {line!r}")
+    time.sleep(1.5)  # the statistics of the seed/last candle are flushed
+    rows0, sim0, load = _rows_written(settings), sim_cpu(), os.getloadavg()[0]
+    go = time.time()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = [json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in procs]
+    wall = max(r["ended"] for r in results) - go
+    sim_used = sim_cpu() - sim0
+    time.sleep(1.5)  # backends flush their statistics about once a second when idle
+    rows = _rows_written(settings) - rows0
+    reports = [rep for r in results for rep in r["reports"]]
+    served = sum(rep["served"] for rep in reports)
+    with session_scope(settings) as session:
+        execution = session.scalar(
+            sa.select(StrategyExecution).where(StrategyExecution.scheduled_at == close)
+        )
+        acked = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Order)
+            .where(Order.execution_id == execution.id, Order.exchange_order_id.is_not(None))
+        )
+        status = execution.status
+    if status != "COMPLETED":
+        raise SystemExit(f"N={n} {shards} shard(s) {action}: execution {status}: {reports}")
+    if served != n:  # reported, not fatal: on a saturated host some answers time out (UNKNOWN)
+        print(f"  N={n} {shards} shard(s) {action}: {served}/{n} served: {reports}", file=sys.stderr)
+    return {"served": served, "n": n, "shards": shards, "action": action, "wall": wall, "orders": acked, "rows": rows,
+            "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000])
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--candles", type=int, default=2, help="candles per mode (LONG, EXIT, LONG, ...)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        url, close_iso, shard, shards = args.worker
+        worker(url, close_iso, int(shard), int(shards))
+        return
+    if not os.environ.get("XCOIN_TEST_POSTGRES_URL"):
+        raise SystemExit("XCOIN_TEST_POSTGRES_URL must name a Postgres server: the rates measured are its")
+    os.environ.setdefault("XCOIN_ENCRYPTION_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    for var in ("XCOIN_REDIS_URL", "COINDCX_API_URL", "COINDCX_PUBLIC_URL"):
+        os.environ.pop(var, None)
+    from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess
+
+    start_ms = int(START.timestamp() * 1000)
+    candles_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
+    if not candles_file.exists():
+        raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
+    sim = SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
+                            "--start-ms", str(start_ms)]).start()  # fmt: skip
+    rows = []
+    try:
+        with SimulatorAdmin(sim.url, timeout=300) as admin:
+            for _ in range(100):
+                try:
+                    admin.now_ms()
+                    break
+                except Exception:  # noqa: BLE001
+                    time.sleep(0.1)
+            admin.advance(to_ms=start_ms + 2 * 3600_000)
+            for n in args.sizes:
+                settings = fresh_store(f"shards{n}")
+                try:
+                    t = time.perf_counter()
+                    strategy_id, _ = seed(settings, admin, n)
+                    print(f"N={n}: seeded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+                    base = datetime.fromtimestamp(admin.now_ms() // 60_000 * 60 + 60, UTC)
+                    i = 0
+                    for shards in (1, args.shards):
+                        for c in range(args.candles):
+                            action = "LONG" if c % 2 == 0 else "EXIT"
+                            close = base + timedelta(minutes=i)
+                            i += 1
+                            rows.append(run_candle(settings, sim.url, admin, strategy_id, n, close, action, shards,
+                                                   sim.cpu_seconds))  # fmt: skip
+                            r = rows[-1]
+                            print(f"  N={n} {shards} process(es) {action}: {r['wall']:.2f} s, {r['orders']} orders, "
+                                  f"{r['rows']} rows, load {r['load']:.1f}", file=sys.stderr)  # fmt: skip
+                        if args.candles % 2:  # leave no position open for the next mode's LONG
+                            raise SystemExit("--candles must be even (each LONG is closed by an EXIT)")
+                finally:
+                    drop_store(settings)
+    finally:
+        sim.stop()
+
+    print(f"\nSharded fan-out: candle close → last ack recorded (Postgres store, simulator in its own process, "
+          f"rate limits off, {os.cpu_count()} cores shared with other work)\n")  # fmt: skip
+    print(f"{'N':>6} {'processes':>9} {'candle':>6} {'served':>6} {'wall s':>7} {'orders':>7} {'orders/s':>9} "
+          f"{'PG rows':>8} {'PG rows/s':>9} {'client CPU s':>12} {'CPU ms/order':>12} {'sim CPU s':>9} {'load':>5} "
+          f"{'vs 1 proc':>9}")  # fmt: skip
+    single = {(r["n"], r["action"]): r["wall"] for r in rows if r["shards"] == 1}
+    for r in rows:
+        ratio = single.get((r["n"], r["action"]), float("nan")) / r["wall"]
+        print(f"{r['n']:>6} {r['shards']:>9} {r['action']:>6} {r['served']:>6} {r['wall']:>7.2f} {r['orders']:>7} "
+              f"{r['orders'] / r['wall']:>9.0f} {r['rows']:>8} {r['rows'] / r['wall']:>9.0f} {r['cpu']:>12.2f} "
+              f"{1000 * r['cpu'] / max(1, r['orders']):>12.2f} {r['sim_cpu']:>9.2f} {r['load']:>5.1f} "
+              f"{ratio:>8.2f}x")  # fmt: skip
+    print(
+        f"\nTarget: {TARGET}. 'vs 1 proc': the one-process wall time of the same N and candle kind / this one's."
+    )
+    print(
+        f"load: 1-minute load average when the candle started (os.getloadavg); now {os.getloadavg()[0]:.1f}."
+    )
+
+
+if __name__ == "__main__":
+    main()
