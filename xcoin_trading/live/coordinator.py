@@ -216,7 +216,7 @@ def execute(
     late = now - close_time > timedelta(milliseconds=step * ctx.staleness_fraction)
     before_fan_out: dict[str, int] = {}
     try:
-        signal = _recorded_signal(ctx, execution_id) if resumed else None
+        signal = recorded_signal(ctx, execution_id) if resumed else None
         if signal is None:
             if late:
                 report.status, report.error = (
@@ -244,7 +244,7 @@ def execute(
         if signal_only:  # the shards fan it out (live/shards.py) and complete the execution
             report.status = "SIGNALLED"
             return report
-        result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
+        result = fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late)
         report.status, report.outcomes = "COMPLETED", result.outcomes
         failures = {k: v for k, v in result.outcomes.items() if v["status"] in ("FAILED", "UNKNOWN")}
         with session_scope(ctx.settings) as session:  # counted from the store: right after a resume too
@@ -275,7 +275,7 @@ def execute(
     return report
 
 
-def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
+def recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
     with session_scope(ctx.settings) as session:
         row = session.get(StrategyExecution, execution_id)
         if row.signal is None:
@@ -283,7 +283,7 @@ def _recorded_signal(ctx: LiveContext, execution_id: int) -> Signal | None:
         return Signal(row.signal, row.signal_price, row.signal_stop_loss, row.signal_take_profit, 0)
 
 
-def _fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
+def fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, signal: Signal, now: datetime,
              allow_new: bool, **plan: Any) -> fanout.FanoutResult:  # fmt: skip
     sizing = allow_new and signal.action in ("LONG", "SHORT") and not plan.get("every_subscription")
     credentials = _entry_credentials(ctx, strategy.id, plan.get("only")) if sizing else []
@@ -493,7 +493,7 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
         ).all())  # fmt: skip
     for sub_id, ids in _open_trades(ctx, strategy.id).items():  # adopted or linked back by that pass
         before[sub_id] = sorted({*before.get(sub_id, []), *ids})
-    result = _fan_out(ctx, strategy, execution_id, signal, now, allow_new=True,
+    result = fan_out(ctx, strategy, execution_id, signal, now, allow_new=True,
                       skip_trades=frozenset(waiting), every_subscription=True)  # fmt: skip
     if sub_ids:
         reconcile_once(ctx, now, subscription_ids=sub_ids, protect=False)

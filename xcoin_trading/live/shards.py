@@ -29,11 +29,13 @@ from sqlalchemy.exc import IntegrityError
 
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.live import coordinator
-from xcoin_trading.live.coordinator import TERMINAL, ExecutionReport, LiveContext
+from xcoin_trading.live.context import LiveContext
+from xcoin_trading.live.coordinator import ExecutionReport
 from xcoin_trading.live.locks import holder_is_dead
 from xcoin_trading.live.registry import StrategySettings, candle_key
 from xcoin_trading.live.runner import Signal
 from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.lifecycle import FINISHED_EXECUTION
 from xcoin_trading.store.models import ExecutionShard, StrategyExecution, Subscription, Trade
 from xcoin_trading.strategy.sandbox import prewarm
 from xcoin_trading.timeframes import floor_ms, resolution_ms, to_ms, utcnow
@@ -123,7 +125,7 @@ def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time
         report.execution_status = base.status
         return report
     else:
-        signal = coordinator._recorded_signal(ctx, base.execution_id)
+        signal = coordinator.recorded_signal(ctx, base.execution_id)
     _fan_out_shard(ctx, strategy, report, signal, close_time, now, step)
     return report
 
@@ -146,7 +148,7 @@ def _await_signal(
                         row.signal, row.signal_price, row.signal_stop_loss, row.signal_take_profit, 0
                     )
                     return row.id, row.status, signal
-                if row.status in TERMINAL:
+                if row.status in FINISHED_EXECUTION:
                     return row.id, row.status, None
         if time.time() > until:
             return None
@@ -168,7 +170,7 @@ def _fan_out_shard(ctx: LiveContext, strategy: StrategySettings, report: ShardRe
     late = now - close_time > timedelta(milliseconds=step * ctx.staleness_fraction)
     only = shard_filter(shard, shards)
     try:
-        result = coordinator._fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late, only=only)
+        result = coordinator.fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late, only=only)
         report.outcomes = result.outcomes
         report.execution_status, report.trades_created = _complete(ctx, execution_id, row_id, shards, result,
                                                                    started)  # fmt: skip
