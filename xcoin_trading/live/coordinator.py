@@ -13,12 +13,13 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 from sqlalchemy import func, select, update
@@ -62,37 +63,58 @@ class ExecutionReport:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+R = TypeVar("R")
+
+
+def _due(ctx: LiveContext, symbol: str, resolution: str) -> list[StrategySettings]:
+    with session_scope(ctx.settings) as session:
+        return ctx.registry.strategies_for(session, candle_key(symbol, resolution))
+
+
+def _sandboxed(strategies: list[StrategySettings]) -> int:
+    return sum(1 for s in strategies if not s.builtin and s.source)
+
+
 def prepare_candle(ctx: LiveContext, symbol: str, resolution: str) -> int:
     """Start a spare sandbox per uploaded strategy due on this candle (up to MAX_SPARES), so a run
     launched ahead of its candle has every interpreter loaded before the close. Returns how many."""
-    with session_scope(ctx.settings) as session:
-        strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
-    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
+    sandboxed = _sandboxed(_due(ctx, symbol, resolution))
     if sandboxed:
         prewarm(ctx.sandbox, sandboxed)
     return sandboxed
 
 
-def run_candle_close(
-    ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None = None
-) -> list[ExecutionReport]:
-    """Run every strategy registered on this candle; one failing strategy never affects another."""
+def on_each_strategy(
+    ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None,
+    run: Callable[[StrategySettings, datetime, int, float], R],
+) -> list[R]:  # fmt: skip
+    """`run(strategy, now, step, deadline)` for every strategy registered on this candle, in a bounded
+    pool: one slow or failing strategy never delays or affects another."""
     step = resolution_ms(resolution)
     close_ms = to_ms(close_time)
     if floor_ms(close_ms, resolution) != close_ms:
         raise ValidationError("close_time", f"{close_time.isoformat()} is not a {resolution} candle boundary")
-    with session_scope(ctx.settings) as session:
-        strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
+    strategies = _due(ctx, symbol, resolution)
     now = now or utcnow()
-    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
+    sandboxed = _sandboxed(strategies)
     if sandboxed:  # their interpreters load while the candle's claims and candle fetches run
         prewarm(ctx.sandbox, min(sandboxed, ctx.strategy_pool))
     # Each sandbox's wall clock runs from the candle's close (as `now` tells it), pool wait included.
     deadline = time.time() + ctx.sandbox.wall_seconds - (now - close_time).total_seconds()
     if len(strategies) <= 1:
-        return [execute(ctx, s, close_time, now, step, deadline=deadline) for s in strategies]
+        return [run(s, now, step, deadline) for s in strategies]
     with ThreadPoolExecutor(min(ctx.strategy_pool, len(strategies)), thread_name_prefix="strategy") as pool:
-        return list(pool.map(lambda s: execute(ctx, s, close_time, now, step, deadline=deadline), strategies))
+        return list(pool.map(lambda s: run(s, now, step, deadline), strategies))
+
+
+def run_candle_close(
+    ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None = None
+) -> list[ExecutionReport]:
+    """Run every strategy registered on this candle once and fan each signal out."""
+    return on_each_strategy(
+        ctx, symbol, resolution, close_time, now,
+        lambda s, at, step, deadline: execute(ctx, s, close_time, at, step, deadline=deadline),
+    )  # fmt: skip
 
 
 def _claim(

@@ -19,7 +19,6 @@ N = 1 never comes here: `run_candle_close` is the single-process path, unchanged
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,13 +31,12 @@ from xcoin_trading.live import coordinator
 from xcoin_trading.live.context import LiveContext
 from xcoin_trading.live.coordinator import ExecutionReport
 from xcoin_trading.live.locks import holder_is_dead
-from xcoin_trading.live.registry import StrategySettings, candle_key
+from xcoin_trading.live.registry import StrategySettings
 from xcoin_trading.live.runner import Signal
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.lifecycle import FINISHED_EXECUTION
 from xcoin_trading.store.models import ExecutionShard, StrategyExecution, Subscription, Trade
-from xcoin_trading.strategy.sandbox import prewarm
-from xcoin_trading.timeframes import floor_ms, resolution_ms, to_ms, utcnow
+from xcoin_trading.timeframes import utcnow
 
 SIGNAL_POLL_SECONDS = 0.05
 SIGNAL_GRACE = timedelta(seconds=10)  # beyond the sandbox's wall clock: the claimer died or hangs
@@ -85,25 +83,10 @@ def run_candle_shard(
         raise ValidationError("shards", f"must be at least 1, got {shards}")
     if not 0 <= shard < shards:
         raise ValidationError("shard", f"must be between 0 and {shards - 1}, got {shard}")
-    step = resolution_ms(resolution)
-    close_ms = to_ms(close_time)
-    if floor_ms(close_ms, resolution) != close_ms:
-        raise ValidationError("close_time", f"{close_time.isoformat()} is not a {resolution} candle boundary")
-    with session_scope(ctx.settings) as session:
-        strategies = ctx.registry.strategies_for(session, candle_key(symbol, resolution))
-    now = now or utcnow()
-    sandboxed = sum(1 for s in strategies if not s.builtin and s.source)
-    if sandboxed:
-        prewarm(ctx.sandbox, min(sandboxed, ctx.strategy_pool))
-    deadline = time.time() + ctx.sandbox.wall_seconds - (now - close_time).total_seconds()
-
-    def one(strategy: StrategySettings) -> ShardReport:
-        return _shard_of_execution(ctx, strategy, close_time, now, step, deadline, shard, shards)
-
-    if len(strategies) <= 1:
-        return [one(s) for s in strategies]
-    with ThreadPoolExecutor(min(ctx.strategy_pool, len(strategies)), thread_name_prefix="strategy") as pool:
-        return list(pool.map(one, strategies))
+    return coordinator.on_each_strategy(
+        ctx, symbol, resolution, close_time, now,
+        lambda s, at, step, deadline: _shard_of_execution(ctx, s, close_time, at, step, deadline, shard, shards),
+    )  # fmt: skip
 
 
 def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time: datetime, now: datetime,
