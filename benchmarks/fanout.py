@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
+START_MS = int(START.timestamp() * 1000)
 SEED_DELAY = 0.1  # seconds before each order in the seed design (a global sleep)
 SEED_ORDERS = 3  # entry, stop loss, take profit
 SIGNAL = """
@@ -377,6 +378,21 @@ def dagster_sensor_run(url: str, admin) -> dict | None:
             instance.dispose()
 
 
+def replay_simulator():
+    """An embedded-free environment (fresh master key, no Redis, no exchange URLs) and a started
+    simulator process replaying real BTCUSDT 1m candles from START."""
+    os.environ.setdefault("XCOIN_ENCRYPTION_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    for var in ("XCOIN_REDIS_URL", "COINDCX_API_URL", "COINDCX_PUBLIC_URL"):
+        os.environ.pop(var, None)
+    from xcoin_trading.exchange.simulator import SimulatorProcess
+
+    candles_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
+    if not candles_file.exists():
+        raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
+    return SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
+                             "--start-ms", str(START_MS)]).start()  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N ≤ 100 only")
@@ -389,18 +405,9 @@ def main() -> None:
     parser.add_argument("--profile", help="write cProfile stats of the largest size's last candle here")
     args = parser.parse_args()
     sizes = args.sizes or ([10, 100] if args.quick else [10, 100, 1000, 5000])
-    os.environ.setdefault("XCOIN_ENCRYPTION_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
-    for var in ("XCOIN_REDIS_URL", "COINDCX_API_URL", "COINDCX_PUBLIC_URL"):
-        os.environ.pop(var, None)
+    sim = replay_simulator()
+    from xcoin_trading.exchange.simulator import SimulatorAdmin
 
-    from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess
-
-    start_ms = int(START.timestamp() * 1000)
-    candles_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
-    if not candles_file.exists():
-        raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
-    sim = SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
-                            "--start-ms", str(start_ms)]).start()  # fmt: skip
     rows, measured_seed, launch, sensor_run = [], {}, None, None
     store = "Postgres" if os.environ.get("XCOIN_TEST_POSTGRES_URL") else "SQLite"
     try:
@@ -411,7 +418,7 @@ def main() -> None:
                     break
                 except Exception:  # noqa: BLE001
                     time.sleep(0.1)
-            admin.advance(to_ms=start_ms + 2 * 3600_000)
+            admin.advance(to_ms=START_MS + 2 * 3600_000)
             for n in sizes:
                 candles = args.candles or (6 if n <= 100 else 4 if n <= 1000 else 2)
                 profile = args.profile if n == max(sizes) else None

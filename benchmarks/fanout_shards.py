@@ -23,7 +23,6 @@ database on XCOIN_TEST_POSTGRES_URL's server (required).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import subprocess
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fanout import START, drop_store, fresh_store, seed  # noqa: E402
+from benchmarks.fanout import START_MS, drop_store, fresh_store, replay_simulator, seed  # noqa: E402
 
 TARGET = "N=10,000 ≤ 5 s close → last ack recorded"
 
@@ -169,17 +168,9 @@ def main() -> None:
         return
     if not os.environ.get("XCOIN_TEST_POSTGRES_URL"):
         raise SystemExit("XCOIN_TEST_POSTGRES_URL must name a Postgres server: the rates measured are its")
-    os.environ.setdefault("XCOIN_ENCRYPTION_KEY", "k1:" + base64.b64encode(os.urandom(32)).decode())
-    for var in ("XCOIN_REDIS_URL", "COINDCX_API_URL", "COINDCX_PUBLIC_URL"):
-        os.environ.pop(var, None)
-    from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess
+    sim = replay_simulator()
+    from xcoin_trading.exchange.simulator import SimulatorAdmin
 
-    start_ms = int(START.timestamp() * 1000)
-    candles_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
-    if not candles_file.exists():
-        raise SystemExit(f"{candles_file} is missing: the benchmark replays real BTCUSDT candles")
-    sim = SimulatorProcess(["--no-rate-limits", "--replay", str(candles_file), "--symbol", "BTCUSDT",
-                            "--start-ms", str(start_ms)]).start()  # fmt: skip
     rows = []
     try:
         with SimulatorAdmin(sim.url, timeout=300) as admin:
@@ -189,7 +180,7 @@ def main() -> None:
                     break
                 except Exception:  # noqa: BLE001
                     time.sleep(0.1)
-            admin.advance(to_ms=start_ms + 2 * 3600_000)
+            admin.advance(to_ms=START_MS + 2 * 3600_000)
             for n in args.sizes:
                 settings = fresh_store(f"shards{n}")
                 try:
