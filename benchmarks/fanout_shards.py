@@ -61,11 +61,20 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     sys.stdin.readline()
     started, cpu = time.time(), time.process_time()
     now = close + timedelta(seconds=1)
+    profile_dir = os.environ.get("XCOIN_BENCH_PROFILE")
+    if profile_dir:  # where the client's CPU goes: one cProfile file per worker and candle
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     if shards == 1:
         reports = run_candle_close(ctx, "BTCUSDT", "1m", close, now=now)
     else:
         reports = run_candle_shard(ctx, "BTCUSDT", "1m", close, shard, shards, now=now)
     ended = time.time()
+    if profile_dir:
+        profiler.disable()
+        profiler.dump_stats(Path(profile_dir) / f"{close:%H%M}-{shard}of{shards}.prof")
     from collections import Counter
 
     summary = [{"status": r.status, "execution_status": getattr(r, "execution_status", r.status),
@@ -147,12 +156,13 @@ def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datet
             .where(Order.execution_id == execution.id, Order.exchange_order_id.is_not(None))
         )
         status = execution.status
+        timings = (execution.details or {}).get("timings", {})
     if status != "COMPLETED":
         raise SystemExit(f"N={n} {shards} shard(s) {action}: execution {status}: {reports}")
     if served != n:  # reported, not fatal: on a saturated host some answers time out (UNKNOWN)
         print(f"  N={n} {shards} shard(s) {action}: {served}/{n} served: {reports}", file=sys.stderr)
     return {"served": served, "n": n, "shards": shards, "action": action, "wall": wall, "orders": acked, "rows": rows,
-            "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load}  # fmt: skip
+            "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load, "timings": timings}  # fmt: skip
 
 
 def main() -> None:
@@ -198,7 +208,7 @@ def main() -> None:
                                                    sim.cpu_seconds))  # fmt: skip
                             r = rows[-1]
                             print(f"  N={n} {shards} process(es) {action}: {r['wall']:.2f} s, {r['orders']} orders, "
-                                  f"{r['rows']} rows, load {r['load']:.1f}", file=sys.stderr)  # fmt: skip
+                                  f"{r['rows']} rows, load {r['load']:.1f}; phases ms {r['timings']}", file=sys.stderr)  # fmt: skip
                         if args.candles % 2:  # leave no position open for the next mode's LONG
                             raise SystemExit("--candles must be even (each LONG is closed by an EXIT)")
                 finally:
