@@ -4,7 +4,8 @@ For each N subscribers (default 10,000 and 20,000; each its own simulator accoun
 mode (1 process: `run_candle_close`; S shards: `run_candle_shard` k of S, each in its own process),
 candles alternate LONG (market entry + resting take profit per subscriber) and EXIT (take profit
 cancelled + market exit). Worker processes are started and warm (imports, a store connection) before
-the candle "closes" — as a prelaunched Dagster run's steps are (see docs/scaling.md); the clock runs
+the candle "closes" — as a prelaunched Dagster run's steps are, and read their accounts' balances
+ahead as those do (`prepare_candle`; see docs/scaling.md); the clock runs
 from the moment they are told to go to the last worker's return (every answer recorded).
 
 Reported per (N, mode, candle kind): wall seconds, orders acknowledged, orders/s, Postgres rows
@@ -43,10 +44,10 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     import sqlalchemy as sa
 
     from xcoin_trading.config import get_settings
-    from xcoin_trading.live.coordinator import LiveContext, run_candle_close
+    from xcoin_trading.live.coordinator import LiveContext, prepare_candle, run_candle_close
     from xcoin_trading.live.locks import LocalLocks
     from xcoin_trading.live.registry import StoreRegistry
-    from xcoin_trading.live.shards import run_candle_shard
+    from xcoin_trading.live.shards import run_candle_shard, shard_filter
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.vault import Vault
 
@@ -57,6 +58,8 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     with session_scope(settings) as session:
         session.execute(sa.text("SELECT 1"))
     close = datetime.fromisoformat(close_iso)
+    # What a prelaunched run does while it waits for the close (sandboxes, balances read ahead).
+    prepare_candle(ctx, "BTCUSDT", "1m", only=shard_filter(shard, shards) if shards > 1 else None)
     print("ready", flush=True)
     sys.stdin.readline()
     started, cpu = time.time(), time.process_time()

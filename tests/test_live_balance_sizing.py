@@ -112,3 +112,56 @@ def test_subscribe_warns_when_an_accounts_subscriptions_commit_more_than_it_hold
         "subscribe", "--user", "w@x.io", "--strategy", "w-two", "--capital", "1000", "--risk", "0.01"
     )
     assert "commit 2000 USDT but it holds 1500" in second.output, second.output
+
+
+def test_balances_read_before_the_close_are_used_once_and_a_second_strategy_reads_after_the_first(
+    live_world_factory, monkeypatch
+):
+    """A run launched ahead of its candle reads its accounts' balances while it waits: at the close the
+    first strategy sizes on that read (no balance call), the second strategy on the same account asks
+    the exchange again (after the first one's orders), and together they still fit what it holds."""
+    from xcoin_trading.live import coordinator, fanout
+    from xcoin_trading.live.coordinator import prepare_candle
+
+    world = live_world_factory(1, servers=True, balances={"USDT": "1500"})
+    _second_strategy_for_the_same_account(world)
+    [sub_key] = world.keys.values()
+    read_at_close: list[int] = []
+    real = fanout.free_balances
+
+    async def counted(*args, **kwargs):
+        read_at_close.append(len(args[3]))  # the accounts asked at the close
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(coordinator.fanout, "free_balances", counted)
+    ctx = live_context(world.settings)
+    prepare_candle(ctx, "BTCUSDT", "1m")
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    reports = run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
+    assert sorted(r.status for r in reports) == ["COMPLETED", "COMPLETED"], [r.error for r in reports]
+    assert read_at_close == [1]  # one strategy used the read ahead; the other asked once, after it
+    with session_scope(world.settings) as session:
+        ahead = [
+            (e.details or {}).get("balances_read_ahead")
+            for e in session.scalars(sa.select(StrategyExecution))
+        ]
+        trades = session.scalars(sa.select(Trade)).all()
+        entries = session.scalars(sa.select(Order).where(Order.leg == "ENTRY")).all()
+        session.expunge_all()
+    assert sorted(ahead) == [0, 1]
+    assert [o.status for o in entries] == ["FILLED"] * len(entries)
+    spent = sum((t.entry_price * t.quantity + t.entry_fee for t in trades), Decimal(0))
+    assert Decimal(world.admin.balances(sub_key.api_key)["USDT"]["balance"]) + spent == Decimal(1500)
+
+
+def test_a_balance_read_too_long_before_the_close_is_not_trusted():
+    import time
+
+    from xcoin_trading.live.balances import MAX_AGE, ReadAhead
+
+    ahead = ReadAhead()
+    ahead.put("USDT", {1: Decimal(100)}, at=time.monotonic() - MAX_AGE - 1)
+    ahead.put("USDT", {2: Decimal(200)})
+    ahead.put("INR", {3: Decimal(300)})
+    assert ahead.take([1, 2, 3], "USDT") == {2: Decimal(200)}  # 1 too old, 3 another currency
+    assert ahead.take([2], "USDT") == {}  # used once: its orders changed it

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.live.balances import ReadAhead
 from xcoin_trading.live.locks import Locks, make_locks, worker_identity
 from xcoin_trading.live.registry import Registry, make_registry, store_namespace
 from xcoin_trading.strategy.sandbox import SandboxLimits
@@ -29,6 +30,7 @@ class LiveContext:
     strategy_pool: int = 8  # strategies of one candle run at once: a slow one delays none of the others
     namespace: str = "default"  # store_namespace(settings): prefixes lock keys
     dagster_run_id: str | None = None  # recorded on the rows this run claims (run-failure sensor)
+    balances_ahead: ReadAhead = field(default_factory=ReadAhead)  # read before the close (balances.py)
 
 
 def live_context(settings: Settings | None = None, **overrides: Any) -> LiveContext:

@@ -35,6 +35,7 @@ from xcoin_trading.exchange.errors import (
 )
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live import fanout
+from xcoin_trading.live.balances import read_now
 from xcoin_trading.live.context import LiveContext, live_context  # noqa: F401 - live_context: callers import it from here
 from xcoin_trading.live.locks import holder_is_dead
 from xcoin_trading.live.registry import StrategySettings, candle_key
@@ -75,12 +76,26 @@ def _sandboxed(strategies: list[StrategySettings]) -> int:
     return sum(1 for s in strategies if not s.builtin and s.source)
 
 
-def prepare_candle(ctx: LiveContext, symbol: str, resolution: str) -> int:
-    """Start a spare sandbox per uploaded strategy due on this candle (up to MAX_SPARES), so a run
-    launched ahead of its candle has every interpreter loaded before the close. Returns how many."""
-    sandboxed = _sandboxed(_due(ctx, symbol, resolution))
+def prepare_candle(ctx: LiveContext, symbol: str, resolution: str, only: Any = None) -> int:
+    """Work a run launched ahead of its candle does while it waits: start a spare sandbox per uploaded
+    strategy due on the candle (up to MAX_SPARES), so every interpreter is loaded at the close, and
+    read the free balances of their subscribers' accounts (of the shard `only`; live/balances.py).
+    Returns the number of sandboxes."""
+    strategies = _due(ctx, symbol, resolution)
+    sandboxed = _sandboxed(strategies)
     if sandboxed:
         prewarm(ctx.sandbox, sandboxed)
+    if strategies:
+        try:
+            accounts = {c.id: c for s in strategies for c in _entry_credentials(ctx, s.id, only)}
+            currency, started = _market(ctx, symbol).base, time.monotonic()
+            read = read_now(ctx.api_url, ctx.public_url, ctx.vault, list(accounts.values()), currency,
+                            ctx.concurrency)  # fmt: skip
+            ctx.balances_ahead.put(currency, read, at=started)  # aged from when the reads began
+            log.info("read %d of %d accounts' balances ahead of the %s %s close", len(read), len(accounts),
+                     symbol, resolution)  # fmt: skip
+        except Exception:  # noqa: BLE001 - a failed read ahead costs latency only: the close reads them
+            log.warning("balances could not be read ahead of the close", exc_info=True)
     return sandboxed
 
 
@@ -258,6 +273,7 @@ def execute(
                 row = session.get(StrategyExecution, execution_id)
                 row.signal, row.signal_price = signal.action, signal.price
                 row.signal_stop_loss, row.signal_take_profit = signal.stop_loss, signal.take_profit
+                row.details = {"timings": before_fan_out}  # kept when a sharded fan-out completes it
         report.signal = signal.action
         if signal.action == "HOLD":
             report.status = "NO_SIGNAL"
@@ -278,7 +294,8 @@ def execute(
             ctx, execution_id, started, status="COMPLETED", subscribers_count=len(result.outcomes),
             trades_created=trades,
             details={"outcomes": {str(k): v for k, v in result.outcomes.items()},
-                     "timings": {**before_fan_out, **result.timings}},
+                     "timings": {**before_fan_out, **result.timings},
+                     "balances_read_ahead": result.balances_read_ahead},
             error=f"{len(failures)} subscriber(s) failed" if failures else None,
         )  # fmt: skip
     except XcoinError as exc:
@@ -385,10 +402,15 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
     clock = _Phases(result.timings)
     credentials = plan.pop("credentials", None) or []
     balances = None
+    keyring = fanout.KeyRing(ctx.vault)
     if credentials:  # an entry: each account's free balance bounds what its subscriptions may spend
         with clock("balances_ms"):
-            balances = await fanout.free_balances(ctx.api_url, ctx.public_url, ctx.vault, credentials, market.base,
-                                                  ctx.concurrency, pool)  # fmt: skip
+            balances = ctx.balances_ahead.take([c.id for c in credentials], market.base)
+            result.balances_read_ahead = len(balances)
+            unread = [c for c in credentials if c.id not in balances]
+            if unread:
+                balances |= await fanout.free_balances(ctx.api_url, ctx.public_url, ctx.vault, unread, market.base,
+                                                       ctx.concurrency, pool, keyring)  # fmt: skip
     plan_input = fanout.PlanInput(
         execution_id,
         strategy.id,
@@ -404,7 +426,9 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
         jobs = fanout.plan(session, plan_input, result)
         fanout.mark_sending(session, jobs)
     if jobs:
-        await fanout.send_and_record(ctx, jobs, now, result, pool=pool, timings=result.timings)
+        await fanout.send_and_record(
+            ctx, jobs, now, result, pool=pool, timings=result.timings, keyring=keyring
+        )
     if market.kind == "spot" and result.resumed:  # a fresh run sent each take profit after its entry
         with clock("tp_plan_ms"), session_scope(ctx.settings) as session:
             tp_jobs = fanout.spot_take_profit_jobs(session, execution_id, market, plan_input.only)
@@ -412,7 +436,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
         if tp_jobs:
             tp_result = fanout.FanoutResult()
             await fanout.send_and_record(
-                ctx, tp_jobs, now, tp_result, pool=pool, timings=result.timings, prefix="tp_"
+                ctx, tp_jobs, now, tp_result, pool=pool, timings=result.timings, prefix="tp_", keyring=keyring
             )
             for sub_id, outcome in tp_result.outcomes.items():
                 if outcome["status"] in ("FAILED", "UNKNOWN"):

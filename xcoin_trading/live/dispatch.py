@@ -1,7 +1,7 @@
 """Fan-out phase 2, dispatch: send each planned order to its account's exchange, at most
 `concurrency` at once, and keep each answer (or failure) on its job for the record phase.
 
-Each account's keys are decrypted just before its own request. `create_order_idempotent` never sends
+Each account's keys are decrypted once per fan-out (`KeyRing`), just before its first request. `create_order_idempotent` never sends
 twice: an intent that may already have been sent is looked up by client id first.
 """
 
@@ -66,6 +66,22 @@ _PLANNED = ("id", "subscription_id", "trade_id", "leg", "client_order_id", "mark
 _ANSWERED = ("exchange_order_id", "quantity", "filled_quantity", "avg_price", "fee", "raw_last_response")
 
 
+class KeyRing:
+    """Each account's keys decrypted once per fan-out (balance, entry and take profit share them), not
+    once per request; held only for the fan-out's lifetime, never logged (Credentials masks itself)."""
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self._keys: dict[int, Credentials] = {}
+
+    def credentials(self, credential: BrokerCredential) -> Credentials:
+        keys = self._keys.get(credential.id)
+        if keys is None:
+            plain = decrypt(self.vault, credential)
+            keys = self._keys[credential.id] = Credentials(plain.api_key.reveal(), plain.api_secret.reveal())
+        return keys
+
+
 @dataclass
 class Job:
     """One order to send for one subscriber; `order` is its intent row."""
@@ -105,12 +121,11 @@ class Job:
             self.error, self.ambiguous = message[:500], ambiguous
 
 
-async def _send_one(base: AsyncCoinDCXClient, vault: Vault, job: Job, sem: asyncio.Semaphore) -> None:
+async def _send_one(base: AsyncCoinDCXClient, keyring: KeyRing, job: Job, sem: asyncio.Semaphore) -> None:
     order = job.order
     async with sem:
         try:
-            keys = decrypt(vault, job.credential)
-            client = base.with_credentials(Credentials(keys.api_key.reveal(), keys.api_secret.reveal()))
+            client = base.with_credentials(keyring.credentials(job.credential))
             if job.lookup_first:
                 found = await client.find_order_by_client_id(
                     order.client_order_id, order.market, kind=job.kind
@@ -204,7 +219,7 @@ async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Order) -> De
 
 async def send_all(
     api_url: str, public_url: str, vault: Vault, jobs: list[Job], concurrency: int = 200,
-    pool: AiohttpPool | None = None,
+    pool: AiohttpPool | None = None, keyring: KeyRing | None = None,
 ) -> None:  # fmt: skip
     """Send every job, at most `concurrency` at once, over `pool` (else a pool of its own).
 
@@ -214,13 +229,14 @@ async def send_all(
     pool = pool or AiohttpPool(concurrency)
     base = AsyncCoinDCXClient(api_url, public_url, http_client=pool)
     sem = asyncio.Semaphore(concurrency)
+    keyring = keyring or KeyRing(vault)
     per_subscriber: dict[int | None, list[Job]] = {}
     for job in jobs:
         per_subscriber.setdefault(job.order.subscription_id, []).append(job)
 
     async def in_order(own_jobs: list[Job]) -> None:
         for job in own_jobs:
-            await _send_one(base, vault, job, sem)
+            await _send_one(base, keyring, job, sem)
 
     try:
         await asyncio.gather(*(in_order(own_jobs) for own_jobs in per_subscriber.values()))
@@ -231,11 +247,12 @@ async def send_all(
 
 async def free_balances(
     base_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
-    concurrency: int, pool: AiohttpPool,
+    concurrency: int, pool: AiohttpPool, keyring: KeyRing | None = None,
 ) -> dict[int, Decimal]:  # fmt: skip
     """Free `currency` per account, one balances call each, all at once. An account whose call fails
     is left out (bounded by its capital alone): a failed read must not stop its trading."""
     sem = asyncio.Semaphore(concurrency)
+    keyring = keyring or KeyRing(vault)
     out: dict[int, Decimal] = {}
 
     base = AsyncCoinDCXClient(base_url, public_url, http_client=pool)
@@ -243,8 +260,7 @@ async def free_balances(
     async def ask(cred: BrokerCredential) -> None:
         async with sem:
             try:
-                keys = decrypt(vault, cred)
-                client = base.with_credentials(Credentials(keys.api_key.reveal(), keys.api_secret.reveal()))
+                client = base.with_credentials(keyring.credentials(cred))
                 out[cred.id] = (await client.balance(currency)).balance
             except (ExchangeError, XcoinError):
                 pass

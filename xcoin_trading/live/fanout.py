@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from xcoin_trading.exchange.client import AiohttpPool
-from xcoin_trading.live.dispatch import Intent, Job, free_balances, send_all
+from xcoin_trading.live.dispatch import Intent, Job, KeyRing, free_balances, send_all
 from xcoin_trading.live.intents import PlanInput, mark_sending, plan, spot_take_profit_jobs, take_profits_of
 from xcoin_trading.live.record import FanoutResult, record
 from xcoin_trading.store.db import session_scope
@@ -35,6 +35,7 @@ __all__ = [
     "FanoutResult",
     "Intent",
     "Job",
+    "KeyRing",
     "PlanInput",
     "free_balances",
     "mark_sending",
@@ -51,14 +52,14 @@ __all__ = [
 async def send_and_record(
     ctx: LiveContext, jobs: list[Job], now: datetime, result: FanoutResult, *, pool: AiohttpPool | None = None,
     timings: dict[str, int] | None = None, prefix: str = "",
-    then: Callable[[Session, dict[int, Decimal]], None] | None = None,
+    then: Callable[[Session, dict[int, Decimal]], None] | None = None, keyring: KeyRing | None = None,
 ) -> dict[int, Decimal]:  # fmt: skip
     """Send jobs already marked SENDING (committed), then record every answer in one transaction.
     Returns {trade id: realised P&L} of the trades the answers closed. `timings` gets the wall ms of
     each phase as `<prefix>send_ms` / `<prefix>record_ms`; `then(session, closed)` runs in the
     recording transaction."""
     clock = time.perf_counter()
-    await send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool)
+    await send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool, keyring)
     sent = time.perf_counter()
     with session_scope(ctx.settings) as session:
         closed = record(session, jobs, now, result)

@@ -34,6 +34,7 @@ class FanoutResult:
     timings: dict[str, int] = field(default_factory=dict)  # wall ms per phase
     resumed: bool = False  # the execution already had orders (a dead worker's): settle them all
     shrunk: dict[int, str] = field(default_factory=dict)  # subscription id -> why its entry is smaller
+    balances_read_ahead: int = 0  # accounts whose free balance was read before the close
 
     def note(self, subscription_id: int, status: str, reason: str | None = None, **extra: Any) -> None:
         if subscription_id in self.shrunk:

@@ -234,7 +234,8 @@ def _complete(ctx: LiveContext, execution_id: int, row_id: int, shards: int, res
         row = session.get(ExecutionShard, row_id)
         row.status, row.finished_at, row.subscribers_count = "COMPLETED", utcnow(), len(result.outcomes)
         row.details = {"outcomes": {str(k): v for k, v in result.outcomes.items()}, "timings": result.timings,
-                       "duration_ms": int((time.perf_counter() - started) * 1000)}  # fmt: skip
+                       "duration_ms": int((time.perf_counter() - started) * 1000),
+                       "balances_read_ahead": result.balances_read_ahead}  # fmt: skip
         row.error = f"{len(failures)} subscriber(s) failed" if failures else None
         session.flush()
         done = session.scalars(
@@ -261,7 +262,10 @@ def _complete(ctx: LiveContext, execution_id: int, row_id: int, shards: int, res
             execution.error = f"{failed} subscriber(s) failed" if failed else None
             execution.details = {
                 "outcomes": dict(sorted(outcomes.items(), key=lambda kv: int(kv[0]))),
-                "timings": {f"shard_{r.shard}": (r.details or {}).get("timings", {}) for r in done},
+                # The candle and strategy phases, as the shard that ran the strategy recorded them.
+                "timings": {**(execution.details or {}).get("timings", {}),
+                            **{f"shard_{r.shard}": (r.details or {}).get("timings", {}) for r in done}},
+                "balances_read_ahead": sum((r.details or {}).get("balances_read_ahead", 0) for r in done),
                 "shards": shards,
-            }
+            }  # fmt: skip
         return execution.status, trades

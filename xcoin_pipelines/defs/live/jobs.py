@@ -249,7 +249,7 @@ def _sharded_job(shards: int) -> dg.JobDefinition:
     ) -> list[dict]:
         """Shard k of N: every strategy on the candle, the subscribers of users with user_id % N == k."""
         from xcoin_trading.live.coordinator import live_context, prepare_candle
-        from xcoin_trading.live.shards import run_candle_shard
+        from xcoin_trading.live.shards import run_candle_shard, shard_filter
 
         close = parse_utc(candle["close_time"], "close_time")
         now = parse_utc(candle.get("now"), "now")
@@ -257,7 +257,14 @@ def _sharded_job(shards: int) -> dg.JobDefinition:
         ctx = live_context(settings, dagster_run_id=context.run_id)
         if now is None:  # every shard runs the strategies that win their claim: each warms them
             _wait_for_close(
-                context, close, lambda: prepare_candle(ctx, candle["symbol"], candle["resolution"])
+                context,
+                close,
+                lambda: prepare_candle(
+                    ctx,
+                    candle["symbol"],
+                    candle["resolution"],
+                    only=shard_filter(candle["shard"], candle["shards"]),
+                ),
             )
         reports = run_candle_shard(
             ctx, candle["symbol"], candle["resolution"], close, candle["shard"], candle["shards"], now=now
