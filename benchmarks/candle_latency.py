@@ -187,7 +187,9 @@ def measure(
                         "run_created": record.create_timestamp.timestamp() - close if record else None,
                         "step_start": step,
                         "first_ack": (min(acked) - close) if acked else None,
-                        "last_recorded": max(o.updated_at.timestamp() for o in entries) - close,
+                        # The execution is finished right after its last answer is recorded (an order's
+                        # updated_at is not: it carries the fan-out's candle time, and later reconciles).
+                        "last_recorded": e.finished_at.timestamp() - close if e.finished_at else None,
                         "entries": len(entries),
                     })  # fmt: skip
         finally:
@@ -232,7 +234,7 @@ def main() -> None:
             print(f"{label:<14} no entry candle measured: {rows}")
             continue
         first = [r["first_ack"] for r in ok]
-        last = [r["last_recorded"] for r in ok]
+        last = [r["last_recorded"] for r in ok if r["last_recorded"] is not None] or [float("nan")]
         created = statistics_mean([r["run_created"] for r in ok if r["run_created"] is not None])
         step = statistics_mean([r["step_start"] for r in ok if r["step_start"] is not None])
         print(f"{label:<14} {len(ok):>7} {created:>12.2f} {step:>11.2f} "

@@ -47,7 +47,7 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     from xcoin_trading.live.coordinator import LiveContext, prepare_candle, run_candle_close
     from xcoin_trading.live.locks import LocalLocks
     from xcoin_trading.live.registry import StoreRegistry
-    from xcoin_trading.live.shards import run_candle_shard, shard_filter
+    from xcoin_trading.live.shards import prepare_shard, run_candle_shard
     from xcoin_trading.store.db import session_scope
     from xcoin_trading.vault import Vault
 
@@ -59,7 +59,10 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
         session.execute(sa.text("SELECT 1"))
     close = datetime.fromisoformat(close_iso)
     # What a prelaunched run does while it waits for the close (sandboxes, balances read ahead).
-    prepare_candle(ctx, "BTCUSDT", "1m", only=shard_filter(shard, shards) if shards > 1 else None)
+    if shards == 1:
+        prepare_candle(ctx, "BTCUSDT", "1m")
+    else:
+        prepare_shard(ctx, "BTCUSDT", "1m", shard, shards)
     print("ready", flush=True)
     sys.stdin.readline()
     started, cpu = time.time(), time.process_time()

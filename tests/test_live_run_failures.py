@@ -15,7 +15,7 @@ from xcoin_trading.live.locks import WorkerState, holder_is_dead, worker_state
 from xcoin_trading.live.run_failures import claimed_any, record_run_failure
 from xcoin_trading.services import credentials, strategies, subscriptions, users
 from xcoin_trading.store.db import session_scope
-from xcoin_trading.store.models import Order, StrategyExecution
+from xcoin_trading.store.models import ExecutionShard, Order, StrategyExecution
 from xcoin_trading.vault import Vault
 
 CLOSE = datetime(2024, 1, 1, 1, tzinfo=UTC)
@@ -113,3 +113,29 @@ def test_a_failed_runs_executions_are_closed_resumed_or_left_to_a_live_worker(st
     with session_scope(store) as session:
         row = session.get(StrategyExecution, ids["dead with an order in flight"])
         assert row.status == "FAILED" and "1 order(s) left for the reconciler" in row.error
+
+
+def test_a_sharded_execution_whose_shard_died_before_sending_is_resumed_once_then_closed_with_its_shards(
+    store,
+):
+    """Shard 0 completed, shard 1's worker died before it sent anything: its subscribers never got the
+    signal, so the candle is resumed (the resume serves shard 1 only); if that resume fails too, the
+    execution and the dead shard row are closed FAILED together, the completed shard untouched."""
+    strategy_id, sub_id = _seed(store)
+    dead = _dead_worker()
+    execution_id = _execution(store, strategy_id, sub_id, "run-s", dead, 1)
+    with session_scope(store) as session:
+        for shard, status in ((0, "COMPLETED"), (1, "RUNNING")):
+            session.add(ExecutionShard(execution_id=execution_id, shard=shard, shards=2, status=status,
+                                       worker_id=dead, dagster_run_id="run-s", subscribers_count=0))  # fmt: skip
+    outcome = record_run_failure(store, "run-s", "step killed", may_resume=True)
+    assert outcome.resumable == [execution_id] and outcome.failed == []
+    with session_scope(store) as session:
+        assert "1 of 2 shard(s) unfinished: resuming" in session.get(StrategyExecution, execution_id).error
+
+    again = record_run_failure(store, "run-s", "killed again", may_resume=False)
+    assert again.failed == [execution_id]
+    with session_scope(store) as session:
+        shards = {r.shard: r.status for r in session.scalars(sa.select(ExecutionShard))}
+        assert session.get(StrategyExecution, execution_id).status == "FAILED"
+    assert shards == {0: "COMPLETED", 1: "FAILED"}

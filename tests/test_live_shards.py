@@ -303,3 +303,57 @@ def test_a_shard_that_fails_on_a_bug_fails_the_execution_and_the_other_shard_pla
         assert execution.status == "FAILED" and "shard 0/2" in execution.error
         assert session.scalar(sa.select(sa.func.count()).select_from(Order)) == 0
         assert session.scalar(sa.select(ExecutionShard.status)) == "FAILED"
+
+
+def test_each_strategy_runs_in_its_preferred_shard_and_another_takes_over_only_when_it_is_missing(
+    live_world_factory, monkeypatch
+):
+    """The strategy's preferred shard (id % N) runs it even when another shard starts first, so the
+    strategies' CPU is spread and no sandbox starts twice; with the preferred shard down, the other
+    runs it after CLAIM_GRACE and serves its own subscribers."""
+    from xcoin_trading.live import coordinator, shards
+
+    world = live_world_factory(4, servers=True)
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ran: list[str] = []
+    execute = coordinator.execute
+
+    def spy(*args, **kwargs):
+        ran.append(threading.current_thread().name)
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(coordinator, "execute", spy)
+    preferred = shards.preferred_shard(world.strategy_id, 2)
+    other = 1 - preferred
+
+    def shard(k: int, close) -> None:
+        run_candle_shard(
+            live_context(world.settings), "BTCUSDT", "1m", close, k, 2, now=close + timedelta(seconds=1)
+        )
+
+    first = threading.Thread(target=shard, args=(other, CLOSE), name=f"shard-{other}")
+    first.start()
+    first.join(0.3)  # the other shard is already waiting when the preferred one starts
+    second = threading.Thread(target=shard, args=(preferred, CLOSE), name=f"shard-{preferred}")
+    second.start()
+    for t in (first, second):
+        t.join(120)
+    assert ran == [f"shard-{preferred}"]
+    with session_scope(world.settings) as session:
+        assert session.scalar(sa.select(StrategyExecution.status)) == "COMPLETED"
+
+    later = CLOSE + timedelta(minutes=1)
+    world.admin.advance(to_ms=int(later.timestamp() * 1000))
+    ran.clear()
+    alone = threading.Thread(target=shard, args=(other, later), name=f"shard-{other}")
+    alone.start()
+    alone.join(120)
+    assert ran == [f"shard-{other}"]  # it waited CLAIM_GRACE, then ran the strategy itself
+    with session_scope(world.settings) as session:
+        execution = session.scalar(
+            sa.select(StrategyExecution).where(StrategyExecution.scheduled_at == later)
+        )
+        done = session.scalars(
+            sa.select(ExecutionShard.shard).where(ExecutionShard.execution_id == execution.id)
+        )
+        assert execution.signal is not None and list(done) == [other]

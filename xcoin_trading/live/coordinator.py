@@ -76,13 +76,16 @@ def _sandboxed(strategies: list[StrategySettings]) -> int:
     return sum(1 for s in strategies if not s.builtin and s.source)
 
 
-def prepare_candle(ctx: LiveContext, symbol: str, resolution: str, only: Any = None) -> int:
+def prepare_candle(
+    ctx: LiveContext, symbol: str, resolution: str, only: Any = None,
+    runs_here: Callable[[StrategySettings], bool] | None = None,
+) -> int:  # fmt: skip
     """Work a run launched ahead of its candle does while it waits: start a spare sandbox per uploaded
-    strategy due on the candle (up to MAX_SPARES), so every interpreter is loaded at the close, and
-    read the free balances of their subscribers' accounts (of the shard `only`; live/balances.py).
-    Returns the number of sandboxes."""
+    strategy due on the candle that this process is to run (`runs_here`; up to MAX_SPARES), so every
+    interpreter is loaded at the close, and read the free balances of their subscribers' accounts (of
+    the shard `only`; live/balances.py). Returns the number of sandboxes."""
     strategies = _due(ctx, symbol, resolution)
-    sandboxed = _sandboxed(strategies)
+    sandboxed = _sandboxed([s for s in strategies if runs_here is None or runs_here(s)])
     if sandboxed:
         prewarm(ctx.sandbox, sandboxed)
     if strategies:
@@ -102,16 +105,18 @@ def prepare_candle(ctx: LiveContext, symbol: str, resolution: str, only: Any = N
 def on_each_strategy(
     ctx: LiveContext, symbol: str, resolution: str, close_time: datetime, now: datetime | None,
     run: Callable[[StrategySettings, datetime, int, float], R],
+    runs_here: Callable[[StrategySettings], bool] | None = None,
 ) -> list[R]:  # fmt: skip
     """`run(strategy, now, step, deadline)` for every strategy registered on this candle, in a bounded
-    pool: one slow or failing strategy never delays or affects another."""
+    pool: one slow or failing strategy never delays or affects another. Sandboxes are started for
+    the strategies this process is to run (`runs_here`, default all)."""
     step = resolution_ms(resolution)
     close_ms = to_ms(close_time)
     if floor_ms(close_ms, resolution) != close_ms:
         raise ValidationError("close_time", f"{close_time.isoformat()} is not a {resolution} candle boundary")
     strategies = _due(ctx, symbol, resolution)
     now = now or utcnow()
-    sandboxed = _sandboxed(strategies)
+    sandboxed = _sandboxed([s for s in strategies if runs_here is None or runs_here(s)])
     if sandboxed:  # their interpreters load while the candle's claims and candle fetches run
         prewarm(ctx.sandbox, min(sandboxed, ctx.strategy_pool))
     # Each sandbox's wall clock runs from the candle's close (as `now` tells it), pool wait included.

@@ -4,6 +4,9 @@ processes (Dagster steps or runs, on one host or many).
 - The strategy still runs once per (strategy, candle): every shard calls `execute(signal_only=True)`;
   the one that claims the execution row runs the strategy and records its signal on the row, the
   others (LOCKED / IN_PROGRESS) wait for the signal to appear there. A resumed execution reuses it.
+  Each strategy has a preferred shard (`strategy id % N`) that starts its sandbox before the close and
+  claims at once; the others wait `CLAIM_GRACE` for its signal before they try to claim, so the
+  strategies' CPU is spread over the shards and no sandbox is started N times.
 - Shard k of N fans the signal out to the subscriptions of the users with `user_id % N == k`. An
   account (broker keys) belongs to one user, so it is never split: its balance-bounded sizing stays
   in one process. Intents and client order ids are today's (keyed by execution, subscription, leg).
@@ -36,10 +39,11 @@ from xcoin_trading.live.runner import Signal
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.lifecycle import FINISHED_EXECUTION
 from xcoin_trading.store.models import ExecutionShard, StrategyExecution, Subscription, Trade
-from xcoin_trading.timeframes import utcnow
+from xcoin_trading.timeframes import interval_key, utcnow
 
 SIGNAL_POLL_SECONDS = 0.05
 SIGNAL_GRACE = timedelta(seconds=10)  # beyond the sandbox's wall clock: the claimer died or hangs
+CLAIM_GRACE = 1.0  # seconds a shard waits for the preferred shard's signal before claiming itself
 
 
 def shard_of(user_id: int, shards: int) -> int:
@@ -53,6 +57,17 @@ def parse_shard(field: str, value: str) -> tuple[int, int]:
     if not sep or not k.isdigit() or not n.isdigit() or not 0 <= int(k) < int(n):
         raise ValidationError(field, f"must be K/N with 0 <= K < N, e.g. 0/2, got {value!r}")
     return int(k), int(n)
+
+
+def preferred_shard(strategy_id: int, shards: int) -> int:
+    """The shard that runs the strategy (the others take over only if it does not claim in time)."""
+    return strategy_id % shards
+
+
+def prepare_shard(ctx: LiveContext, symbol: str, resolution: str, shard: int, shards: int) -> int:
+    """`coordinator.prepare_candle` for one shard: its accounts' balances, its strategies' sandboxes."""
+    return coordinator.prepare_candle(ctx, symbol, resolution, only=shard_filter(shard, shards),
+                                      runs_here=lambda s: preferred_shard(s.id, shards) == shard)  # fmt: skip
 
 
 def shard_filter(shard: int, shards: int) -> Any:
@@ -86,16 +101,28 @@ def run_candle_shard(
     return coordinator.on_each_strategy(
         ctx, symbol, resolution, close_time, now,
         lambda s, at, step, deadline: _shard_of_execution(ctx, s, close_time, at, step, deadline, shard, shards),
+        runs_here=lambda s: preferred_shard(s.id, shards) == shard,
     )  # fmt: skip
 
 
 def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time: datetime, now: datetime,
                         step: int, deadline: float, shard: int, shards: int) -> ShardReport:  # fmt: skip
-    base = coordinator.execute(ctx, strategy, close_time, now, step, deadline=deadline, signal_only=True)
+    found = None
+    if preferred_shard(strategy.id, shards) != shard:  # the preferred shard runs it unless it is missing
+        found = _await_signal(
+            ctx, strategy.id, interval_key(close_time, strategy.resolution), time.time() + CLAIM_GRACE
+        )
+    if found is not None:
+        base = coordinator.ExecutionReport(strategy.id, strategy.code, interval_key(close_time, strategy.resolution),
+                                           "IN_PROGRESS")  # fmt: skip
+    else:
+        base = coordinator.execute(ctx, strategy, close_time, now, step, deadline=deadline, signal_only=True)
     report = ShardReport(**vars(base), shard=shard, shards=shards)
     if base.status in ("LOCKED", "IN_PROGRESS", "ALREADY_DONE"):
         # Another shard claimed the candle: wait for its signal (or its end) on the execution row.
-        found = _await_signal(ctx, strategy.id, base.interval_key, deadline + SIGNAL_GRACE.total_seconds())
+        found = found or _await_signal(
+            ctx, strategy.id, base.interval_key, deadline + SIGNAL_GRACE.total_seconds()
+        )
         if found is None:
             report.status, report.error = "FAILED", "no signal was recorded for the candle in time"
             return report

@@ -248,24 +248,21 @@ def _sharded_job(shards: int) -> dg.JobDefinition:
         context: dg.OpExecutionContext, candle: dict, xcoin: XcoinSettingsResource
     ) -> list[dict]:
         """Shard k of N: every strategy on the candle, the subscribers of users with user_id % N == k."""
-        from xcoin_trading.live.coordinator import live_context, prepare_candle
-        from xcoin_trading.live.shards import run_candle_shard, shard_filter
+        from xcoin_trading.live.coordinator import live_context
+        from xcoin_trading.live.shards import prepare_shard, run_candle_shard
 
         close = parse_utc(candle["close_time"], "close_time")
         now = parse_utc(candle.get("now"), "now")
         settings = xcoin.get()
         ctx = live_context(settings, dagster_run_id=context.run_id)
-        if now is None:  # every shard runs the strategies that win their claim: each warms them
-            _wait_for_close(
-                context,
-                close,
-                lambda: prepare_candle(
-                    ctx,
-                    candle["symbol"],
-                    candle["resolution"],
-                    only=shard_filter(candle["shard"], candle["shards"]),
-                ),
-            )
+        symbol, resolution, shard, shards = (
+            candle["symbol"],
+            candle["resolution"],
+            candle["shard"],
+            candle["shards"],
+        )
+        if now is None:  # the shard's accounts' balances, and the sandboxes of the strategies it prefers
+            _wait_for_close(context, close, lambda: prepare_shard(ctx, symbol, resolution, shard, shards))
         reports = run_candle_shard(
             ctx, candle["symbol"], candle["resolution"], close, candle["shard"], candle["shards"], now=now
         )
