@@ -155,7 +155,7 @@ def percentile(values: list[float], q: float) -> float:
 def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_cpu=lambda: 0.0) -> dict:
     import sqlalchemy as sa
 
-    from xcoin_trading.live import coordinator
+    from xcoin_trading.live import fanout
     from xcoin_trading.live.coordinator import LiveContext, run_candle_close
     from xcoin_trading.live.locks import LocalLocks
     from xcoin_trading.live.registry import StoreRegistry
@@ -171,7 +171,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
         ctx = LiveContext(settings=settings, api_url=url, public_url=url, locks=LocalLocks(),
                           registry=StoreRegistry(ttl_seconds=0), vault=Vault.from_settings(settings))  # fmt: skip
         fan_times: list[float] = []
-        original = coordinator.fan_out
+        original = fanout.fan_out
 
         def timed_fan_out(*args, **kwargs):
             t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
             finally:
                 fan_times.append(time.perf_counter() - t0)
 
-        coordinator.fan_out = timed_fan_out
+        fanout.fan_out = timed_fan_out
         totals, orders, served, client_cpu, server_cpu = [], 0, [], [], []
         base = datetime.fromtimestamp(admin.now_ms() // 60_000 * 60 + 60, UTC)  # the clock only moves forward
         profiler = None
@@ -227,7 +227,7 @@ def run_candles(url: str, admin, n: int, candles: int, profile: str | None, sim_
                     )
                 print(f"  N={n} candle {i} {action}: {totals[-1]:.2f} s ({phases})", file=sys.stderr)
         finally:
-            coordinator.fan_out = original
+            fanout.fan_out = original
         return {
             "n": n, "candles": candles, "seed_s": seed_s, "orders": orders,
             "p50": statistics.median(totals), "p95": percentile(totals, 0.95),

@@ -113,7 +113,7 @@ def test_a_rerun_takes_the_dead_flatten_over_instead_of_starting_another(live_wo
     """The dead run's execution is resumed (same row, same client ids), not left RUNNING beside a new one."""
     import socket
 
-    from xcoin_trading.live import coordinator, fanout
+    from xcoin_trading.live import coordinator, fanout, flatten
 
     world = live_world_factory(3)
     _enter(world, sl="0.3", tp="0.3")
@@ -127,7 +127,7 @@ def test_a_rerun_takes_the_dead_flatten_over_instead_of_starting_another(live_wo
     dead = coordinator.live_context(world.settings, worker_id=f"{socket.gethostname()}:999999999:dead")
     strategy = _strategy(world)
     with pytest.raises(KeyboardInterrupt):
-        coordinator.flatten(dead, strategy)
+        flatten.flatten(dead, strategy)
     monkeypatch.setattr(fanout, "send_all", send_all)
     [running] = _rows(world, StrategyExecution, StrategyExecution.status == "RUNNING")
     report = _flatten(world)
@@ -143,7 +143,7 @@ def test_a_dead_flatten_nobody_reruns_is_closed_by_the_reconciler_once_its_order
 ):
     import socket
 
-    from xcoin_trading.live import coordinator, fanout
+    from xcoin_trading.live import coordinator, fanout, flatten
     from xcoin_trading.live.reconcile import LOST_AFTER, reconcile_once
 
     world = live_world_factory(3)
@@ -157,7 +157,7 @@ def test_a_dead_flatten_nobody_reruns_is_closed_by_the_reconciler_once_its_order
     monkeypatch.setattr(fanout, "send_all", one_then_die)
     dead = coordinator.live_context(world.settings, worker_id=f"{socket.gethostname()}:999999999:dead")
     with pytest.raises(KeyboardInterrupt):
-        coordinator.flatten(dead, _strategy(world))
+        flatten.flatten(dead, _strategy(world))
     monkeypatch.setattr(fanout, "send_all", send_all)
     for _ in range(LOST_AFTER):
         reconcile_once(coordinator.live_context(world.settings))

@@ -75,7 +75,7 @@ def _assert_pnl_is_ledger(world):
 
 
 def _flatten(world):
-    from xcoin_trading.live.coordinator import flatten
+    from xcoin_trading.live.flatten import flatten
     from xcoin_trading.live.registry import StrategySettings
     from xcoin_trading.store.models import Strategy
 

@@ -281,19 +281,19 @@ def test_the_sharded_dagster_job_runs_each_shard_in_its_own_process(live_world_f
 def test_a_shard_that_fails_on_a_bug_fails_the_execution_and_the_other_shard_places_nothing(
     live_world_factory, monkeypatch
 ):
-    from xcoin_trading.live import coordinator
+    from xcoin_trading.live import fanout
 
     world = live_world_factory(4, servers=True)
     world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
     ctx = live_context(world.settings)
-    original = coordinator.fan_out
+    original = fanout.fan_out
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the fan-out")
 
-    monkeypatch.setattr(coordinator, "fan_out", broken)
+    monkeypatch.setattr(fanout, "fan_out", broken)
     [first] = run_candle_shard(ctx, "BTCUSDT", "1m", CLOSE, 0, 2, now=CLOSE + timedelta(seconds=1))
-    monkeypatch.setattr(coordinator, "fan_out", original)
+    monkeypatch.setattr(fanout, "fan_out", original)
     assert (first.status, first.execution_status) == ("FAILED", "FAILED")
     assert "a bug in the fan-out" in first.error
     [second] = run_candle_shard(ctx, "BTCUSDT", "1m", CLOSE, 1, 2, now=CLOSE + timedelta(seconds=1))

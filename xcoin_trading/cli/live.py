@@ -81,7 +81,8 @@ def flatten_cmd(code: str | None, every: bool) -> None:
     """Close every open trade of a strategy (or of all) at market now; subscribers keep their
     subscriptions. Safe to run again after a crash: it takes the dead run over. Exits 1 when a
     subscriber could not be closed (the reason is printed) or another flatten is still running."""
-    from xcoin_trading.live.coordinator import flatten, flatten_all, live_context
+    from xcoin_trading.live.coordinator import live_context
+    from xcoin_trading.live.flatten import flatten, flatten_all
     from xcoin_trading.live.registry import StrategySettings
     from xcoin_trading.services.strategies import get_by_code
     from xcoin_trading.store.db import session_scope

@@ -34,7 +34,8 @@ def _simulator():
 def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[str, Any]:
     from xcoin_trading.demo.accounts import open_demo_accounts
     from xcoin_trading.exchange.simulator import SimulatorAdmin
-    from xcoin_trading.live.coordinator import flatten, live_context, run_candle_close
+    from xcoin_trading.live.coordinator import live_context, run_candle_close
+    from xcoin_trading.live.flatten import flatten
     from xcoin_trading.live.reconcile import WATCHED, reconcile_once
     from xcoin_trading.live.registry import StrategySettings
     from xcoin_trading.store.db import session_scope

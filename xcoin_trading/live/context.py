@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from xcoin_trading.config import Settings, get_settings
+from xcoin_trading.exchange.client import CoinDCXClient
+from xcoin_trading.exchange.markets import Market
 from xcoin_trading.live.balances import ReadAhead
 from xcoin_trading.live.locks import Locks, make_locks, worker_identity
 from xcoin_trading.live.registry import Registry, make_registry, store_namespace
@@ -44,3 +46,13 @@ def live_context(settings: Settings | None = None, **overrides: Any) -> LiveCont
         registry=make_registry(settings.redis_url, ns), vault=Vault.from_settings(settings), namespace=ns,
         **{"concurrency": settings.fanout_concurrency, **overrides},
     )  # fmt: skip
+
+
+def market_of(ctx: LiveContext, symbol: str) -> Market:
+    """The market's rules (precision, step, minimums) as the exchange serves them now."""
+    if "-" in symbol:  # futures pair: instrument metadata is served per pair
+        from xcoin_trading.exchange.catalog import default_market
+
+        return default_market(symbol)
+    with CoinDCXClient(ctx.api_url, ctx.public_url) as client:
+        return client.market(symbol)

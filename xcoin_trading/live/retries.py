@@ -1,6 +1,6 @@
 """Candles whose execution FAILED for a transient cause (exchange unreachable, candle not yet
 published) and are still fresh: the candle sensor launches them once more (the coordinator's claim
-takes the FAILED row back; see `coordinator._claim`)."""
+takes the FAILED row back; see `coordinator.claim_execution`)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.live import coordinator
+from xcoin_trading.live import coordinator, fanout
 from xcoin_trading.live.context import LiveContext
 from xcoin_trading.live.coordinator import ExecutionReport
 from xcoin_trading.live.locks import holder_is_dead
@@ -180,7 +180,7 @@ def _fan_out_shard(ctx: LiveContext, strategy: StrategySettings, report: ShardRe
     late = now - close_time > timedelta(milliseconds=step * ctx.staleness_fraction)
     only = shard_filter(shard, shards)
     try:
-        result = coordinator.fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late, only=only)
+        result = fanout.fan_out(ctx, strategy, execution_id, signal, now, allow_new=not late, only=only)
         report.outcomes = result.outcomes
         report.execution_status, report.trades_created = _complete(ctx, execution_id, row_id, shards, result,
                                                                    started)  # fmt: skip

@@ -198,3 +198,9 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
 
 def init_db(settings: Settings | None = None) -> None:
     upgrade(settings)
+
+
+def rows_changed(session: Session, statement: sa.Executable) -> int:
+    """How many rows an UPDATE/DELETE matched: a conditional update's answer to "did I win?"."""
+    result = session.execute(statement)
+    return result.rowcount if isinstance(result, sa.CursorResult) else 0
