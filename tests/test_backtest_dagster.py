@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import shared_data_file
-from xcoin_pipelines.defs.backtests.assets import RUN_TAGS, backtest_result, param_sweep
+from xcoin_pipelines.defs.backtest.assets import RUN_TAGS, backtest_result, param_sweep
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.backtest import SimulationConfig, run_backtest
 from xcoin_trading.backtest.results import list_results

@@ -94,8 +94,8 @@ def test_refresh_with_the_exchange_unreachable_exits_1_and_keeps_the_list(monkey
 
 
 def test_dagster_asset_refreshes_the_list_with_counts_in_its_metadata(on_simulator):
-    from xcoin_pipelines.defs.market_data.markets import markets
-    from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
+    from xcoin_pipelines.defs.marketdata.markets import markets
+    from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
     from xcoin_pipelines.resources import XcoinSettingsResource
 
     with dg.instance_for_test() as instance:

@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from xcoin_pipelines.defs.market_data.assets import CANDLE_ASSETS
-from xcoin_pipelines.defs.market_data.partitions import (
+from xcoin_pipelines.defs.marketdata.assets import CANDLE_ASSETS
+from xcoin_pipelines.defs.marketdata.partitions import (
     CANDLE_PARTITIONS,
     candle_partition_key,
     registered_symbols,

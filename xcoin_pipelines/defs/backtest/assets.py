@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from xcoin_pipelines.defs.backtests.config import BacktestConfig, SweepConfig
+from xcoin_pipelines.defs.backtest.config import BacktestConfig, SweepConfig
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
