@@ -21,14 +21,6 @@ def _run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.fixture()
-def on_simulator(simulator, monkeypatch):
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
-    return simulator
-
-
 def test_refresh_stores_the_exchanges_list_with_its_fetch_time_and_lookups_use_it(on_simulator):
     assert load_catalog().fetched_at is None  # the bundled list before the first refresh
     out = _run("markets", "refresh")
