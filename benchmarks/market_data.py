@@ -59,6 +59,7 @@ def main() -> None:
     from xcoin_trading.marketdata.catalog import query, refresh_catalog
     from xcoin_trading.marketdata.importer import import_candles
     from xcoin_trading.marketdata.lake import candles_root, day_range
+    from xcoin_trading.marketdata.resample import ohlcv_aggregation
 
     settings = get_settings()
     rows: list[tuple[str, str, str, str]] = []
@@ -145,13 +146,7 @@ def main() -> None:
             pl.scan_parquet(lake_glob)
             .sort("open_time")
             .group_by((pl.col("open_time") // 86_400_000).alias("day"), maintain_order=True)
-            .agg(
-                pl.col("open").first(),
-                pl.col("high").max(),
-                pl.col("low").min(),
-                pl.col("close").last(),
-                pl.col("volume").sum(),
-            )
+            .agg(*ohlcv_aggregation())
             .collect()
         )
 

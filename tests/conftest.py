@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ pytest_plugins = sorted(
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def market_options(symbol: str, resolution: str, start: str, end: str) -> list[str]:
+    """The CLI's market and range options, as `xcoin data import` and `xcoin backtest run` take them."""
+    return ["--symbol", symbol, "--resolution", resolution, "--start", start, "--end", end]
+
+
+def utc_day(day: str) -> datetime:
+    """Midnight UTC of a YYYY-MM-DD day."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
 
 
 def shared_data_file(name: str) -> Path:

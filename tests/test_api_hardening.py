@@ -229,10 +229,7 @@ def test_far_backtest_dates_are_refused_not_a_500(api, start, end):
 # ---- an unreadable stored row degrades one field ----------------------------------------------
 
 
-def test_one_unreadable_trade_row_nulls_its_fields_not_the_response(api_factory, simulator, monkeypatch):
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
+def test_one_unreadable_trade_row_nulls_its_fields_not_the_response(api_factory, on_simulator):
     client = api_factory()
     user = signup(client)
     strategy_id, sub = _keys_strategy_subscription(client, user.headers)

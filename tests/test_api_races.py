@@ -249,33 +249,28 @@ def test_parallel_wrong_passwords_verify_at_most_the_limit(live_api, counting_ha
         )
 
 
-def test_parallel_spray_from_one_address_verifies_at_most_the_ip_limit(live_api_factory, counting_hasher):
+def _failed_logins_in_parallel(live_api_factory, n: int, *, per_ip: int):
+    """`n` parallel logins from one address, each to its own unknown email with a wrong password."""
     from xcoin_trading.api.ratelimit import LoginThrottle, RedisCounter
 
-    live = live_api_factory(
-        throttle=LoginThrottle(RedisCounter.from_url(get_settings().redis_url), per_email=100, per_ip=10)
+    throttle = LoginThrottle(RedisCounter.from_url(get_settings().redis_url), per_email=100, per_ip=per_ip)
+    login = {"password": "guess1234"}
+    return fire(
+        live_api_factory(throttle=throttle),
+        n,
+        lambda c, i: c.post("/auth/login", json={**login, "email": f"spray{i}@example.com"}),
     )
-    results = fire(
-        live,
-        40,
-        lambda c, i: c.post("/auth/login", json={"email": f"spray{i}@example.com", "password": "guess1234"}),
-    )
+
+
+def test_parallel_spray_from_one_address_verifies_at_most_the_ip_limit(live_api_factory, counting_hasher):
+    results = _failed_logins_in_parallel(live_api_factory, 40, per_ip=10)
     statuses = _statuses(results)
     assert set(statuses) == {401, 429}
     assert counting_hasher.calls <= 10
 
 
 def test_concurrent_password_checks_are_bounded_per_process(live_api_factory, counting_hasher):
-    from xcoin_trading.api.ratelimit import LoginThrottle, RedisCounter
-
-    live = live_api_factory(
-        throttle=LoginThrottle(RedisCounter.from_url(get_settings().redis_url), per_email=100, per_ip=100)
-    )
-    results = fire(
-        live,
-        30,
-        lambda c, i: c.post("/auth/login", json={"email": f"who{i}@example.com", "password": "guess1234"}),
-    )
+    results = _failed_logins_in_parallel(live_api_factory, 30, per_ip=100)
     assert _statuses(results) == {401: 30}
     assert counting_hasher.calls == 30
     assert counting_hasher.peak <= getattr(get_settings(), "password_check_concurrency", 4)

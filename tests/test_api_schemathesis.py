@@ -25,7 +25,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.fixtures.api import signup
-from xcoin_trading.config import reset_settings
 
 EXAMPLES_PER_MODE = 12
 CHECKS = [
@@ -38,11 +37,8 @@ CHECKS = [
 
 
 @pytest.fixture()
-def seeded_api(api_factory, simulator, monkeypatch):
+def seeded_api(api_factory, on_simulator):
     # The simulator is the exchange: a 502 (exchange down) is documented, but not what we fuzz.
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
     client = api_factory()
     user = signup(client)
     client.post(

@@ -82,10 +82,7 @@ def test_blank_or_unknown_key_fields_are_refused_with_the_field_name(api):
 
 
 @pytest.fixture()
-def exchange_api(api_factory, simulator, monkeypatch):
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
+def exchange_api(api_factory, on_simulator):
     return api_factory()
 
 

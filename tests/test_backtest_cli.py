@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import shared_data_file
+from tests.conftest import market_options, shared_data_file
 from xcoin_trading.backtest.metrics import SEED_FIELDS
 from xcoin_trading.backtest.results import list_results
 from xcoin_trading.cli import main
@@ -26,6 +25,11 @@ def xcoin(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def sma(command: str, *options: str) -> tuple[int, str]:
+    """`xcoin backtest <command>` of the built-in SMA crossover, the strategy most of these tests run."""
+    return xcoin("backtest", command, "--strategy", "sma_crossover", *options)
+
+
 def _artifact_dirs() -> list:
     root = get_settings().artifacts_dir / "backtests"
     return list(root.iterdir()) if root.exists() else []
@@ -33,11 +37,8 @@ def _artifact_dirs() -> list:
 
 def test_run_prints_the_seed_metrics_writes_json_and_report_and_is_in_history(tmp_path, btc_file):
     out, report = tmp_path / "bt.json", tmp_path / "bt.html"
-    code, text = xcoin(
-        "backtest",
+    code, text = sma(
         "run",
-        "--strategy",
-        "sma_crossover",
         "--data",
         btc_file,
         "--params",
@@ -128,30 +129,11 @@ def test_a_user_strategy_file_and_a_stored_strategy_code_both_run(tmp_path, btc_
     assert row["config"]["params"]["fast"] == 5
 
 
-def test_lake_candles_are_read_through_the_market_data_api(btc_file):
-    from xcoin_trading.marketdata.importer import import_candles
+def test_lake_candles_are_read_through_the_market_data_api(lake_btc):
+    def lake_run(start: str, end: str) -> tuple[int, str]:
+        return sma("run", *market_options("BTCUSDT", "1m", start, end))
 
-    import_candles(
-        btc_file,
-        "BTCUSDT",
-        "1m",
-        start=datetime(2024, 1, 2, tzinfo=UTC),
-        end=datetime(2024, 1, 5, tzinfo=UTC),
-    )
-    code, text = xcoin(
-        "backtest",
-        "run",
-        "--strategy",
-        "sma_crossover",
-        "--symbol",
-        "BTCUSDT",
-        "--resolution",
-        "1m",
-        "--start",
-        "2024-01-02",
-        "--end",
-        "2024-01-04",
-    )
+    code, text = lake_run("2024-01-02", "2024-01-04")
     assert code == 0, text
     assert "4,320 candles (1m)" in text  # 3 whole days, --end day included
     [row] = list_results()
@@ -160,20 +142,7 @@ def test_lake_candles_are_read_through_the_market_data_api(btc_file):
     q = pl.read_parquet(row["artifacts"]["trades"]).get_column("quantity")
     assert ((q * 100_000).round(6) % 1 == 0).all()
 
-    code, text = xcoin(
-        "backtest",
-        "run",
-        "--strategy",
-        "sma_crossover",
-        "--symbol",
-        "BTCUSDT",
-        "--resolution",
-        "1m",
-        "--start",
-        "2024-01-03",
-        "--end",
-        "2024-01-07",
-    )
+    code, text = lake_run("2024-01-03", "2024-01-07")
     assert code == 2 and "error:" in text and "2024-01-05" in text  # names the missing days
     assert len(list_results()) == 1
 
@@ -218,17 +187,14 @@ def test_a_failing_strategy_is_reported_and_nothing_is_stored(tmp_path, btc_file
 
 
 def test_without_data_or_a_full_lake_range_the_missing_option_is_named():
-    code, text = xcoin("backtest", "run", "--strategy", "sma_crossover", "--symbol", "BTCUSDT")
+    code, text = sma("run", "--symbol", "BTCUSDT")
     assert code == 2 and "resolution is required unless a data file is given" in text
 
 
 def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
     out = tmp_path / "ranking.parquet"
-    code, text = xcoin(
-        "backtest",
+    code, text = sma(
         "sweep",
-        "--strategy",
-        "sma_crossover",
         "--data",
         btc_file,
         "--grid",
@@ -246,11 +212,8 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
     assert "rank=1  fast=" in text and "16 backtests" in text  # progress bar, then the ranking
     # The winner re-run as a single backtest gives the same figure.
     best = ranking.row(0, named=True)
-    code, text = xcoin(
-        "backtest",
+    code, text = sma(
         "run",
-        "--strategy",
-        "sma_crossover",
         "--data",
         btc_file,
         "--no-save",
@@ -263,18 +226,14 @@ def test_sweep_ranks_every_combination_by_the_chosen_metric(tmp_path, btc_file):
         best["netPnl"]
     )
 
-    code, text = xcoin(
-        "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast=5;slow=4"
-    )
+    code, text = sma("sweep", "--data", btc_file, "--grid", "fast=5;slow=4")
     assert code == 2 and "must be below slow" in text  # no valid combination: bad input, reason kept
-    code, text = xcoin(
-        "backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid", "fast"
-    )
+    code, text = sma("sweep", "--data", btc_file, "--grid", "fast")
     assert code == 2 and "grid each entry must look like name=v1,v2" in text
 
 
 def test_sweeps_and_walk_forwards_are_stored_shown_and_compared(tmp_path, btc_file):
-    code, text = xcoin("backtest", "sweep", "--strategy", "sma_crossover", "--data", btc_file, "--grid",
+    code, text = sma("sweep", "--data", btc_file, "--grid",
                        "fast=5,10,20;slow=30,60,120", "--params", "sl_pct=0.01,tp_pct=0.02", "--oos", "0.3",
                        "--metric", "netPnl")  # fmt: skip
     assert code == 0, text
@@ -293,7 +252,7 @@ def test_sweeps_and_walk_forwards_are_stored_shown_and_compared(tmp_path, btc_fi
     assert f"rank=1  fast={best['param_fast']}  slow={best['param_slow']}" in text and "oos_netPnl=" in text
 
     report = tmp_path / "wf.html"
-    code, text = xcoin("backtest", "walk-forward", "--strategy", "sma_crossover", "--data", btc_file, "--grid",
+    code, text = sma("walk-forward", "--data", btc_file, "--grid",
                        "fast=5,10;slow=30,60", "--windows", "4", "--train-ratio", "2", "--report", str(report))  # fmt: skip
     assert code == 0, text
     assert "stitched out of sample: net P&L" in text and report.exists()
@@ -303,9 +262,7 @@ def test_sweeps_and_walk_forwards_are_stored_shown_and_compared(tmp_path, btc_fi
     assert code == 0 and text.count("window ") == 4 and "report " in text
 
     for params in ("fast=10,slow=40", "fast=20,slow=80"):
-        code, text = xcoin(
-            "backtest", "run", "--strategy", "sma_crossover", "--data", btc_file, "--params", params
-        )
+        code, text = sma("run", "--data", btc_file, "--params", params)
         assert code == 0, text
     second, first = list_results()[:2]
     code, text = xcoin("backtest", "compare", str(first["id"]), str(second["id"]))
@@ -367,7 +324,7 @@ def test_a_strategy_file_that_looks_ahead_is_refused_unless_allowed(tmp_path, bt
 
 def test_metric_names_say_gross_or_net_and_every_metric_has_a_unit(tmp_path, btc_file):
     out = tmp_path / "m.json"
-    code, text = xcoin("backtest", "run", "--strategy", "sma_crossover", "--data", btc_file, "--end", "2024-01-10",
+    code, text = sma("run", "--data", btc_file, "--end", "2024-01-10",
                        "--no-save", "--json", str(out))  # fmt: skip
     assert code == 0, text
     payload = json.loads(out.read_text())

@@ -9,23 +9,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from tests.conftest import shared_data_file
-from xcoin_pipelines.defs.backtests.assets import RUN_TAGS, backtest_result, param_sweep
+from xcoin_pipelines.defs.backtest.assets import RUN_TAGS, backtest_result, param_sweep
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.backtest import SimulationConfig, run_backtest
 from xcoin_trading.backtest.results import list_results
 from xcoin_trading.exchange.markets import SPOT_MARKETS
 from xcoin_trading.marketdata.lake import load_candles
-
-
-@pytest.fixture()
-def lake_btc():
-    from xcoin_trading.marketdata.importer import import_candles
-
-    import_candles(
-        shared_data_file("BTCUSDT-1m-2024-01.parquet"), "BTCUSDT", "1m",
-        start=datetime(2024, 1, 2, tzinfo=UTC), end=datetime(2024, 1, 5, tzinfo=UTC),
-    )  # fmt: skip
 
 
 def _materialize(instance, asset, config: dict | None = None):

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import shared_data_file
+from tests.fixtures.sma_spec import running_sma
 from xcoin_trading.backtest import SimulationConfig, run_backtest
 from xcoin_trading.strategy import read_candles_file
 
@@ -38,17 +39,7 @@ def sma_sltp_reference(
     close); take profits fill at their level."""
     n = len(c)
 
-    def running_sma(k):
-        out, s = [None] * n, 0.0
-        for i in range(n):
-            s += c[i]
-            if i >= k:
-                s -= c[i - k]
-            if i >= k - 1:
-                out[i] = s / k
-        return out
-
-    f, s = running_sma(fast), running_sma(slow)
+    f, s = running_sma(c, fast), running_sma(c, slow)
     equity = init_equity
     pos = None  # dict(side, entry_i, E, qty, SL, TP)
     trades = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,10 +162,22 @@ def _designed_exchange(closes: list[float], opens: list[float] | None = None) ->
     return Exchange(feeds, SimClock(t0 + MINUTE))
 
 
-def test_stop_loss_gapped_through_fills_at_the_open():
-    ex = _designed_exchange([50000, 50000, 47000], opens=[50000, 50000, 48000])
+@contextmanager
+def _designed_account(
+    closes: list[float], opens: list[float] | None = None
+) -> Iterator[tuple[Exchange, Any]]:
+    """A funded account on a simulator serving these candles: (the exchange, the account)."""
+    ex = _designed_exchange(closes, opens)
     with SimulatorServer(ex) as sim:
         acct = funded_account(sim)
+        try:
+            yield ex, acct
+        finally:
+            acct.close()
+
+
+def test_stop_loss_gapped_through_fills_at_the_open():
+    with _designed_account([50000, 50000, 47000], opens=[50000, 50000, 48000]) as (ex, acct):
         c = acct.client
         c.futures_set_leverage(PAIR, 2)
         c.futures_create_order(PAIR, "buy", "market_order", "0.1", stop_loss_price="49000")
@@ -172,13 +187,10 @@ def test_stop_loss_gapped_through_fills_at_the_open():
         pnl = (Decimal(48000) - Decimal(50000)) * Decimal("0.1")
         fees = (Decimal(50000) + Decimal(48000)) * Decimal("0.1") * FEE
         assert _usdt(acct) == (Decimal(10000) + pnl - fees, Decimal(0))
-        acct.close()
 
 
 def test_liquidation_loses_exactly_the_margin():
-    ex = _designed_exchange([50000, 50000, 49000, 47000, 47000])
-    with SimulatorServer(ex) as sim:
-        acct = funded_account(sim)
+    with _designed_account([50000, 50000, 49000, 47000, 47000]) as (ex, acct):
         c = acct.client
         c.futures_set_leverage(PAIR, 20)
         c.futures_create_order(PAIR, "buy", "market_order", "0.1")
@@ -192,13 +204,10 @@ def test_liquidation_loses_exactly_the_margin():
         assert liquidation.avg_price == Decimal(47750)
         margin = Decimal(50000) * Decimal("0.1") / 20
         assert _usdt(acct) == (Decimal(10000) - margin - Decimal(5000) * FEE, Decimal(0))
-        acct.close()
 
 
 def test_resting_limit_entry_fills_on_the_path_and_then_its_triggers_arm():
-    ex = _designed_exchange([50000, 50000, 49500, 49000, 51500])
-    with SimulatorServer(ex) as sim:
-        acct = funded_account(sim)
+    with _designed_account([50000, 50000, 49500, 49000, 51500]) as (ex, acct):
         c = acct.client
         order = c.futures_create_order(PAIR, "buy", "limit_order", "0.1", "49600", take_profit_price="51000")
         assert order.status == "open"
@@ -208,7 +217,6 @@ def test_resting_limit_entry_fills_on_the_path_and_then_its_triggers_arm():
         assert entry.status == "filled" and entry.avg_price == Decimal(49600)
         tp = next(o for o in c.futures_orders() if o.order_type == "take_profit_market")
         assert tp.status == "filled" and tp.avg_price == Decimal(51000)
-        acct.close()
 
 
 def test_futures_instrument_gives_the_futures_sizing_rules(account):

@@ -7,9 +7,9 @@ import time
 from decimal import Decimal
 
 import httpx
-import polars as pl
 import pytest
 
+from tests.fixtures.marketdata import CANDLE_SCHEMA
 from xcoin_trading.candles import exchange_window
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.auth import compact_json, sign
@@ -111,16 +111,7 @@ def test_fetch_candles_paginates_and_returns_exactly_the_half_open_range(simulat
     start, end = now - 2500 * 60_000 + 17, now - 30 * 60_000  # unaligned start
     with CoinDCXClient(simulator.url, simulator.url) as client:
         frame = client.fetch_candles("BTCUSDT", "1m", start, end)
-    assert frame.schema == pl.Schema(
-        {
-            "open_time": pl.Int64,
-            "open": pl.Float64,
-            "high": pl.Float64,
-            "low": pl.Float64,
-            "close": pl.Float64,
-            "volume": pl.Float64,
-        }
-    )
+    assert frame.schema == CANDLE_SCHEMA
     first_open = start - start % 60_000 + 60_000  # first minute at or after start
     expected = list(range(first_open, end, 60_000))
     assert frame["open_time"].to_list() == expected  # ascending, no gaps, no duplicates, end excluded

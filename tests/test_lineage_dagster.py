@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from tests.conftest import shared_data_file
-from xcoin_pipelines.defs.market_data.lake_sensor import lake_candles_sensor
+from xcoin_pipelines.defs.marketdata.lake_sensor import lake_candles_sensor
 from xcoin_pipelines.resources import XcoinSettingsResource
 
 CANDLES_1M = dg.AssetKey(["market_data", "candles_1m"])
@@ -97,8 +97,8 @@ def test_missing_edges_are_in_the_graph():
 def test_backtests_stored_outside_dagster_are_reported_once_and_runs_own_are_not(lake_btc_days):
     from datetime import timedelta
 
-    from xcoin_pipelines.defs.backtests.assets import backtest_result
-    from xcoin_pipelines.defs.backtests.sensors import BACKTEST_KEY, backtest_events
+    from xcoin_pipelines.defs.backtest.assets import backtest_result
+    from xcoin_pipelines.defs.backtest.sensors import BACKTEST_KEY, backtest_events
     from xcoin_trading.backtest.service import BacktestRequest, execute
     from xcoin_trading.config import get_settings
 

@@ -63,9 +63,14 @@ def _run(instance, close=CLOSE, now=None, raise_on_error=True):
     config = candle_run_config(
         "BTCUSDT", "1m", close.strftime(ISO), (now or close + timedelta(seconds=2)).strftime(ISO)
     )
+    return _execute(instance, config, raise_on_error=raise_on_error)
+
+
+def _execute(instance, run_config, raise_on_error=False, **kwargs):
+    """The live job in process, as a worker runs it (the real settings resource)."""
     return live_execution_job.execute_in_process(
-        run_config=config, instance=instance, resources={"xcoin": XcoinSettingsResource()},
-        raise_on_error=raise_on_error,
+        run_config=run_config, instance=instance, resources={"xcoin": XcoinSettingsResource()},
+        raise_on_error=raise_on_error, **kwargs,
     )  # fmt: skip
 
 
@@ -141,23 +146,13 @@ def test_run_outcome_is_the_most_alarming_status():
 def test_bad_close_time_fails_the_run_naming_the_field_and_changes_nothing(world):
     with dg.instance_for_test() as instance:
         config = candle_run_config("BTCUSDT", "1m", "2024-01-01T01:00:30Z")
-        result = live_execution_job.execute_in_process(
-            run_config=config,
-            instance=instance,
-            resources={"xcoin": XcoinSettingsResource()},
-            raise_on_error=False,
-        )
+        result = _execute(instance, config)
         assert not result.success
         failure = result.get_step_failure_events()[0].event_specific_data.error.cause
         assert failure.cls_name == "ValidationError"
         assert "close_time" in failure.message and "boundary" in failure.message
         bad = candle_run_config("BTCUSDT", "1m", "yesterday")
-        result = live_execution_job.execute_in_process(
-            run_config=bad,
-            instance=instance,
-            resources={"xcoin": XcoinSettingsResource()},
-            raise_on_error=False,
-        )
+        result = _execute(instance, bad)
         assert "close_time" in result.get_step_failure_events()[0].event_specific_data.error.cause.message
     assert _rows(world.settings, StrategyExecution) == []
 
@@ -329,9 +324,8 @@ def test_failure_sensor_closes_a_dead_runs_executions_and_resumes_orders_in_flig
     import socket
 
     with dg.instance_for_test() as instance:
-        failed = live_execution_job.execute_in_process(
-            run_config=candle_run_config("BTCUSDT", "1m", "2024-01-01T01:00:30Z"), instance=instance,
-            resources={"xcoin": XcoinSettingsResource()}, raise_on_error=False,
+        failed = _execute(
+            instance, candle_run_config("BTCUSDT", "1m", "2024-01-01T01:00:30Z"),
             tags={CANDLE_TAG: "BTCUSDT:1m", INTERVAL_TAG: "2024-01-01T01:00:00Z_1m", LANE_TAG: "BTCUSDT:1m"},
         )  # fmt: skip
         assert not failed.success
@@ -359,10 +353,7 @@ def test_failure_sensor_closes_a_dead_runs_executions_and_resumes_orders_in_flig
         assert request.run_config == failed.dagster_run.run_config
 
         # The resume run fails too: no second resume, the rest is left to the reconciler.
-        resumed = live_execution_job.execute_in_process(
-            run_config=request.run_config, instance=instance, resources={"xcoin": XcoinSettingsResource()},
-            raise_on_error=False, tags=request.tags,
-        )  # fmt: skip
+        resumed = _execute(instance, request.run_config, tags=request.tags)
         with session_scope(world.settings) as session:
             session.get(StrategyExecution, in_flight).dagster_run_id = resumed.run_id
         assert live_run_failure_sensor(_failure_context(instance, resumed)) is None

@@ -179,24 +179,27 @@ BAD_STRATEGIES = {
 }
 
 
+def _close_on_one_simulator(good, other, *, wall_seconds: float, after_seconds: float) -> dict:
+    """Close CLOSE for both worlds' strategies on `good`'s simulator; the reports by strategy id."""
+    from xcoin_trading.strategy.sandbox import SandboxLimits
+
+    other.sim.stop()
+    other.sim = good.sim
+    good.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    ctx = live_context(good.settings, sandbox=SandboxLimits(wall_seconds=wall_seconds, cpu_seconds=3))
+    ctx.api_url = ctx.public_url = good.sim.url
+    now = CLOSE + timedelta(seconds=after_seconds)
+    return {r.strategy_id: r for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=now)}
+
+
 @pytest.mark.parametrize("name", list(BAD_STRATEGIES))
 def test_a_bad_strategy_fails_with_a_clear_error_and_no_orders_while_others_trade(
     live_world_factory, name, monkeypatch
 ):
-    from xcoin_trading.strategy.sandbox import SandboxLimits
-
     source, message = BAD_STRATEGIES[name]
     good = live_world_factory(2)
     bad = live_world_factory(2, source=source)  # same store, same candle key, its own simulator
-    bad.sim.stop()
-    bad.sim = good.sim
-    good.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
-    ctx = live_context(good.settings, sandbox=SandboxLimits(wall_seconds=5, cpu_seconds=3))
-    ctx.api_url = ctx.public_url = good.sim.url
-    reports = {
-        r.strategy_id: r
-        for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
-    }
+    reports = _close_on_one_simulator(good, bad, wall_seconds=5, after_seconds=2)
     assert reports[bad.strategy_id].status == "FAILED"
     assert message in reports[bad.strategy_id].error
     assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
@@ -206,19 +209,9 @@ def test_a_bad_strategy_fails_with_a_clear_error_and_no_orders_while_others_trad
 
 def test_a_hanging_strategy_delays_none_of_the_others_on_its_candle(live_world_factory):
     """Registered first, it would have held the candle's later strategies for its whole wall clock."""
-    from xcoin_trading.strategy.sandbox import SandboxLimits
-
     hang = live_world_factory(2, source="import time\ndef signals(c, p):\n    time.sleep(600)\n")
     good = live_world_factory(2)
-    hang.sim.stop()
-    hang.sim = good.sim
-    good.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
-    ctx = live_context(good.settings, sandbox=SandboxLimits(wall_seconds=8, cpu_seconds=3))
-    ctx.api_url = ctx.public_url = good.sim.url
-    reports = {
-        r.strategy_id: r
-        for r in run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=1))
-    }
+    reports = _close_on_one_simulator(good, hang, wall_seconds=8, after_seconds=1)
     assert reports[hang.strategy_id].status == "FAILED" and re.search(
         r"timed out after (6(\.\d)?|7) s", reports[hang.strategy_id].error
     )

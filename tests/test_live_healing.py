@@ -31,23 +31,8 @@ def _rows(world, model, *where):
         return list(session.scalars(sa.select(model).where(*where).order_by(model.id)))
 
 
-def _enter(world, symbol="BTCUSDT", sl="0.002", tp="0.002", action="LONG"):
-    from xcoin_trading.services import strategies
-    from xcoin_trading.store.models import Strategy
-
-    with session_scope(world.settings) as session:
-        row = session.get(Strategy, world.strategy_id)
-        strategies.update_strategy(
-            session, row.author_id, row.id, params={"action": action, "sl": float(sl), "tp": float(tp)}
-        )
-        row.validation_status = "VALID"
-    world.admin.advance(to_ms=_ms(CLOSE))
-    [report] = run_candle_close(
-        live_context(world.settings), symbol, "1m", CLOSE, now=CLOSE + timedelta(seconds=1)
-    )
-    assert report.status == "COMPLETED", report.error
-    world.set_action("HOLD")
-    return report
+def _enter(world, **signal):
+    return world.enter_at(CLOSE, **signal)
 
 
 def _client(world, sub_id):
@@ -179,15 +164,7 @@ def test_a_position_the_store_gave_up_on_is_linked_back_and_one_it_never_knew_is
 
 
 def _walk_until(world, done, start=CLOSE, minutes=600):
-    ctx = live_context(world.settings)
-    moment = start
-    for _ in range(minutes):
-        moment += timedelta(minutes=1)
-        world.admin.advance(to_ms=_ms(moment))
-        reconcile_once(ctx, now=moment)
-        if done():
-            return moment
-    raise AssertionError("never happened")
+    return world.reconcile_until(done, start, minutes)
 
 
 def test_a_failed_take_profit_cancel_never_disarms_the_stop(live_world_factory):

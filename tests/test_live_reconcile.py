@@ -27,35 +27,13 @@ def _trades(world):
         return list(session.scalars(sa.select(Trade).order_by(Trade.id)))
 
 
-def _enter(world, symbol="BTCUSDT", sl="0.002", tp="0.002"):
-    from xcoin_trading.services import strategies
-    from xcoin_trading.store.models import Strategy
-
-    with session_scope(world.settings) as session:
-        row = session.get(Strategy, world.strategy_id)
-        strategies.update_strategy(
-            session, row.author_id, row.id, params={"action": "LONG", "sl": float(sl), "tp": float(tp)}
-        )
-        row.validation_status = "VALID"
-    world.admin.advance(to_ms=_ms(CLOSE))
-    [report] = run_candle_close(
-        live_context(world.settings), symbol, "1m", CLOSE, now=CLOSE + timedelta(seconds=1)
-    )
-    assert report.status == "COMPLETED", report.error
-    world.set_action("HOLD")
+def _enter(world, **signal):
+    return world.enter_at(CLOSE, **signal)
 
 
 def _walk_until_closed(world, max_minutes=600):
     """Advance the exchange minute by minute, reconciling each minute, until every trade is closed."""
-    ctx = live_context(world.settings)
-    moment = CLOSE
-    for _ in range(max_minutes):
-        moment += timedelta(minutes=1)
-        world.admin.advance(to_ms=_ms(moment))
-        reconcile_once(ctx, now=moment)
-        if all(t.status == "CLOSED" for t in _trades(world)):
-            return
-    raise AssertionError("trades did not close")
+    world.reconcile_until(lambda: all(t.status == "CLOSED" for t in _trades(world)), CLOSE, max_minutes)
 
 
 def test_spot_trades_close_at_their_take_profit_or_watched_stop_with_pnl_from_the_fills(live_world_factory):

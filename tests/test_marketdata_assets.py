@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import shared_data_file
 from tests.fixtures.marketdata import BTC_1M_JAN, real_candles
-from xcoin_pipelines.defs.market_data.assets import CANDLE_ASSETS, candle_catalog
-from xcoin_pipelines.defs.market_data.partitions import add_symbols
-from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
+from xcoin_pipelines.defs.marketdata.assets import CANDLE_ASSETS, candle_catalog
+from xcoin_pipelines.defs.marketdata.partitions import add_symbols
+from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.exchange.simulator import SimulatorAdmin
 from xcoin_trading.exchange.simulator.faults import FaultRule

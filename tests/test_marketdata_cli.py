@@ -8,10 +8,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import shared_data_file
+from tests.conftest import market_options, shared_data_file
 from tests.fixtures.marketdata import BTC_1M_JAN
 from xcoin_trading.cli import main
-from xcoin_trading.config import reset_settings
 from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.marketdata.lake import list_days, partition_info, partition_path, read_partition
 from xcoin_trading.timeframes import utcnow
@@ -23,18 +22,7 @@ def _run(*args: str):
 
 def test_import_of_a_real_file_slice_lands_and_the_summary_shows_it():
     path = str(shared_data_file(BTC_1M_JAN))
-    result = _run(
-        "import",
-        path,
-        "--symbol",
-        "BTCUSDT",
-        "--resolution",
-        "1m",
-        "--start",
-        "2024-01-02",
-        "--end",
-        "2024-01-04",
-    )
+    result = _run("import", path, *market_options("BTCUSDT", "1m", "2024-01-02", "2024-01-04"))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().startswith(
         "imported 4,320 BTCUSDT 1m candles into 3 day(s), rejected 0 day(s)"
@@ -87,10 +75,7 @@ def test_backfill_refuses_bad_arguments_naming_them(args, message):
     assert message in result.stderr
 
 
-def test_backfill_from_the_exchange_stores_what_the_exchange_serves(simulator, monkeypatch):
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
+def test_backfill_from_the_exchange_stores_what_the_exchange_serves(on_simulator):
     result = _run(
         "backfill", "--symbol", "BTCUSDT", "--resolution", "1m", "--resolution", "1h",
         "--start", "2023-12-29", "--end", "2023-12-31",
@@ -104,7 +89,7 @@ def test_backfill_from_the_exchange_stores_what_the_exchange_serves(simulator, m
     assert line.endswith(", source simulator (SIMULATOR: synthetic candles, not market history)")
     assert partition_info(partition_path("BTCUSDT", "1m", "2023-12-30")).source == "simulator"
     start = int(datetime(2023, 12, 30, tzinfo=UTC).timestamp() * 1000)
-    with CoinDCXClient(simulator.url, simulator.url) as client:
+    with CoinDCXClient(on_simulator.url, on_simulator.url) as client:
         served = client.fetch_candles("BTCUSDT", "1m", start, start + 86_400_000)
     assert read_partition("BTCUSDT", "1m", "2023-12-30").equals(served)
     assert not partition_info(partition_path("BTCUSDT", "1h", "2023-12-31")).partial

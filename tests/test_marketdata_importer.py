@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from tests.conftest import shared_data_file
+from tests.conftest import shared_data_file, utc_day
 from tests.fixtures.marketdata import BTC_1M_JAN
 from xcoin_trading.config import get_settings
 from xcoin_trading.errors import ValidationError
@@ -107,13 +107,7 @@ def test_epoch_seconds_are_refused(btc_1m_three_days):
 def test_importing_hourly_candles_as_1m_is_refused():
     path = shared_data_file("BTCUSDT-1h-2017-08_2024-12.parquet")
     with pytest.raises(ValidationError) as err:
-        import_candles(
-            path,
-            "BTCUSDT",
-            "1m",
-            start=datetime(2024, 1, 1, tzinfo=UTC),
-            end=datetime(2024, 1, 3, tzinfo=UTC),
-        )
+        import_candles(path, "BTCUSDT", "1m", start=utc_day("2024-01-01"), end=utc_day("2024-01-03"))
     assert err.value.field == "resolution"
     assert "mostly 60 minutes apart" in err.value.reason
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import shared_data_file
-from tests.fixtures.marketdata import BTC_1M_JAN, real_candles
+from tests.fixtures.marketdata import BTC_1M_JAN, CANDLE_SCHEMA, real_candles
 from xcoin_trading.config import get_settings
 from xcoin_trading.errors import NotFound, ValidationError
 from xcoin_trading.marketdata import load_candles
@@ -43,14 +43,7 @@ def test_load_candles_returns_exactly_the_source_candles_across_day_boundaries(l
     start, end = JAN(2, 10, 0), JAN(4, 10, 30)
     got = load_candles("BTCUSDT", "1m", start, end)
     expected = real_candles(BTC_1M_JAN, start, end)
-    assert got.schema == {
-        "open_time": pl.Int64,
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Float64,
-    }
+    assert got.schema == CANDLE_SCHEMA
     assert got.height == (48 * 60 + 30)  # two days and half an hour of minutes
     assert got.equals(expected)
     assert got["open_time"][0] == int(start.timestamp() * 1000)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from xcoin_pipelines.defs.market_data.assets import CANDLE_ASSETS
-from xcoin_pipelines.defs.market_data.partitions import SYMBOLS, add_symbols, registered_symbols
-from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
-from xcoin_pipelines.defs.market_data.schedules import (
+from xcoin_pipelines.defs.marketdata.assets import CANDLE_ASSETS
+from xcoin_pipelines.defs.marketdata.partitions import SYMBOLS, add_symbols, registered_symbols
+from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
+from xcoin_pipelines.defs.marketdata.schedules import (
     build_daily_close_schedule,
     build_topup_schedule,
     market_data_daily_close_schedule,
@@ -122,7 +122,7 @@ def test_the_code_location_loads_with_candle_assets_checks_and_schedules():
 
 
 def test_the_symbols_sensor_adds_each_active_strategy_market_once(instance, sqlite_store):
-    from xcoin_pipelines.defs.market_data.sensors import market_data_symbols_sensor
+    from xcoin_pipelines.defs.marketdata.sensors import market_data_symbols_sensor
     from xcoin_trading.services import strategies, users
     from xcoin_trading.store.db import session_scope
 

@@ -21,14 +21,6 @@ def _run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.fixture()
-def on_simulator(simulator, monkeypatch):
-    monkeypatch.setenv("COINDCX_API_URL", simulator.url)
-    monkeypatch.setenv("COINDCX_PUBLIC_URL", simulator.url)
-    reset_settings()
-    return simulator
-
-
 def test_refresh_stores_the_exchanges_list_with_its_fetch_time_and_lookups_use_it(on_simulator):
     assert load_catalog().fetched_at is None  # the bundled list before the first refresh
     out = _run("markets", "refresh")
@@ -94,8 +86,8 @@ def test_refresh_with_the_exchange_unreachable_exits_1_and_keeps_the_list(monkey
 
 
 def test_dagster_asset_refreshes_the_list_with_counts_in_its_metadata(on_simulator):
-    from xcoin_pipelines.defs.market_data.markets import markets
-    from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
+    from xcoin_pipelines.defs.marketdata.markets import markets
+    from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
     from xcoin_pipelines.resources import XcoinSettingsResource
 
     with dg.instance_for_test() as instance:

@@ -3,12 +3,9 @@ out-of-sample result; the held-out sweep. Materialized as the UI would, on the e
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import dagster as dg
 import pytest
 
-from tests.conftest import shared_data_file
 from xcoin_pipelines.defs.research.assets import (
     SweepOosConfig,
     WalkForwardConfig,
@@ -22,16 +19,6 @@ from xcoin_trading.backtest.results import list_results
 
 INPUTS = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "resolution": "1m", "start": "2024-01-02",
           "end": "2024-01-04", "grid": "fast=5,10;slow=30,60", "params": {"sl_pct": 0.01, "tp_pct": 0.02}}  # fmt: skip
-
-
-@pytest.fixture()
-def lake_btc():
-    from xcoin_trading.marketdata.importer import import_candles
-
-    import_candles(
-        shared_data_file("BTCUSDT-1m-2024-01.parquet"), "BTCUSDT", "1m",
-        start=datetime(2024, 1, 2, tzinfo=UTC), end=datetime(2024, 1, 5, tzinfo=UTC),
-    )  # fmt: skip
 
 
 def _run(instance, asset, config=None, partition=None):

@@ -145,21 +145,18 @@ def test_entry_limits_name_the_limit_that_stops_a_new_position():
     assert check_entry_limits(open_positions=2, max_open_positions=3).allowed
     blocked = check_entry_limits(open_positions=3, max_open_positions=3)
     assert not blocked.allowed and "max open positions reached: 3 of 3" in blocked.reason
-    ok = check_entry_limits(
-        open_positions=0,
-        max_open_positions=None,
-        realised_pnl_today="-49.99",
-        capital=1000,
-        max_daily_loss_pct="0.05",
-    )
-    assert ok.allowed
-    hit = check_entry_limits(
-        open_positions=0,
-        max_open_positions=None,
-        realised_pnl_today="-50",
-        capital=1000,
-        max_daily_loss_pct="0.05",
-    )
+
+    def after_losing(pnl_today: str):  # 5% of 1000 is the most one day may lose
+        return check_entry_limits(
+            open_positions=0,
+            max_open_positions=None,
+            realised_pnl_today=pnl_today,
+            capital=1000,
+            max_daily_loss_pct="0.05",
+        )
+
+    assert after_losing("-49.99").allowed
+    hit = after_losing("-50")
     assert not hit.allowed and "max daily loss reached" in hit.reason
     with pytest.raises(ValidationError, match="max_daily_loss_pct must be in"):
         check_entry_limits(open_positions=0, max_open_positions=None, capital=1000, max_daily_loss_pct=2)

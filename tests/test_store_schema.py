@@ -78,47 +78,38 @@ def test_naive_datetime_is_refused(store):
         session.flush()
 
 
+def _stored_twice_is_refused(store, row) -> None:
+    """`row()` commits once, and a second, equal row is refused by a unique constraint."""
+    with session_scope(store) as session:
+        session.add(row())
+    with pytest.raises(sa.exc.IntegrityError), session_scope(store) as session:
+        session.add(row())
+
+
 def test_second_execution_of_same_candle_is_rejected_by_the_database(store):
     moment = datetime(2024, 1, 1, 10, 5, tzinfo=UTC)
     with session_scope(store) as session:
-        _, strategy = _user_and_strategy(session)
-        sid = strategy.id
-        session.add(
-            StrategyExecution(
-                strategy_id=sid, interval_key="2024-01-01T10:05:00Z_5m", scheduled_at=moment, status="RUNNING"
-            )
-        )
-    with pytest.raises(sa.exc.IntegrityError), session_scope(store) as session:
-        session.add(
-            StrategyExecution(
-                strategy_id=sid, interval_key="2024-01-01T10:05:00Z_5m", scheduled_at=moment, status="RUNNING"
-            )
-        )
+        sid = _user_and_strategy(session)[1].id
+    _stored_twice_is_refused(
+        store,
+        lambda: StrategyExecution(
+            strategy_id=sid, interval_key="2024-01-01T10:05:00Z_5m", scheduled_at=moment, status="RUNNING"
+        ),
+    )
 
 
 def test_client_order_id_is_unique(store):
-    with session_scope(store) as session:
-        session.add(
-            Order(
-                leg="ENTRY",
-                client_order_id="dup",
-                market="BTCUSDT",
-                side="buy",
-                order_type="market_order",
-                quantity=Decimal(1),
-            )
-        )
-    with pytest.raises(sa.exc.IntegrityError), session_scope(store) as session:
-        session.add(
-            Order(
-                leg="ENTRY",
-                client_order_id="dup",
-                market="BTCUSDT",
-                side="buy",
-                order_type="market_order",
-                quantity=Decimal(1),
-            )
-        )
+    _stored_twice_is_refused(
+        store,
+        lambda: Order(
+            leg="ENTRY",
+            client_order_id="dup",
+            market="BTCUSDT",
+            side="buy",
+            order_type="market_order",
+            quantity=Decimal(1),
+        ),
+    )
 
 
 def test_bulk_update_by_id_keeps_money_time_and_json_exact(store):

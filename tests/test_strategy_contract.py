@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import shared_data_file
+from tests.fixtures.sma_spec import running_sma
 from xcoin_trading.errors import NotFound, ValidationError
 from xcoin_trading.strategy import (
     ACTIONS,
@@ -71,17 +72,7 @@ def test_sma_crossover_signals_match_a_running_sum_loop(btc_jan, rows):
     fast, slow, sl_pct, tp_pct = 20, 50, 0.02, 0.04
     close = btc_jan.get_column("close").to_list()
 
-    def running_sma(n):  # the spec's reference formulation
-        out, s = [math.nan] * len(close), 0.0
-        for i, c in enumerate(close):
-            s += c
-            if i >= n:
-                s -= close[i - n]
-            if i >= n - 1:
-                out[i] = s / n
-        return out
-
-    f, s = running_sma(fast), running_sma(slow)
+    f, s = running_sma(close, fast), running_sma(close, slow)  # the spec's reference formulation
     expected = ["HOLD"] * len(close)
     for i in range(slow, len(close)):
         if f[i] > s[i] and f[i - 1] <= s[i - 1]:

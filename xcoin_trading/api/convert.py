@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from xcoin_trading.api import schemas as s
 from xcoin_trading.money import plain
 from xcoin_trading.store import models as m
+
+
+def same_named(row: object, *names: str) -> dict[str, Any]:
+    """Response fields that copy the stored attribute of the same name, unchanged."""
+    return {name: getattr(row, name) for name in names}
 
 
 def user(u: m.User) -> s.UserOut:
@@ -15,76 +22,46 @@ def user(u: m.User) -> s.UserOut:
 
 def broker_key(c: m.BrokerCredential) -> s.BrokerKeyOut:
     return s.BrokerKeyOut(
-        id=c.id,
-        broker=c.broker,
-        api_key=c.api_key_hint,
-        is_active=c.is_active,
-        connected_at=c.connected_at,
-        last_tested_at=c.last_tested_at,
+        api_key=c.api_key_hint, **same_named(c, "id", "broker", "is_active", "connected_at", "last_tested_at")
     )
 
 
 def strategy(st: m.Strategy, viewer_id: int) -> s.StrategyOut:
     owner = st.author_id == viewer_id
     return s.StrategyOut(
-        id=st.id,
-        name=st.name,
-        code=st.code,
-        description=st.description,
-        author_id=st.author_id,
         is_owner=owner,
-        version=st.version,
-        symbol=st.symbol,
-        resolution=st.resolution,
-        lookback=st.lookback,
-        builtin=st.builtin,
         source=st.source if owner else None,  # user code is the author's property
         params=st.params or {},
         tags=st.tags or [],
-        is_active=st.is_active,
-        is_public=st.is_public,
-        subscriber_count=st.subscriber_count,
-        validation_status=st.validation_status,
-        validation_errors=st.validation_errors,
-        validated_at=st.validated_at,
-        created_at=st.created_at,
-        updated_at=st.updated_at,
+        **same_named(st, "id", "name", "code", "description", "author_id", "version", "symbol", "resolution"),
+        **same_named(st, "lookback", "builtin", "is_active", "is_public", "subscriber_count"),
+        **same_named(
+            st, "validation_status", "validation_errors", "validated_at", "created_at", "updated_at"
+        ),
     )
 
 
 def subscription(sub: m.Subscription) -> s.SubscriptionOut:
     return s.SubscriptionOut(
-        id=sub.id,
-        strategy_id=sub.strategy_id,
         strategy_name=sub.strategy.name,
         strategy_code=sub.strategy.code,
-        broker_credential_id=sub.broker_credential_id,
-        capital=plain(sub.capital),
-        risk_per_trade=plain(sub.risk_per_trade),
-        leverage=plain(sub.leverage),
-        max_positions=sub.max_positions,
-        max_daily_loss=plain(sub.max_daily_loss),
-        sl_atr_multiplier=plain(sub.sl_atr_multiplier),
-        tp_atr_multiplier=plain(sub.tp_atr_multiplier),
-        is_active=sub.is_active,
-        is_paused=sub.is_paused,
-        subscribed_at=sub.subscribed_at,
-        paused_at=sub.paused_at,
-        unsubscribed_at=sub.unsubscribed_at,
-        total_trades=sub.total_trades,
-        winning_trades=sub.winning_trades,
-        losing_trades=sub.losing_trades,
-        total_pnl=plain(sub.total_pnl),
+        **same_named(
+            sub, "id", "strategy_id", "broker_credential_id", "max_positions", "is_active", "is_paused"
+        ),
+        **same_named(sub, "subscribed_at", "paused_at", "unsubscribed_at"),
+        **same_named(sub, "total_trades", "winning_trades", "losing_trades"),
+        **{name: plain(getattr(sub, name)) for name in _SUBSCRIPTION_AMOUNTS},
     )
+
+
+_SUBSCRIPTION_AMOUNTS = (
+    "capital", "risk_per_trade", "leverage", "max_daily_loss", "sl_atr_multiplier", "tp_atr_multiplier", "total_pnl"
+)  # fmt: skip
 
 
 def backtest(b: m.BacktestResult) -> s.BacktestOut:
     return s.BacktestOut(
-        id=b.id,
-        strategy_id=b.strategy_id,
-        strategy_code=b.strategy_code,
-        config=b.config,
-        metrics=b.metrics,
-        execution_time_ms=b.execution_time_ms,
-        created_at=b.created_at,
+        **same_named(
+            b, "id", "strategy_id", "strategy_code", "config", "metrics", "execution_time_ms", "created_at"
+        )
     )

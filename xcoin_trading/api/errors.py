@@ -7,6 +7,7 @@ generic message: the exception (which may hold request data) is logged, never re
 from __future__ import annotations
 
 import logging
+import types
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -116,28 +117,23 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{field} {message[0].lower() + message[1:] if message else 'is invalid'}"
 
 
+# First match wins, so a subclass must stand before its base.
+_STATUS_BY_ERROR: tuple[tuple[type[Exception] | types.UnionType, int], ...] = (
+    (ValidationError, 422),
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (Unauthorized, 401),
+    (TooManyAttempts, 429),
+    (NotAvailableYet, 501),
+    (AnalyticsNotBuilt, 503),
+    (AuthenticationError, 400),  # the user's exchange keys were refused: their input, not our outage
+    (ExchangeError | UpstreamUnavailable, 502),
+)
+
+
 def _status_for(exc: XcoinError) -> int:
-    if isinstance(exc, ValidationError):
-        return 422
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Forbidden):
-        return 403
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, Unauthorized):
-        return 401
-    if isinstance(exc, TooManyAttempts):
-        return 429
-    if isinstance(exc, NotAvailableYet):
-        return 501
-    if isinstance(exc, AnalyticsNotBuilt):
-        return 503
-    if isinstance(exc, AuthenticationError):
-        return 400  # the user's exchange keys were refused: their input, not our outage
-    if isinstance(exc, ExchangeError | UpstreamUnavailable):
-        return 502
-    return 500
+    return next((status for kind, status in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
 
 
 def install(app: FastAPI) -> None:

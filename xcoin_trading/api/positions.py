@@ -7,9 +7,11 @@ from decimal import Decimal, localcontext
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
+from pydantic.alias_generators import to_camel
 
 from xcoin_trading import money
 from xcoin_trading.api import schemas as s
+from xcoin_trading.api.convert import same_named
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.errors import AnalyticsNotBuilt
 from xcoin_trading.api.routing import ERROR
@@ -77,27 +79,19 @@ class _Fields:
             self.problems.append(f"{name} is not a finite amount in the stored row")
             return None
 
+    def amounts(self, row: object, *names: str) -> dict[str, str | None]:
+        """`amount` of each attribute, the problem named as the response's (camelCase) field."""
+        return {name: self.amount(to_camel(name), lambda name=name: getattr(row, name)) for name in names}
+
 
 def _position(p: positions.Position) -> s.PositionOut:
     t, f = p.trade, _Fields()
     return s.PositionOut(
         trade_id=t.id,
-        subscription_id=t.subscription_id,
-        strategy_id=t.strategy_id,
         strategy_name=p.strategy_name,
-        symbol=t.symbol,
-        market_type=t.market_type,
-        side=t.side,
-        quantity=f.amount("quantity", lambda: t.quantity),
-        leverage=f.amount("leverage", lambda: t.leverage),
-        entry_price=f.amount("entryPrice", lambda: t.entry_price),
-        stop_loss=f.amount("stopLoss", lambda: t.stop_loss),
-        take_profit=f.amount("takeProfit", lambda: t.take_profit),
-        entry_fee=f.amount("entryFee", lambda: t.entry_fee),
-        entry_time=t.entry_time,
-        current_price=f.amount("currentPrice", lambda: p.current_price),
-        unrealized_pnl=f.amount("unrealizedPnl", lambda: p.unrealized_pnl),
-        unrealized_pnl_pct=f.amount("unrealizedPnlPct", lambda: p.unrealized_pnl_pct),
+        **same_named(t, "subscription_id", "strategy_id", "symbol", "market_type", "side", "entry_time"),
+        **f.amounts(t, "quantity", "leverage", "entry_price", "stop_loss", "take_profit", "entry_fee"),
+        **f.amounts(p, "current_price", "unrealized_pnl", "unrealized_pnl_pct"),
         problems=f.problems,
     )
 
@@ -133,26 +127,10 @@ def orders(
 def _order(o, strategy_id: int | None) -> s.OrderOut:
     f = _Fields()
     return s.OrderOut(
-        id=o.id,
-        subscription_id=o.subscription_id,
         strategy_id=strategy_id,
-        trade_id=o.trade_id,
-        leg=o.leg,
-        client_order_id=o.client_order_id,
-        exchange_order_id=o.exchange_order_id,
-        market=o.market,
-        side=o.side,
-        order_type=o.order_type,
-        price=f.amount("price", lambda: o.price),
-        stop_price=f.amount("stopPrice", lambda: o.stop_price),
-        quantity=f.amount("quantity", lambda: o.quantity),
-        filled_quantity=f.amount("filledQuantity", lambda: o.filled_quantity),
-        avg_price=f.amount("avgPrice", lambda: o.avg_price),
-        fee=f.amount("fee", lambda: o.fee),
-        status=o.status,
-        error=o.error,
-        created_at=o.created_at,
-        updated_at=o.updated_at,
+        **same_named(o, "id", "subscription_id", "trade_id", "leg", "client_order_id", "exchange_order_id"),
+        **same_named(o, "market", "side", "order_type", "status", "error", "created_at", "updated_at"),
+        **f.amounts(o, "price", "stop_price", "quantity", "filled_quantity", "avg_price", "fee"),
         problems=f.problems,
     )
 

@@ -68,17 +68,9 @@ def get_subscription(subscription_id: ObjectId, user: UserDep, session: SessionD
 def stats(subscription_id: ObjectId, user: UserDep, session: SessionDep) -> s.SubscriptionStatsOut:
     sub = subscriptions.get_subscription(session, user.id, subscription_id)
     raw = subscriptions.stats(session, user.id, subscription_id)
-    return s.SubscriptionStatsOut(
-        subscription_id=raw["subscriptionId"],
-        strategy_id=raw["strategyId"],
-        total_trades=raw["totalTrades"],
-        winning_trades=raw["winningTrades"],
-        losing_trades=raw["losingTrades"],
-        win_rate=raw["winRate"],
-        total_pnl=money.plain(sub.total_pnl),
-        capital=money.plain(sub.capital),
-        is_active=raw["isActive"],
-        is_paused=raw["isPaused"],
+    # The service's figures (camelCase, as the response), money as plain decimal strings.
+    return s.SubscriptionStatsOut.model_validate(
+        raw | {"totalPnl": money.plain(sub.total_pnl), "capital": money.plain(sub.capital)}
     )
 
 

@@ -92,11 +92,7 @@ def import_cmd(
             progress=lambda done, total, day: advance(done, total, day.day),
             origin=origin,
         )
-    if report.rejected:
-        click.echo(report.describe_rejections(), err=True)
-    click.echo(report.summary_line())
-    if report.rejected:
-        sys.exit(1)
+    _outcome(report.summary_line(), report.describe_rejections() if report.rejected else None)
 
 
 @data_group.command("backfill")
@@ -155,10 +151,15 @@ def backfill_cmd(symbols: tuple[str, ...], resolutions: tuple[str, ...], start: 
                 done, total, f"{day.symbol} {day.resolution} {day.window.day}"
             ),
         )
-    if report.failed:
-        click.echo(report.describe_failures(), err=True)
-    click.echo(report.summary_line())
-    if report.failed:
+    _outcome(report.summary_line(), report.describe_failures() if report.failed else None)
+
+
+def _outcome(summary: str, refused: str | None) -> None:
+    """What was refused on stderr, then the one summary line; exit status 1 when anything was."""
+    if refused is not None:
+        click.echo(refused, err=True)
+    click.echo(summary)
+    if refused is not None:
         sys.exit(1)
 
 

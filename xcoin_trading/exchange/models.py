@@ -35,6 +35,15 @@ def parse_time(value: Any) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def _decimals(row: dict[str, Any], *names: str) -> dict[str, Decimal]:
+    """Fields sent under their own name as a number or numeric string (absent or empty: 0)."""
+    return {name: decimal_or(row.get(name)) for name in names}
+
+
+def _optional_decimals(row: dict[str, Any], *names: str) -> dict[str, Decimal | None]:
+    return {name: optional_decimal(row.get(name)) for name in names}
+
+
 @dataclass(frozen=True)
 class Order:
     """A spot or futures order as the exchange reports it. `filled_quantity` is computed
@@ -72,55 +81,48 @@ class Order:
 
     @classmethod
     def from_spot(cls, row: dict[str, Any]) -> Order:
-        total = decimal_or(row.get("total_quantity"))
-        remaining = decimal_or(row.get("remaining_quantity"))
-        return cls(
-            id=str(row["id"]),
-            client_order_id=row.get("client_order_id") or None,
-            market=row.get("market") or row.get("symbol") or "",
-            side=row.get("side", ""),
-            order_type=row.get("order_type", ""),
-            status=row.get("status", ""),
-            price=decimal_or(row.get("price_per_unit")),
-            avg_price=decimal_or(row.get("avg_price")),
-            total_quantity=total,
-            remaining_quantity=remaining,
-            filled_quantity=total - remaining,
-            fee_amount=decimal_or(row.get("fee_amount")),
-            created_at=parse_time(row.get("created_at")),
-            updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
-            kind="spot",
-            stop_price=optional_decimal(row.get("stop_price")),
-            raw=row,
-        )
+        market = row.get("market") or row.get("symbol") or ""
+        return cls._parse(row, "spot", market, decimal_or(row.get("price_per_unit")), Decimal(0))
 
     @classmethod
     def from_futures(cls, row: dict[str, Any]) -> Order:
-        total = decimal_or(row.get("total_quantity"))
-        remaining = decimal_or(row.get("remaining_quantity"))
-        cancelled = decimal_or(row.get("cancelled_quantity"))
-        return cls(
-            id=str(row["id"]),
-            client_order_id=row.get("client_order_id") or None,
-            market=row.get("pair", ""),
-            side=row.get("side", ""),
-            order_type=row.get("order_type", ""),
-            status=row.get("status", ""),
-            price=decimal_or(row.get("price")),
-            avg_price=decimal_or(row.get("avg_price")),
-            total_quantity=total,
-            remaining_quantity=remaining,
-            filled_quantity=total - remaining - cancelled,
-            fee_amount=decimal_or(row.get("fee_amount")),
-            created_at=parse_time(row.get("created_at")),
-            updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
-            kind="futures",
+        return cls._parse(
+            row,
+            "futures",
+            row.get("pair", ""),
+            decimal_or(row.get("price")),
+            decimal_or(row.get("cancelled_quantity")),
             leverage=optional_decimal(row.get("leverage")),
-            stop_price=optional_decimal(row.get("stop_price")),
             take_profit_price=optional_decimal(row.get("take_profit_price")),
             stop_loss_price=optional_decimal(row.get("stop_loss_price")),
             stage=row.get("stage"),
+        )
+
+    @classmethod
+    def _parse(
+        cls, row: dict[str, Any], kind: str, market: str, price: Decimal, cancelled: Decimal, **futures: Any
+    ) -> Order:
+        """The fields spot and futures orders share; the caller passes where the two differ."""
+        total = decimal_or(row.get("total_quantity"))
+        remaining = decimal_or(row.get("remaining_quantity"))
+        return cls(
+            id=str(row["id"]),
+            client_order_id=row.get("client_order_id") or None,
+            market=market,
+            side=row.get("side", ""),
+            order_type=row.get("order_type", ""),
+            status=row.get("status", ""),
+            price=price,
+            total_quantity=total,
+            remaining_quantity=remaining,
+            filled_quantity=total - remaining - cancelled,
+            created_at=parse_time(row.get("created_at")),
+            updated_at=parse_time(row.get("updated_at") or row.get("created_at")),
+            kind=kind,
+            stop_price=optional_decimal(row.get("stop_price")),
             raw=row,
+            **_decimals(row, "avg_price", "fee_amount"),
+            **futures,
         )
 
 
@@ -155,14 +157,8 @@ class Ticker:
     def from_json(cls, row: dict[str, Any]) -> Ticker:
         return cls(
             market=row["market"],
-            last_price=decimal_or(row.get("last_price")),
-            bid=decimal_or(row.get("bid")),
-            ask=decimal_or(row.get("ask")),
-            high=decimal_or(row.get("high")),
-            low=decimal_or(row.get("low")),
-            volume=decimal_or(row.get("volume")),
-            change_24_hour=decimal_or(row.get("change_24_hour")),
             timestamp=parse_time(row.get("timestamp")),
+            **_decimals(row, "last_price", "bid", "ask", "high", "low", "volume", "change_24_hour"),
         )
 
 
@@ -225,10 +221,8 @@ class AccountTrade:
             order_id=str(row.get("order_id")),
             side=row.get("side", ""),
             symbol=row.get("symbol", ""),
-            price=decimal_or(row.get("price")),
-            quantity=decimal_or(row.get("quantity")),
-            fee_amount=decimal_or(row.get("fee_amount")),
             timestamp=parse_time(row.get("timestamp")),
+            **_decimals(row, "price", "quantity", "fee_amount"),
         )
 
 
@@ -258,14 +252,11 @@ class Position:
         return cls(
             id=str(row["id"]),
             pair=row.get("pair", ""),
-            active_pos=decimal_or(row.get("active_pos")),
-            avg_price=decimal_or(row.get("avg_price")),
-            liquidation_price=optional_decimal(row.get("liquidation_price")),
-            locked_margin=decimal_or(row.get("locked_margin")),
             leverage=decimal_or(row.get("leverage"), Decimal(1)),
-            take_profit_trigger=optional_decimal(row.get("take_profit_trigger")),
-            stop_loss_trigger=optional_decimal(row.get("stop_loss_trigger")),
-            mark_price=optional_decimal(row.get("mark_price")),
+            **_decimals(row, "active_pos", "avg_price", "locked_margin"),
+            **_optional_decimals(
+                row, "liquidation_price", "take_profit_trigger", "stop_loss_trigger", "mark_price"
+            ),
             updated_at=parse_time(row.get("updated_at")),
             raw=row,
         )

@@ -159,20 +159,35 @@ def check_candles(
     )
 
 
+def _row_errors(name: str, bad: pl.DataFrame, failed: str, passed: str) -> CheckOutcome:
+    """An error-severity check that passes when no row is flagged."""
+    return CheckOutcome(
+        name,
+        passed=bad.height == 0,
+        severity="error",
+        summary=failed if bad.height else passed,
+        count=bad.height,
+        offending=_rows(bad),
+    )
+
+
 def _duplicates(indexed: pl.DataFrame) -> CheckOutcome:
     dup = indexed.filter(pl.col("open_time").is_duplicated()).with_columns(
         reason=pl.lit("duplicate open_time")
     )
     n_times = dup["open_time"].n_unique() if dup.height else 0
-    return CheckOutcome(
+    return _row_errors(
         "no_duplicate_times",
-        passed=dup.height == 0,
-        severity="error",
-        summary=f"{dup.height} rows share {n_times} open times"
-        if dup.height
-        else "every open time is unique",
-        count=dup.height,
-        offending=_rows(dup),
+        dup,
+        f"{dup.height} rows share {n_times} open times",
+        "every open time is unique",
+    )
+
+
+def _flagged(indexed: pl.DataFrame, reasons: list[pl.Expr]) -> pl.DataFrame:
+    """The rows at least one reason applies to, with every applying reason joined in `reason`."""
+    return indexed.with_columns(reason=pl.concat_str(reasons, separator="; ", ignore_nulls=True)).filter(
+        pl.col("reason").is_not_null() & (pl.col("reason") != "")
     )
 
 
@@ -186,9 +201,7 @@ def _grid(indexed: pl.DataFrame, step: int, day: str | None, gaps: tuple[Gap, ..
     if day is not None:
         lo, hi = day_bounds_ms(day)
         reasons.append(pl.when((t < lo) | (t >= hi)).then(pl.lit(f"outside the day {day}")))
-    bad = indexed.with_columns(reason=pl.concat_str(reasons, separator="; ", ignore_nulls=True)).filter(
-        pl.col("reason").is_not_null() & (pl.col("reason") != "")
-    )
+    bad = _flagged(indexed, reasons)
     if bad.height:
         return CheckOutcome(
             "regular_grid",
@@ -225,18 +238,9 @@ def _sanity(indexed: pl.DataFrame) -> CheckOutcome:
         pl.when(lo > pl.min_horizontal(o, c)).then(pl.lit("low > min(open, close)")),
         pl.when(h < lo).then(pl.lit("high < low")),
     ]
-    bad = indexed.with_columns(reason=pl.concat_str(reasons, separator="; ", ignore_nulls=True)).filter(
-        pl.col("reason").is_not_null() & (pl.col("reason") != "")
-    )
-    return CheckOutcome(
-        "ohlc_sanity",
-        passed=bad.height == 0,
-        severity="error",
-        summary=f"{bad.height} rows with impossible prices or volume"
-        if bad.height
-        else "prices and volumes sane",
-        count=bad.height,
-        offending=_rows(bad),
+    bad = _flagged(indexed, reasons)
+    return _row_errors(
+        "ohlc_sanity", bad, f"{bad.height} rows with impossible prices or volume", "prices and volumes sane"
     )
 
 

@@ -15,6 +15,17 @@ from xcoin_trading.errors import ValidationError
 from xcoin_trading.timeframes import DAY_MS, resolution_ms
 
 
+def ohlcv_aggregation() -> tuple[pl.Expr, ...]:
+    """Candles of a time-sorted group as one: first open, highest high, lowest low, last close, volume."""
+    return (
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+    )
+
+
 def resample(
     candles: pl.DataFrame,
     resolution: str,
@@ -35,13 +46,7 @@ def resample(
         frame.group_by(
             (pl.col("open_time") - pl.col("open_time") % step).alias("bucket"), maintain_order=True
         )
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-        )
+        .agg(*ohlcv_aggregation())
         .rename({"bucket": "open_time"})
         .select(CANDLE_COLUMNS)
         .cast(CANDLE_SCHEMA)

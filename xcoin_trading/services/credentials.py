@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 from xcoin_trading.errors import Conflict, NotFound, ValidationError
 from xcoin_trading.services import validate
 from xcoin_trading.services.users import lock_user
+from xcoin_trading.store.db import owned_row
 from xcoin_trading.store.models import BrokerCredential, Subscription
 from xcoin_trading.timeframes import utcnow
 from xcoin_trading.vault import Secret, Vault
@@ -45,11 +47,7 @@ def add_credential(
     lock_user(session, user_id)
     previous = session.scalars(
         update(BrokerCredential)
-        .where(
-            BrokerCredential.user_id == user_id,
-            BrokerCredential.broker == broker,
-            BrokerCredential.is_active.is_(True),
-        )
+        .where(*_active_set(user_id, broker))
         .values(is_active=False, updated_at=utcnow())
         .returning(BrokerCredential.id)
         .execution_options(synchronize_session="fetch")
@@ -74,22 +72,22 @@ def add_credential(
     return credential
 
 
+def _active_set(user_id: int, broker: str) -> tuple[Any, ...]:
+    """The user's active keys for the broker (one row at most, by a partial unique index)."""
+    return (
+        BrokerCredential.user_id == user_id,
+        BrokerCredential.broker == broker,
+        BrokerCredential.is_active.is_(True),
+    )
+
+
 def get_credential(session: Session, user_id: int, credential_id: int) -> BrokerCredential:
-    credential = session.get(BrokerCredential, credential_id)
-    if credential is None or credential.user_id != user_id:
-        raise NotFound(f"broker credential {credential_id} not found")
-    return credential
+    return owned_row(session, BrokerCredential, credential_id, user_id, "broker credential")
 
 
 def active_credential(session: Session, user_id: int, broker: str = "coindcx") -> BrokerCredential:
     credential = session.scalar(
-        select(BrokerCredential)
-        .where(
-            BrokerCredential.user_id == user_id,
-            BrokerCredential.broker == broker,
-            BrokerCredential.is_active.is_(True),
-        )
-        .order_by(BrokerCredential.id.desc())
+        select(BrokerCredential).where(*_active_set(user_id, broker)).order_by(BrokerCredential.id.desc())
     )
     if credential is None:
         raise NotFound(f"no active {broker} API keys for this user")

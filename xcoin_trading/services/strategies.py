@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from xcoin_trading.errors import Conflict, Forbidden, NotFound, ValidationError
 from xcoin_trading.exchange.catalog import tradable_market
 from xcoin_trading.services import validate
+from xcoin_trading.store.db import locked_row
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS, utcnow
 
@@ -169,7 +170,10 @@ def record_validation(strategy: Strategy) -> Strategy:
 
 def visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
     """A strategy the actor may see: their own, or a public one. Otherwise NotFound."""
-    strategy = session.get(Strategy, strategy_id)
+    return _visible(session.get(Strategy, strategy_id), actor_id, strategy_id)
+
+
+def _visible(strategy: Strategy | None, actor_id: int, strategy_id: int) -> Strategy:
     if strategy is None or strategy.deleted_at is not None:
         raise NotFound(f"strategy {strategy_id} not found")
     if strategy.author_id != actor_id and not strategy.is_public:
@@ -179,17 +183,7 @@ def visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strat
 
 def locked_visible_strategy(session: Session, actor_id: int, strategy_id: int) -> Strategy:
     """`visible_strategy`, with its row locked until the transaction ends (read fresh, not cached)."""
-    strategy = session.scalar(
-        select(Strategy)
-        .where(Strategy.id == strategy_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if strategy is None or strategy.deleted_at is not None:
-        raise NotFound(f"strategy {strategy_id} not found")
-    if strategy.author_id != actor_id and not strategy.is_public:
-        raise NotFound(f"strategy {strategy_id} not found")
-    return strategy
+    return _visible(locked_row(session, Strategy, strategy_id), actor_id, strategy_id)
 
 
 def owned_strategy(session: Session, actor_id: int, strategy_id: int, *, lock: bool = False) -> Strategy:

@@ -16,12 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcoin_trading.config import get_settings
-from xcoin_trading.errors import Conflict, NotFound, ValidationError
+from xcoin_trading.errors import Conflict, ValidationError
 from xcoin_trading.exchange.markets import FUTURES_MARKETS
 from xcoin_trading.services import validate
 from xcoin_trading.services.credentials import active_credential, get_credential
 from xcoin_trading.services.strategies import locked_visible_strategy
 from xcoin_trading.services.users import lock_user
+from xcoin_trading.store.db import owned_row
 from xcoin_trading.store.models import Strategy, Subscription
 from xcoin_trading.timeframes import utcnow
 
@@ -167,22 +168,12 @@ def subscribe(
 
 
 def get_subscription(session: Session, user_id: int, subscription_id: int) -> Subscription:
-    subscription = session.get(Subscription, subscription_id)
-    if subscription is None or subscription.user_id != user_id:
-        raise NotFound(f"subscription {subscription_id} not found")
-    return subscription
+    return owned_row(session, Subscription, subscription_id, user_id, "subscription")
 
 
 def _active(session: Session, user_id: int, subscription_id: int) -> Subscription:
     """The caller's subscription, locked and read fresh; Conflict if it is cancelled."""
-    subscription = session.scalar(
-        select(Subscription)
-        .where(Subscription.id == subscription_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if subscription is None or subscription.user_id != user_id:
-        raise NotFound(f"subscription {subscription_id} not found")
+    subscription = owned_row(session, Subscription, subscription_id, user_id, "subscription", lock=True)
     if not subscription.is_active:
         raise Conflict(f"subscription {subscription_id} is cancelled")
     return subscription

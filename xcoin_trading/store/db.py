@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from xcoin_trading.config import Settings, get_settings, private_dir, private_file
+from xcoin_trading.errors import NotFound
 from xcoin_trading.store.types import UTCDateTime
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -92,6 +93,23 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def locked_row(session: Session, model: Any, row_id: int) -> Any:
+    """The row with this id locked until the transaction ends, read fresh (not the session's copy)."""
+    return session.scalar(
+        sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
+def owned_row(
+    session: Session, model: Any, row_id: int, user_id: int, label: str, *, lock: bool = False
+) -> Any:
+    """The user's row (`lock`: as `locked_row`); another user's is NotFound too, so ids leak nothing."""
+    row = locked_row(session, model, row_id) if lock else session.get(model, row_id)
+    if row is None or row.user_id != user_id:
+        raise NotFound(f"{label} {row_id} not found")
+    return row
 
 
 def bulk_json(rows: list[dict[str, Any]]) -> str:

@@ -25,6 +25,17 @@ NAMING = {
 }
 
 
+def _unique_while_active(name: str, *columns: str) -> sa.Index:
+    """A partial unique index over the active rows only (inactive ones are history)."""
+    return sa.Index(
+        name,
+        *columns,
+        unique=True,
+        sqlite_where=sa.text("is_active = 1"),
+        postgresql_where=sa.text("is_active"),
+    )
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING)
 
@@ -102,14 +113,7 @@ class BrokerCredential(Timestamped, Base):
 
     __table_args__ = (
         # One active key set per (user, broker): a new upload replaces it in one transaction.
-        sa.Index(
-            "uq_broker_credentials_active_user_broker",
-            "user_id",
-            "broker",
-            unique=True,
-            sqlite_where=sa.text("is_active = 1"),
-            postgresql_where=sa.text("is_active"),
-        ),
+        _unique_while_active("uq_broker_credentials_active_user_broker", "user_id", "broker"),
     )
 
     def __repr__(self) -> str:  # never show ciphertext either
@@ -146,14 +150,7 @@ class Subscription(Timestamped, Base):
 
     __table_args__ = (
         # One live subscription per (user, strategy); cancelled ones are history.
-        sa.Index(
-            "uq_subscriptions_active_user_strategy",
-            "user_id",
-            "strategy_id",
-            unique=True,
-            sqlite_where=sa.text("is_active = 1"),
-            postgresql_where=sa.text("is_active"),
-        ),
+        _unique_while_active("uq_subscriptions_active_user_strategy", "user_id", "strategy_id"),
         sa.Index("ix_subscriptions_strategy_active_paused", "strategy_id", "is_active", "is_paused"),
     )
 

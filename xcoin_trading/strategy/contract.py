@@ -10,7 +10,9 @@ it may keep indicator columns for debugging.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
@@ -163,15 +165,27 @@ def normalize_candles(candles: pl.DataFrame, *, name: str = "candles") -> pl.Dat
         raise ValidationError(name, f"has null values ({nulls} cells)")
     counts = jit_for(_candle_faults_nb, out.height)(*(out.get_column(c).to_numpy() for c in CANDLE_COLUMNS))
     reasons = (
-        "has NaN or infinite prices/volumes",
-        "has prices <= 0",
-        "open_time is not strictly increasing (duplicates or unsorted rows)",
-        "has candles whose high/low do not bound open/close",
+        "has NaN or infinite prices/volumes ({} rows)",
+        "has prices <= 0 ({} rows)",
+        "open_time is not strictly increasing (duplicates or unsorted rows) ({} rows)",
+        "has candles whose high/low do not bound open/close ({} rows)",
     )
-    for count, reason in zip(counts, reasons, strict=True):
-        if count:
-            raise ValidationError(name, f"{reason} ({count} rows)")
+    _raise_first_fault(functools.partial(ValidationError, name), counts, reasons, none=0)
     return out
+
+
+def _raise_first_fault(
+    error: Callable[[str], Exception],
+    found: Sequence[int | np.integer],
+    messages: Sequence[str],
+    *,
+    none: int,
+) -> None:
+    """A numba scan returns one figure per fault (a count, or the first row); `none` means absent.
+    The first fault found is raised with its message, the figure filled in."""
+    for figure, message in zip(found, messages, strict=True):
+        if figure != none:
+            raise error(message.format(figure))
 
 
 def read_candles_file(path: str | Path) -> pl.DataFrame:
@@ -229,14 +243,12 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         codes, candles.get_column("close").to_numpy(), *float_buffers(levels[0]), *float_buffers(levels[1])
     )
     messages = (
-        "returned NaN or infinite stop_loss/take_profit on an entry row {row} (use null for none)",
-        "returned a stop_loss/take_profit <= 0 at row {row}",
-        "returned a LONG at row {row} whose stop_loss is not below or take_profit not above the close",
-        "returned a SHORT at row {row} whose stop_loss is not above or take_profit not below the close",
+        "returned NaN or infinite stop_loss/take_profit on an entry row {} (use null for none)",
+        "returned a stop_loss/take_profit <= 0 at row {}",
+        "returned a LONG at row {} whose stop_loss is not below or take_profit not above the close",
+        "returned a SHORT at row {} whose stop_loss is not above or take_profit not below the close",
     )
-    for row, message in zip(first, messages, strict=True):
-        if row >= 0:
-            raise StrategyError(strategy, message.format(row=row))
+    _raise_first_fault(functools.partial(StrategyError, strategy), first, messages, none=-1)
     frame = pl.DataFrame([action.alias("action"), *levels])
     # Levels on HOLD/EXIT rows mean nothing: dropped, so no reader mistakes them for live ones.
     n = signals.height

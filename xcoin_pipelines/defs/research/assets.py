@@ -11,14 +11,13 @@ materialized); every rule lives in `xcoin_trading.backtest`.
 
 import base64
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
+from xcoin_pipelines.defs.backtest.assets import user_errors
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
@@ -78,16 +77,6 @@ class WalkForwardConfig(ResearchConfig):
     anchored: bool = Field(default=False, description="Train windows all start at the first candle.")
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    from xcoin_trading.errors import XcoinError
-
-    try:
-        yield
-    except XcoinError as exc:
-        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
-
-
 def _table(frame, limit: int = 20) -> dg.MetadataValue:
     shown = frame.head(limit)
     return dg.MetadataValue.table(
@@ -122,7 +111,7 @@ def sweep_out_of_sample(
     from xcoin_trading.backtest.sweep import edge_warnings, parse_grid, run_sweep
 
     began = time.perf_counter()
-    with _user_errors():
+    with user_errors():
         grid = parse_grid(config.grid)
         settings, sim, resolved, params, candles, _ = prepare(config.request(), xcoin.get())
         ranking = run_sweep(candles, resolved.strategy, grid, sim, base_params=params, metric=config.metric,
@@ -179,7 +168,7 @@ def walk_forward_plan(
     from xcoin_trading.backtest.sweep import check_grid, check_metric, parse_grid
     from xcoin_trading.backtest.walkforward import make_windows
 
-    with _user_errors():
+    with user_errors():
         grid = parse_grid(config.grid)
         check_metric(config.metric)
         settings, _, resolved, _, candles, _ = prepare(config.request(), xcoin.get())
@@ -217,7 +206,7 @@ def _load_plan(settings) -> tuple[WalkForwardConfig, Any, Any, dict, Any, list]:
         raise dg.Failure(description="no walk-forward plan: materialize research/walk_forward_plan first",
                          allow_retries=False)  # fmt: skip
     config = WalkForwardConfig(**json.loads(path.read_text())["config"])
-    with _user_errors():
+    with user_errors():
         _, sim, resolved, params, candles, _ = prepare(config.request(), settings)
     windows = make_windows(candles.height, config.windows, config.train_ratio, anchored=config.anchored)
     return config, sim, resolved, params, candles, windows
@@ -245,7 +234,7 @@ def walk_forward_window(
         raise dg.Failure(
             description=f"window {context.partition_key} is not in the current plan", allow_retries=False
         )
-    with _user_errors():
+    with user_errors():
         [choice] = train_windows(candles, resolved.strategy, parse_grid(config.grid), sim, [window],
                                  base_params=params, metric=config.metric, workers=config.workers or None)  # fmt: skip
     directory = _plan_dir(settings)
@@ -296,7 +285,7 @@ def walk_forward_oos(context: dg.AssetExecutionContext, xcoin: XcoinSettingsReso
         saved = json.loads((directory / f"{w.key}.json").read_text())
         choices.append(WindowChoice(w, pl.read_parquet(directory / f"{w.key}.parquet"), saved["params"],
                                     saved["in_sample"], saved["warnings"]))  # fmt: skip
-    with _user_errors():
+    with user_errors():
         wf = out_of_sample(candles, resolved.strategy, choices, sim, metric=config.metric)
     wf.oos.source = config.request().context()
     frames = {"windows": wf.windows} | {f"ranking_{c.window.key}": c.ranking for c in choices}

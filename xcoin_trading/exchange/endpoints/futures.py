@@ -26,8 +26,15 @@ from xcoin_trading.exchange.models import Order, Position
 FUTURES = "/exchange/v1/derivatives/futures"
 
 
-def _page(page: int, size: int, margin_currency: str) -> dict[str, Any]:
-    return {"page": str(page), "size": str(size), "margin_currency_short_name": [margin_currency]}
+def _page(page: int, size: int, margin_currency: str, **filters: Iterable[str] | None) -> dict[str, Any]:
+    """One page of a futures list; each given filter is sent comma-joined."""
+    body: dict[str, Any] = {
+        "page": str(page),
+        "size": str(size),
+        "margin_currency_short_name": [margin_currency],
+    }
+    body.update({name: ",".join(values) for name, values in filters.items() if values})
+    return body
 
 
 class FuturesEndpoints(Requests):
@@ -119,9 +126,7 @@ class FuturesEndpoints(Requests):
         size: int = 100,
         margin_currency: str = "USDT",
     ) -> Plan[list[Order]]:
-        body = _page(page, size, margin_currency)
-        if statuses:
-            body["status"] = ",".join(statuses)
+        body = _page(page, size, margin_currency, status=statuses)
         side_filter(body, side)
         rows = yield Call("api", f"{FUTURES}/orders", body=body)
         return [Order.from_futures(r) for r in rows]
@@ -136,10 +141,7 @@ class FuturesEndpoints(Requests):
         size: int = 100,
         margin_currency: str = "USDT",
     ) -> Plan[list[Position]]:
-        body = _page(page, size, margin_currency)
-        if pairs:
-            body["pairs"] = ",".join(pairs)
-        rows = yield Call("api", f"{FUTURES}/positions", body=body)
+        rows = yield Call("api", f"{FUTURES}/positions", body=_page(page, size, margin_currency, pairs=pairs))
         return [Position.from_json(r) for r in rows]
 
     def _p_futures_create_tpsl(

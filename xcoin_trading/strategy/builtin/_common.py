@@ -25,6 +25,13 @@ def check_fraction(params: dict, name: str, upper: float = 1.0) -> None:
         raise ValidationError(f"params.{name}", f"must be in (0, {upper}), got {value}")
 
 
+def check_pct_exits(params: dict) -> None:
+    """`sl_pct`/`tp_pct` fixed-percentage exits and the mode, as the percentage strategies take them."""
+    check_fraction(params, "sl_pct")
+    check_fraction(params, "tp_pct", upper=10.0)
+    check_mode(params)
+
+
 def check_positive_int(params: dict, *names: str) -> None:
     for name in names:
         if params[name] < 1:

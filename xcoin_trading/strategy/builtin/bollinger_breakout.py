@@ -8,8 +8,7 @@ import polars as pl
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.strategy.builtin._common import (
     build_signals,
-    check_fraction,
-    check_mode,
+    check_pct_exits,
     check_positive_int,
     pct_levels,
 )
@@ -26,9 +25,7 @@ def check_params(params: dict) -> None:
         )
     if params["num_std"] <= 0:
         raise ValidationError("params.num_std", f"must be > 0, got {params['num_std']}")
-    check_fraction(params, "sl_pct")
-    check_fraction(params, "tp_pct", upper=10.0)
-    check_mode(params)
+    check_pct_exits(params)
 
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:

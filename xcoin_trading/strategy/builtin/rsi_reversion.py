@@ -8,8 +8,7 @@ import polars as pl
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.strategy.builtin._common import (
     build_signals,
-    check_fraction,
-    check_mode,
+    check_pct_exits,
     check_positive_int,
     pct_levels,
 )
@@ -34,9 +33,7 @@ def check_params(params: dict) -> None:
             "must satisfy 0 < oversold < exit_level < overbought < 100, got "
             f"{params['oversold']}/{params['exit_level']}/{params['overbought']}",
         )
-    check_fraction(params, "sl_pct")
-    check_fraction(params, "tp_pct", upper=10.0)
-    check_mode(params)
+    check_pct_exits(params)
 
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:

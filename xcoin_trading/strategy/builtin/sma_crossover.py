@@ -13,8 +13,7 @@ from numba import njit
 
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.strategy.builtin._common import (
-    check_fraction,
-    check_mode,
+    check_pct_exits,
     check_positive_int,
     frame_from_buffers,
     signal_buffers,
@@ -28,9 +27,7 @@ def check_params(params: dict) -> None:
     check_positive_int(params, "fast", "slow")
     if params["fast"] >= params["slow"]:
         raise ValidationError("params.fast", f"must be below slow ({params['slow']}), got {params['fast']}")
-    check_fraction(params, "sl_pct")
-    check_fraction(params, "tp_pct", upper=10.0)
-    check_mode(params)
+    check_pct_exits(params)
 
 
 @njit(cache=True, nogil=True)

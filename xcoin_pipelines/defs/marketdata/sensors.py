@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from xcoin_pipelines.defs.market_data.partitions import SYMBOLS
+from xcoin_pipelines.defs.marketdata.partitions import SYMBOLS
 from xcoin_pipelines.resources import XcoinSettingsResource
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from xcoin_pipelines.defs.backtests.assets import metric_metadata
+from xcoin_pipelines.defs.backtest.assets import metric_metadata
 from xcoin_pipelines.resources import XcoinSettingsResource
 
 BACKTEST_KEY = dg.AssetKey(["backtests", "backtest_result"])

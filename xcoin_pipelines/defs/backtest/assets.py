@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from xcoin_pipelines.defs.backtests.config import BacktestConfig, SweepConfig
+from xcoin_pipelines.defs.backtest.config import BacktestConfig, SweepConfig
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
@@ -55,8 +55,9 @@ RUN_TAGS = ("xcoin/strategy", "xcoin/symbol", "xcoin/resolution", "xcoin/range")
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Bad config or missing candles: fail the run with the domain's one-line reason, no traceback."""
+def user_errors() -> Iterator[None]:
+    """Bad config or missing candles: fail the run with the domain's one-line reason, no traceback
+    (research assets too)."""
     from xcoin_trading.errors import XcoinError
 
     try:
@@ -129,7 +130,7 @@ def backtest_result(
     from xcoin_trading.backtest.service import execute
 
     settings = xcoin.get()
-    with _user_errors():
+    with user_errors():
         request = config.request(settings)
         _tag_run(context, request)
         # a re-run with the same config is a new backtest: the run id keeps the keys apart
@@ -183,7 +184,7 @@ def param_sweep(
     from xcoin_trading.backtest.service import prepare
     from xcoin_trading.backtest.sweep import parse_grid, run_sweep
 
-    with _user_errors():
+    with user_errors():
         grid = parse_grid(config.grid)
         request = config.request(xcoin.get())
         _tag_run(context, request)

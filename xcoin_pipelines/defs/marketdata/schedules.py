@@ -7,13 +7,13 @@ from the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
 import dagster as dg
 
-from xcoin_pipelines.defs.market_data.assets import CANDLE_ASSETS
-from xcoin_pipelines.defs.market_data.partitions import (
+from xcoin_pipelines.defs.marketdata.assets import CANDLE_ASSETS
+from xcoin_pipelines.defs.marketdata.partitions import (
     CANDLE_PARTITIONS,
     candle_partition_key,
     registered_symbols,
@@ -54,6 +54,20 @@ topup_job = dg.define_asset_job(
 )
 
 
+def _one_run_per_symbol(
+    symbols: Iterable[str], day: str, run_key: str, none_reason: str
+) -> dg.SkipReason | list[dg.RunRequest]:
+    """One run per symbol for the day's partition; the run key makes a re-evaluated tick a no-op."""
+    if not (ordered := sorted(set(symbols))):
+        return dg.SkipReason(none_reason)
+    return [
+        dg.RunRequest(
+            run_key=f"{run_key}|{s}", partition_key=candle_partition_key(day, s), tags={"xcoin/day": day}
+        )
+        for s in ordered
+    ]
+
+
 def build_daily_close_schedule(
     active_symbols: ActiveSymbols = registered,
     *,
@@ -63,17 +77,9 @@ def build_daily_close_schedule(
     @dg.schedule(name=name, job=candles_job, cron_schedule=f"{minute} 0 * * *", execution_timezone="UTC")
     def _schedule(context: dg.ScheduleEvaluationContext):
         day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
-        symbols = sorted(set(active_symbols(context)))
-        if not symbols:
-            return dg.SkipReason("no active symbols: register one with add_symbols()")
-        return [
-            dg.RunRequest(
-                run_key=f"close|{day}|{s}",
-                partition_key=candle_partition_key(day, s),
-                tags={"xcoin/day": day},
-            )
-            for s in symbols
-        ]
+        return _one_run_per_symbol(
+            active_symbols(context), day, f"close|{day}", "no active symbols: register one with add_symbols()"
+        )
 
     return _schedule
 
@@ -89,18 +95,12 @@ def build_topup_schedule(
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
         at = context.scheduled_execution_time
-        day = at.strftime("%Y-%m-%d")
-        symbols = sorted(set(live_symbols(context)))
-        if not symbols:
-            return dg.SkipReason("no symbols with live subscribers")
-        return [
-            dg.RunRequest(
-                run_key=f"topup|{at.isoformat()}|{s}",
-                partition_key=candle_partition_key(day, s),
-                tags={"xcoin/day": day},
-            )
-            for s in symbols
-        ]
+        return _one_run_per_symbol(
+            live_symbols(context),
+            at.strftime("%Y-%m-%d"),
+            f"topup|{at.isoformat()}",
+            "no symbols with live subscribers",
+        )
 
     return _schedule
 

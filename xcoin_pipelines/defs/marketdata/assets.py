@@ -13,8 +13,8 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from xcoin_pipelines.defs.market_data.partitions import CANDLE_PARTITIONS
-from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
+from xcoin_pipelines.defs.marketdata.partitions import CANDLE_PARTITIONS
+from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import dagster as dg
 
-from xcoin_pipelines.defs.market_data.partitions import DAYS, add_symbols, candle_partition_key
+from xcoin_pipelines.defs.marketdata.partitions import DAYS, add_symbols, candle_partition_key
 from xcoin_pipelines.resources import XcoinSettingsResource
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 

@@ -4,7 +4,7 @@ stored in the lake with its fetch time; refreshed daily by `market_data_markets_
 
 import dagster as dg
 
-from xcoin_pipelines.defs.market_data.resources import MarketDataExchange
+from xcoin_pipelines.defs.marketdata.resources import MarketDataExchange
 from xcoin_pipelines.resources import XcoinSettingsResource
 
 
