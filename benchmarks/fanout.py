@@ -393,6 +393,21 @@ def replay_simulator():
                              "--start-ms", str(START_MS)]).start()  # fmt: skip
 
 
+def ready_admin(sim, timeout: float):
+    """The replay simulator's admin client once it answers, its clock two hours into the replay."""
+    from xcoin_trading.exchange.simulator import SimulatorAdmin
+
+    admin = SimulatorAdmin(sim.url, timeout=timeout)
+    for _ in range(100):  # "serving on" is printed just before uvicorn listens
+        try:
+            admin.now_ms()
+            break
+        except Exception:  # noqa: BLE001
+            time.sleep(0.1)
+    admin.advance(to_ms=START_MS + 2 * 3600_000)
+    return admin
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N ≤ 100 only")
@@ -411,14 +426,7 @@ def main() -> None:
     rows, measured_seed, launch, sensor_run = [], {}, None, None
     store = "Postgres" if os.environ.get("XCOIN_TEST_POSTGRES_URL") else "SQLite"
     try:
-        with SimulatorAdmin(sim.url, timeout=120) as admin:
-            for _ in range(100):  # "serving on" is printed just before uvicorn listens
-                try:
-                    admin.now_ms()
-                    break
-                except Exception:  # noqa: BLE001
-                    time.sleep(0.1)
-            admin.advance(to_ms=START_MS + 2 * 3600_000)
+        with ready_admin(sim, timeout=120) as admin:
             for n in sizes:
                 candles = args.candles or (6 if n <= 100 else 4 if n <= 1000 else 2)
                 profile = args.profile if n == max(sizes) else None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fanout import START_MS, drop_store, fresh_store, replay_simulator, seed  # noqa: E402
+from benchmarks.fanout import drop_store, fresh_store, ready_admin, replay_simulator, seed  # noqa: E402
 
 TARGET = "N=10,000 ≤ 5 s close → last ack recorded"
 
@@ -185,18 +185,10 @@ def main() -> None:
     if not os.environ.get("XCOIN_TEST_POSTGRES_URL"):
         raise SystemExit("XCOIN_TEST_POSTGRES_URL must name a Postgres server: the rates measured are its")
     sim = replay_simulator()
-    from xcoin_trading.exchange.simulator import SimulatorAdmin
 
     rows = []
     try:
-        with SimulatorAdmin(sim.url, timeout=300) as admin:
-            for _ in range(100):
-                try:
-                    admin.now_ms()
-                    break
-                except Exception:  # noqa: BLE001
-                    time.sleep(0.1)
-            admin.advance(to_ms=START_MS + 2 * 3600_000)
+        with ready_admin(sim, timeout=300) as admin:
             for n in args.sizes:
                 settings = fresh_store(f"shards{n}")
                 try:
