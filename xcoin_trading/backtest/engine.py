@@ -6,6 +6,7 @@ Fill, sizing, stop and slippage rules: docs/backtesting.md ("Strategies and rule
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -214,6 +215,9 @@ def _on_tick(levels: tuple, market: Market) -> tuple:
 
 _NORMALIZED: OrderedDict[int, tuple[weakref.ref, pl.DataFrame | None]] = OrderedDict()
 _NORMALIZED_KEPT = 8
+_NORMALIZED_LOCK = (
+    threading.RLock()
+)  # re-entrant: evicting an entry may free a frame whose callback forgets it
 
 
 def normalized(candles: pl.DataFrame) -> pl.DataFrame:
@@ -222,7 +226,8 @@ def normalized(candles: pl.DataFrame) -> pl.DataFrame:
     not re-check 1M candles (~5 ms). Frames are taken as immutable (polars frames are, short of
     an explicit in-place `frame[row, col] = value`, which the backtest APIs never do)."""
     if isinstance(candles, pl.DataFrame):
-        hit = _NORMALIZED.get(id(candles))
+        with _NORMALIZED_LOCK:
+            hit = _NORMALIZED.get(id(candles))
         if hit is not None and hit[0]() is candles:
             return candles if hit[1] is None else hit[1]
     out = normalize_candles(candles)
@@ -234,9 +239,15 @@ def normalized(candles: pl.DataFrame) -> pl.DataFrame:
 
 def _remember(frame: pl.DataFrame, result: pl.DataFrame | None) -> None:
     key = id(frame)
-    _NORMALIZED[key] = (weakref.ref(frame, lambda _, key=key: _NORMALIZED.pop(key, None)), result)
-    while len(_NORMALIZED) > _NORMALIZED_KEPT:
-        _NORMALIZED.popitem(last=False)
+
+    def forget(_: weakref.ref) -> None:
+        with _NORMALIZED_LOCK:
+            _NORMALIZED.pop(key, None)
+
+    with _NORMALIZED_LOCK:
+        _NORMALIZED[key] = (weakref.ref(frame, forget), result)
+        while len(_NORMALIZED) > _NORMALIZED_KEPT:
+            _NORMALIZED.popitem(last=False)
 
 
 def kernel_signals(
