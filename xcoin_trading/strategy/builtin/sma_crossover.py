@@ -37,22 +37,9 @@ def check_params(params: dict) -> None:
     check_mode(params)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _side(sf, ss, fast, slow):
-    """(fast SMA above slow, below) from the running sums: the sign of sf*slow - ss*fast; only when
-    that is within 1e-12 (far above the rounding of either side) are the two SMAs computed as the
-    reference does (sf / fast, ss / slow) to tell which is above: two divisions saved per candle."""
-    gap = sf * slow - ss * fast
-    tol = 1e-12 * sf * slow
-    above, below = gap > tol, gap < -tol
-    if not (above or below):
-        above, below = sf / fast > ss / slow, sf / fast < ss / slow
-    return above, below
-
-
 @njit(cache=True, nogil=True)
 def _running_sum_nb(close, n, out):
-    """The running sum of the last `n` closes exactly as `_signals_nb` accumulates it."""
+    """The running sum of the last `n` closes exactly as `_kernel_signals_nb` accumulates it."""
     s = 0.0
     for i in range(close.shape[0]):
         s += close[i]
@@ -63,12 +50,14 @@ def _running_sum_nb(close, n, out):
 
 @njit(cache=True, nogil=True)
 def _kernel_signals_nb(close, fast_sums, slow_sums, fast, slow, sl_pct, tp_pct, long_only, codes, stop, take):
-    """`_signals_nb`'s signals in the kernel's form (`_common.KernelSignals`): codes on every row,
+    """The signals in the kernel's form (`_common.KernelSignals`): codes on every row,
     levels on entry rows only, no bitmaps. The running sums are read from `fast_sums`/`slow_sums`
     when given (a sweep computes each length once), else accumulated here, the same bits either way.
 
     Returns (entry rows, ok): not ok when a level breaks the signal contract (`validate_signals`'
-    checks on entry rows); the caller then takes the frame path, which names the row."""
+    checks on entry rows); the caller then takes the frame path, which names the row.
+    Self-contained (no other jitted function called), so its plain-Python original (`jit_for`, a
+    live candle's few hundred rows) never loads numba."""
     n = close.shape[0]
     given = fast_sums.shape[0] == n
     short_code = 3 if long_only else 2
@@ -87,7 +76,14 @@ def _kernel_signals_nb(close, fast_sums, slow_sums, fast, slow, sl_pct, tp_pct, 
                 sf -= close[i - fast]
             if i >= slow:
                 ss -= close[i - slow]
-        above, below = _side(sf, ss, fast, slow)
+        # fast SMA vs slow SMA is the sign of sf*slow - ss*fast; only when that is within 1e-12 (far
+        # above the rounding of either side) do the two SMAs have to be computed as the reference
+        # does (sf / fast, ss / slow) to tell which is above: two divisions saved per candle.
+        gap = sf * slow - ss * fast
+        tol = 1e-12 * sf * slow
+        above, below = gap > tol, gap < -tol
+        if not (above or below):
+            above, below = sf / fast > ss / slow, sf / fast < ss / slow
         code = 0
         if i >= slow:
             if above and not was_above:
@@ -110,13 +106,12 @@ def _kernel_signals_nb(close, fast_sums, slow_sums, fast, slow, sl_pct, tp_pct, 
 
 
 @njit(cache=True, nogil=True)
-def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only, codes, stop, stop_valid, take, take_valid):
-    """Fills the signal buffers (`_common.SignalBuffers`): the kernel-form pass, then the validity
-    bitmaps, and zeros (never stale memory) under the nulls of non-entry rows."""
-    _kernel_signals_nb(close, close[:0], close[:0], fast, slow, sl_pct, tp_pct, long_only, codes, stop, take)
+def _bitmaps_nb(codes, stop, stop_valid, take, take_valid):
+    """Completes `_kernel_signals_nb`'s output into the frame's buffers (`_common.SignalBuffers`):
+    validity bitmaps of the entry rows, zeros (never stale memory) under the nulls of the others."""
     stop_valid[:] = 0
     take_valid[:] = 0
-    for i in range(close.shape[0]):
+    for i in range(codes.shape[0]):
         if codes[i] == 1 or codes[i] == 2:
             stop_valid[i >> 3] |= np.uint8(1 << (i & 7))
             take_valid[i >> 3] |= np.uint8(1 << (i & 7))
@@ -125,16 +120,14 @@ def _signals_nb(close, fast, slow, sl_pct, tp_pct, long_only, codes, stop, stop_
 
 
 def signals(candles: pl.DataFrame, params: dict) -> pl.DataFrame:
-    out = signal_buffers(candles.height)
-    jit_for(_signals_nb, candles.height)(
-        candles.get_column("close").cast(pl.Float64).to_numpy(),
-        int(params["fast"]),
-        int(params["slow"]),
-        float(params["sl_pct"]),
-        float(params["tp_pct"]),
-        params["mode"] == "long_only",
-        *out,
-    )
+    n = candles.height
+    out = signal_buffers(n)
+    close = candles.get_column("close").cast(pl.Float64).to_numpy()
+    jit_for(_kernel_signals_nb, n)(
+        close, close[:0], close[:0], int(params["fast"]), int(params["slow"]), float(params["sl_pct"]),
+        float(params["tp_pct"]), params["mode"] == "long_only", out.codes, out.stop, out.take,
+    )  # fmt: skip
+    jit_for(_bitmaps_nb, n)(*out)
     return frame_from_buffers(out)
 
 
