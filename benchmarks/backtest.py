@@ -17,6 +17,7 @@ call (pandas objects holding big arrays) is freed inside some calls or not at al
     .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
     .venv/bin/python benchmarks/backtest.py --full     # backtesting.py at 5M too
     .venv/bin/python benchmarks/backtest.py --research # 1M: xcoin vs the bare loop and vectorbt, sweep, walk-forward
+    .venv/bin/python benchmarks/backtest.py --profile  # 1M: each stage's thread CPU time beside the bare loop's
 """
 
 from __future__ import annotations
