@@ -246,7 +246,9 @@ def check_lookahead(
     longer = whole.head(mid - start)
     same = (
         alone.select(
-            (pl.col("action").cast(pl.String).eq_missing(longer.get_column("action").cast(pl.String)))
+            # Both are validated (`action` is the same Enum): compared as categories, not strings
+            # (casting 2 × 230k actions to strings took 20 ms a window).
+            pl.col("action").eq_missing(longer.get_column("action"))
             & pl.col("stop_loss").eq_missing(longer.get_column("stop_loss"))
             & pl.col("take_profit").eq_missing(longer.get_column("take_profit"))
         )
