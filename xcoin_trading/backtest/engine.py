@@ -215,9 +215,8 @@ def _on_tick(levels: tuple, market: Market) -> tuple:
 
 _NORMALIZED: OrderedDict[int, tuple[weakref.ref, pl.DataFrame | None]] = OrderedDict()
 _NORMALIZED_KEPT = 8
-_NORMALIZED_LOCK = (
-    threading.RLock()
-)  # re-entrant: evicting an entry may free a frame whose callback forgets it
+# Re-entrant: evicting an entry may free a frame whose weakref callback forgets its own entry.
+_NORMALIZED_LOCK = threading.RLock()
 
 
 def normalized(candles: pl.DataFrame) -> pl.DataFrame:
