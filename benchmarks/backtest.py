@@ -17,6 +17,7 @@ call (pandas objects holding big arrays) is freed inside some calls or not at al
     .venv/bin/python benchmarks/backtest.py --quick    # 100k and 1M, no sweep
     .venv/bin/python benchmarks/backtest.py --full     # backtesting.py at 5M too
     .venv/bin/python benchmarks/backtest.py --research # 1M: xcoin vs the bare loop and vectorbt, sweep, walk-forward
+    .venv/bin/python benchmarks/backtest.py --profile  # 1M: each stage's thread CPU time beside the bare loop's
 """
 
 from __future__ import annotations
@@ -84,12 +85,19 @@ def candles_file(n: int) -> Path:
 
 
 def run_xcoin(candles):
+    """Repeated backtests of one loaded frame: its candles are checked on the first call only."""
     from xcoin_trading.backtest import SimulationConfig, run_backtest
 
     cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
     r = run_backtest(candles, "sma_crossover", {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP,
                                                 "mode": "long_only"}, cfg)  # fmt: skip
     return r.metrics["totalTrades"], r.metrics["finalCapital"]
+
+
+def run_xcoin_fresh(candles):
+    """As `run_xcoin` on a new frame object every call (the same buffers): the candle checks run
+    every time, as for a backtest of freshly loaded candles."""
+    return run_xcoin(candles.clone())
 
 
 def _bare_loop():
@@ -279,6 +287,7 @@ def run_xcoin_walk_forward(candles):
 
 ENGINES = {
     "xcoin": run_xcoin,
+    "xcoin-fresh-frame": run_xcoin_fresh,
     "bare-loop": run_bare,
     "xcoin-kernel": run_xcoin_walk,
     "xcoin-walk-forward": run_xcoin_walk_forward,
@@ -348,6 +357,9 @@ def main() -> None:
     ap.add_argument("--research", action="store_true",
                     help="1M only: xcoin vs the bare loop and vectorbt, the xcoin sweep and walk-forward (no 15 GB "
                          "vectorbt sweep)")  # fmt: skip
+    ap.add_argument("--profile", action="store_true",
+                    help="CPU time (this thread's, load-independent) of each stage of one backtest and one sweep cell "
+                         "at 1M candles")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best warm one counts")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -355,13 +367,17 @@ def main() -> None:
         worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
         return
 
+    if args.profile:
+        profile(candles_file(1_000_000))
+        return
+    load_at_start = os.getloadavg()
     sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 5_000_000]
     if args.research:
         sizes = [1_000_000]
     for n in sizes:
         candles_file(n)
     rows = []
-    singles = ("xcoin", "xcoin-kernel", "bare-loop", "vectorbt") if args.research else (
+    singles = ("xcoin", "xcoin-fresh-frame", "xcoin-kernel", "bare-loop", "vectorbt") if args.research else (
         "xcoin", "xcoin-kernel", "bare-loop", "vectorbt", "vectorbt-rust", "backtesting.py")  # fmt: skip
     for n in sizes:
         for engine in singles:
@@ -390,13 +406,77 @@ def main() -> None:
             r = measure(engine, 1_000_000, 2 if engine == "vectorbt-sweep" else args.repeat)
             sweeps.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
-    report(rows, sweeps)
+    report(rows, sweeps, load_at_start)
+
+
+def profile(path: Path, runs: int = 30) -> None:
+    """Each stage's thread CPU time, the best of `runs` interleaved runs: other work on the machine
+    inflates wall time, far less the CPU time of a thread."""
+    import polars as pl
+
+    from xcoin_trading.backtest import SimulationConfig
+    from xcoin_trading.backtest.engine import kernel_signals, normalized, run_kernel, simulate, trades_frame
+    from xcoin_trading.backtest.metrics import compute_metrics
+    from xcoin_trading.strategy import compute_signals, load_strategy
+    from xcoin_trading.strategy.builtin._common import IndicatorMemo
+
+    raw = pl.read_parquet(path).rechunk()
+    candles = normalized(raw)
+    strategy = load_strategy("sma_crossover")
+    params = strategy.resolve_params(
+        {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP, "mode": "long_only"}
+    )
+    cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+    memo = IndicatorMemo()
+    signals = kernel_signals(strategy, candles, params, cfg)
+    trades, refused, stats, _ = run_kernel(candles, signals, cfg)
+    open_time = candles.get_column("open_time").to_numpy()
+    bare = _bare_loop()
+    o, h, lo, c = _vbt_arrays(candles)
+    stages = {
+        "bare loop (the floor)": lambda: bare(o, h, lo, c, FAST, SLOW, SL, TP, FEE, 0.02, 10_000.0),
+        "candle checks (normalize_candles)": lambda: normalized(raw.clone()),
+        "signals: frame + validate_signals": lambda: compute_signals(strategy, candles, params),
+        "signals: kernel form (backtest)": lambda: kernel_signals(strategy, candles, params, cfg),
+        "signals: kernel form, sums shared (sweep)": lambda: kernel_signals(
+            strategy, candles, params, cfg, memo
+        ),
+        "kernel with curves (backtest)": lambda: run_kernel(candles, signals, cfg),
+        "kernel without curves (sweep cell)": lambda: run_kernel(candles, signals, cfg, keep_curves=False),
+        "metrics": lambda: compute_metrics(
+            trades,
+            stats,
+            n_candles=candles.height,
+            initial_capital=10_000.0,
+            candle_ms=60_000,
+            refused=refused,
+        ),  # fmt: skip
+        "trades frame": lambda: trades_frame(trades, open_time, 60_000),
+        "simulate (kernel, metrics, frames)": lambda: simulate(candles, signals, cfg),
+    }
+    best = dict.fromkeys(stages, float("inf"))
+    for fn in stages.values():
+        fn()  # compile / warm
+    for _ in range(runs):
+        for name, fn in stages.items():
+            gc.collect()
+            gc.disable()
+            t = time.thread_time()
+            fn()
+            best[name] = min(best[name], time.thread_time() - t)
+            gc.enable()
+    floor = best["bare loop (the floor)"]
+    print(f"\nSMA {FAST}/{SLOW} on 1,000,000 candles: thread CPU ms, best of {runs}\n")
+    print(f"{'stage':<44} {'cpu ms':>8} {'/ bare':>7}")
+    for name, t in best.items():
+        print(f"{name:<44} {t * 1000:>8.3f} {t / floor:>7.2f}")
+    print(f"\nload avg (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 TARGETS = {"xcoin-sweep": 0.5, "xcoin-walk-forward": 2.0}  # seconds, warm, at 1M candles (issue 21)
 
 
-def report(rows: list[dict], sweeps: list[dict]) -> None:
+def report(rows: list[dict], sweeps: list[dict], load_at_start: tuple[float, ...]) -> None:
     ours = {r["n"]: r for r in rows if r["engine"] == "xcoin" and "warm" in r}
     bare = {r["n"]: r for r in rows if r["engine"] == "bare-loop" and "warm" in r}
     print(
@@ -436,7 +516,8 @@ def report(rows: list[dict], sweeps: list[dict]) -> None:
         "the bare numba loop's (issue 21: xcoin ≤ 2). 'cpu s' = the best warm run's CPU time of the whole process (all "
         "threads): on a loaded machine it moves far less than wall time; 'cpu/wall' near 2 = both cores busy. Cold = first call in a fresh process (JIT compile or cache "
         "load included). Load on the machine from other work shows in 'load avg' below.\n"
-        f"load avg (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"load avg (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in load_at_start)}; at the end: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 

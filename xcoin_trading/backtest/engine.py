@@ -5,7 +5,11 @@ Fill, sizing, stop and slippage rules: docs/backtesting.md ("Strategies and rule
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -20,6 +24,7 @@ from xcoin_trading.exchange.markets import Market
 from xcoin_trading.money import to_decimal
 from xcoin_trading.risk import market_rounding_args
 from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
+from xcoin_trading.strategy.builtin._common import IndicatorMemo, KernelSignals
 from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers, pooled_empty
 from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
 
@@ -208,16 +213,94 @@ def _on_tick(levels: tuple, market: Market) -> tuple:
     return out, np.empty(0, np.uint8), 0
 
 
+_NORMALIZED: OrderedDict[int, tuple[weakref.ref, pl.DataFrame | None]] = OrderedDict()
+_NORMALIZED_KEPT = 8
+# Re-entrant: evicting an entry may free a frame whose weakref callback forgets its own entry.
+_NORMALIZED_LOCK = threading.RLock()
+
+
+def normalized(candles: pl.DataFrame) -> pl.DataFrame:
+    """`normalize_candles`, once per frame object: a sweep, its out-of-sample part and every
+    walk-forward step pass the same frame again, and repeated backtests of one loaded frame need
+    not re-check 1M candles (~5 ms). Frames are taken as immutable (polars frames are, short of
+    an explicit in-place `frame[row, col] = value`, which the backtest APIs never do)."""
+    if isinstance(candles, pl.DataFrame):
+        with _NORMALIZED_LOCK:
+            hit = _NORMALIZED.get(id(candles))
+        if hit is not None and hit[0]() is candles:
+            return candles if hit[1] is None else hit[1]
+    out = normalize_candles(candles)
+    _remember(candles, out if out is not candles else None)
+    if out is not candles:
+        _remember(out, None)  # the output is normalised too: passing it back checks nothing again
+    return out
+
+
+def _remember(frame: pl.DataFrame, result: pl.DataFrame | None) -> None:
+    key = id(frame)
+
+    def forget(_: weakref.ref) -> None:
+        with _NORMALIZED_LOCK:
+            _NORMALIZED.pop(key, None)
+
+    with _NORMALIZED_LOCK:
+        _NORMALIZED[key] = (weakref.ref(frame, forget), result)
+        while len(_NORMALIZED) > _NORMALIZED_KEPT:
+            _NORMALIZED.popitem(last=False)
+
+
+def kernel_signals(
+    strategy: Strategy,
+    candles: pl.DataFrame,
+    params: dict[str, Any],
+    config: SimulationConfig,
+    memo: IndicatorMemo | None = None,
+) -> KernelSignals | pl.DataFrame:
+    """The signals a backtest feeds the kernel: a built-in's own kernel-form signals when it has
+    them (no frame, no re-validation of what it guarantees; `memo` shares indicators between the
+    combinations of a sweep on these candles), else `compute_signals`' validated frame."""
+    fast = _builtin_kernel_signals(strategy)
+    if fast is not None and not config.levels_on_tick:
+        out = fast(candles, params, memo)
+        if out is not None:
+            return out
+    return compute_signals(strategy, candles, params)  # also what names a contract breach
+
+
+def _builtin_kernel_signals(strategy: Strategy):
+    if strategy.kind != "builtin":
+        return None
+    module = sys.modules.get(getattr(strategy.signals_fn, "__module__", ""))
+    if module is None or not module.__name__.startswith("xcoin_trading.strategy.builtin."):
+        return None
+    if getattr(module, "signals", None) is not strategy.signals_fn:
+        return None  # a Strategy built around some other function under a built-in's name
+    return getattr(module, "kernel_signals", None)
+
+
+def slice_signals(signals: pl.DataFrame | KernelSignals, start: int) -> pl.DataFrame | KernelSignals:
+    """Signals from row `start` on, zero-copy (the trade buffer size stays an upper bound)."""
+    if not isinstance(signals, KernelSignals):
+        return signals.slice(start)
+
+    def levels(buffers: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int]:
+        values, bits, offset = buffers
+        return values[start:], bits, offset + start if bits.shape[0] else 0
+
+    return KernelSignals(signals.codes[start:], levels(signals.stop), levels(signals.take), signals.entries)
+
+
 def run_kernel(
     candles: pl.DataFrame,
-    signals: pl.DataFrame,
+    signals: pl.DataFrame | KernelSignals,
     config: SimulationConfig,
     intrabar_candles: pl.DataFrame | None = None,
     candle_ms: int | None = None,
     *,
     keep_curves: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
-    """The kernel on normalised candles and validated signals: raw arrays, no shaping.
+    """The kernel on normalised candles and validated signals (a frame, or `kernel_signals`'
+    kernel form): raw arrays, no shaping.
 
     Returns (trades, refused, stats, curves): curves are (equity, drawdown, drawdown_pct,
     position) per candle, or None without `keep_curves` (sweeps need only the statistics).
@@ -231,12 +314,16 @@ def run_kernel(
         if config.intrabar == "1m"
         else (empty, empty, empty, np.empty(0, np.int64))
     )
-    action, stop, take = signal_arrays(signals)
+    if isinstance(signals, KernelSignals):
+        action, stop, take, entries = signals
+    else:
+        action, stop, take = signal_arrays(signals)
+        entries = k.count_entries(action)
     if config.levels_on_tick:
         stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
     n = open_time.shape[0] if keep_curves else 0
     curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
-    trades = pooled_empty(k.N_TRADE_FIELDS * k.count_entries(action)).reshape(k.N_TRADE_FIELDS, -1)
+    trades = pooled_empty(k.N_TRADE_FIELDS * entries).reshape(k.N_TRADE_FIELDS, -1)
     count, refused, stats = k.simulate_nb(
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),
@@ -309,7 +396,7 @@ def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> p
 
 def simulate(
     candles: pl.DataFrame,
-    signals: pl.DataFrame,
+    signals: pl.DataFrame | KernelSignals,
     config: SimulationConfig,
     *,
     strategy: str = "signals",
@@ -370,9 +457,9 @@ def run_backtest(
     config = config or SimulationConfig()
     strat = load_strategy(strategy) if isinstance(strategy, str) else strategy
     resolved = strat.resolve_params(params)
-    candles = normalize_candles(candles)
+    candles = normalized(candles)
     t1 = time.perf_counter()
-    signals = compute_signals(strat, candles, resolved)
+    signals = kernel_signals(strat, candles, resolved, config)
     t2 = time.perf_counter()
     result = simulate(
         candles, signals, config, strategy=strat.code, params=resolved, intrabar_candles=intrabar_candles

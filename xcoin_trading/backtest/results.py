@@ -125,31 +125,47 @@ def save_result(
     directory = settings.artifacts_dir / "backtests" / key
     if directory.exists():
         raise ValidationError("key", f"a backtest named {key!r} already has artifacts at {directory}")
-    from xcoin_trading.store.db import session_scope
-    from xcoin_trading.store.models import BacktestResult as Row
-
     try:
         artifacts = write_artifacts(result, directory, report=report)
         config = json_safe(result.summary() | {"key": key, "timings_ms": result.timings_ms} | (context or {}))
         config.pop("metrics", None)
         elapsed = execution_time_ms if execution_time_ms is not None else result.timings_ms.get("total", 0.0)
-        with session_scope(settings) as session:
-            row = Row(
-                strategy_id=strategy_id,
-                strategy_code=result.strategy,
-                user_id=user_id,
-                config=config,
-                metrics=json_safe(result.metrics),
-                artifacts=artifacts,
-                execution_time_ms=round(elapsed),
-            )
-            session.add(row)
-            session.flush()
-            row_id = row.id
+        row_id = _insert(
+            settings, strategy_id, result.strategy, config, result.metrics, artifacts, elapsed, user_id
+        )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return SavedBacktest(row_id, key, directory, artifacts)
+
+
+def _insert(
+    settings: Settings,
+    strategy_id: int | None,
+    strategy_code: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    artifacts: dict[str, Any],
+    execution_time_ms: float,
+    user_id: int | None = None,
+) -> int:
+    """One history row (a backtest, sweep or walk-forward); its id."""
+    from xcoin_trading.store.db import session_scope
+    from xcoin_trading.store.models import BacktestResult as Row
+
+    with session_scope(settings) as session:
+        row = Row(
+            strategy_id=strategy_id,
+            strategy_code=strategy_code,
+            user_id=user_id,
+            config=config,
+            metrics=json_safe(metrics),
+            artifacts=artifacts,
+            execution_time_ms=round(execution_time_ms),
+        )
+        session.add(row)
+        session.flush()
+        return row.id
 
 
 def save_research(
@@ -172,9 +188,6 @@ def save_research(
     key = new_key(f"{strategy_code}-{kind}")
     _ensure_store(settings)
     directory = settings.artifacts_dir / "backtests" / key
-    from xcoin_trading.store.db import session_scope
-    from xcoin_trading.store.models import BacktestResult as Row
-
     try:
         directory.mkdir(parents=True, exist_ok=False)
         artifacts = {"dir": str(directory)}
@@ -183,18 +196,8 @@ def save_research(
         for name, frame in frames.items():
             frame.write_parquet(directory / f"{name}.parquet")
             artifacts[name] = str(directory / f"{name}.parquet")
-        with session_scope(settings) as session:
-            row = Row(
-                strategy_id=strategy_id,
-                strategy_code=strategy_code,
-                config=json_safe(config | {"kind": kind, "key": key}),
-                metrics=json_safe(metrics),
-                artifacts=artifacts,
-                execution_time_ms=round(execution_time_ms),
-            )
-            session.add(row)
-            session.flush()
-            row_id = row.id
+        config = json_safe(config | {"kind": kind, "key": key})
+        row_id = _insert(settings, strategy_id, strategy_code, config, metrics, artifacts, execution_time_ms)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -2,8 +2,10 @@
 optionally on an in-sample part with the rest held out (`oos_fraction`).
 
 Threads, not processes: the kernel releases the GIL (`nogil=True`) and polars computes outside
-it, so both cores work without copying the candles into worker processes. Each combination goes
-through `compute_signals` like any backtest, so sweeps test exactly what would run live.
+it, so both cores work without copying the candles into worker processes. Each combination's
+signals are what a backtest of it would trade (`engine.kernel_signals`: a built-in's kernel-form
+signals, sharing indicators between combinations through one `IndicatorMemo` per candle frame;
+any other strategy through `compute_signals`, as live runs it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ from typing import Any
 
 import polars as pl
 
-from xcoin_trading.backtest.engine import SimulationConfig, infer_candle_ms, run_kernel
+from xcoin_trading.backtest.engine import (
+    SimulationConfig,
+    infer_candle_ms,
+    kernel_signals,
+    normalized,
+    run_kernel,
+    slice_signals,
+)
 from xcoin_trading.backtest.metrics import compute_metrics
 from xcoin_trading.errors import ValidationError
-from xcoin_trading.strategy import Strategy, compute_signals, normalize_candles
+from xcoin_trading.strategy import Strategy
+from xcoin_trading.strategy.builtin._common import IndicatorMemo
 
 MAX_COMBINATIONS = 10_000
 LOWER_IS_BETTER = {
@@ -114,9 +124,11 @@ def score(
     params: Mapping[str, Any],
     config: SimulationConfig,
     candle_ms: int,
+    memo: IndicatorMemo | None = None,
 ) -> dict[str, Any]:
-    """One backtest's metrics, without curves: what every sweep and walk-forward cell runs."""
-    signals = compute_signals(strategy, candles, params)
+    """One backtest's metrics, without curves: what every sweep and walk-forward cell runs
+    (`memo`: indicators shared by the cells on these same candles)."""
+    signals = kernel_signals(strategy, candles, dict(params), config, memo)
     trades, refused, stats, _ = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
     return compute_metrics(
         trades,
@@ -187,7 +199,7 @@ def run_sweep(
     combos = check_grid(strategy, grid)
     if not 0 <= oos_fraction < 1:
         raise ValidationError("oos_fraction", f"must be in [0, 1), got {oos_fraction}")
-    candles = normalize_candles(candles)
+    candles = normalized(candles)
     candle_ms = infer_candle_ms(candles.get_column("open_time").to_numpy(), config.resolution)
     split = candles.height - int(round(candles.height * oos_fraction)) if oos_fraction else candles.height
     if oos_fraction and (split < 2 or split > candles.height - 2):
@@ -195,6 +207,7 @@ def run_sweep(
             "oos_fraction", f"leaves {split} of {candles.height} candles in sample: too few"
         )
     in_sample = candles.slice(0, split)
+    memo, whole_memo = IndicatorMemo(), IndicatorMemo()
 
     def one(combo: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {f"param_{n}": str(v) for n, v in combo.items()}
@@ -202,10 +215,12 @@ def run_sweep(
             params = strategy.resolve_params({**(base_params or {}), **combo})
         except ValidationError as exc:
             return row | {"error": str(exc)}
-        metrics = score(strategy, in_sample, params, config, candle_ms)
+        metrics = score(strategy, in_sample, params, config, candle_ms, memo)
         row |= {c: metrics[c] for c in RANKING_COLUMNS} | {metric: metrics[metric], "error": None}
         if split < candles.height:
-            oos = score_span(strategy, candles, params, config, candle_ms, split, candles.height)
+            oos = score_span(
+                strategy, candles, params, config, candle_ms, split, candles.height, memo=whole_memo
+            )
             row |= {
                 f"oos_{c}": oos[c] for c in (metric, "netPnl", "totalPnlPct", "totalTrades", "maxDrawdownPct")
             }
@@ -230,14 +245,16 @@ def score_span(
     end: int,
     *,
     warmup_from: int = 0,
+    memo: IndicatorMemo | None = None,
 ) -> dict[str, Any]:
     """Metrics of candles[start:end] traded alone (flat at `start`), its signals computed on
-    candles[warmup_from:end] so indicators are warm: nothing after `end` is ever seen."""
+    candles[warmup_from:end] so indicators are warm: nothing after `end` is ever seen. `memo`
+    holds indicators of exactly candles[warmup_from:end]."""
     span = candles.slice(warmup_from, end - warmup_from)
-    signals = compute_signals(strategy, span, params)
+    signals = kernel_signals(strategy, span, dict(params), config, memo)
     part = start - warmup_from
     trades, refused, stats, _ = run_kernel(
-        span.slice(part), signals.slice(part), config, None, candle_ms, keep_curves=False
+        span.slice(part), slice_signals(signals, part), config, None, candle_ms, keep_curves=False
     )
     return compute_metrics(
         trades,

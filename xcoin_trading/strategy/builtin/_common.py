@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -92,7 +93,7 @@ class SignalBuffers(NamedTuple):
     """A signal frame's memory for a numba pass to fill: action codes (HOLD=0, LONG=1, SHORT=2,
     EXIT=3) and the two level columns as Arrow buffers (values, validity bitmap, bit i = row i)."""
 
-    codes: np.ndarray  # int8[n]
+    codes: np.ndarray  # uint8[n]
     stop: np.ndarray  # float64[n]
     stop_valid: np.ndarray  # uint8[ceil(n / 8)]
     take: np.ndarray
@@ -103,7 +104,7 @@ def signal_buffers(n: int) -> SignalBuffers:
     """Uninitialised buffers from Arrow's pool (the fill must write every row and bitmap byte)."""
     bitmap = (n + 7) // 8
     return SignalBuffers(
-        pooled_empty(n, np.int8),
+        pooled_empty(n, np.uint8),
         pooled_empty(n),
         pooled_empty(bitmap, np.uint8),
         pooled_empty(n),
@@ -132,3 +133,47 @@ def frame_from_buffers(buffers: SignalBuffers) -> pl.DataFrame:
             levels("take_profit", buffers.take, buffers.take_valid),
         )
     )
+
+
+class KernelSignals(NamedTuple):
+    """A built-in's signals straight in the backtest kernel's form, no frame: what
+    `validate_signals` would hand the kernel for the same candles (a built-in that provides this
+    proves it equal in tests). Levels are (values, validity bitmap, bit offset); an empty bitmap
+    means the values are read as they are, and they are read on LONG/SHORT rows only (other rows
+    may hold anything). `entries` counts the LONG/SHORT rows (sizes the kernel's trade buffer)."""
+
+    codes: np.ndarray  # uint8[n]: HOLD=0 LONG=1 SHORT=2 EXIT=3
+    stop: tuple[np.ndarray, np.ndarray, int]
+    take: tuple[np.ndarray, np.ndarray, int]
+    entries: int
+
+
+class IndicatorMemo:
+    """Indicator arrays of ONE candle frame shared by the combinations of a sweep (e.g. each SMA
+    length's running sum once, not once per combination), up to `budget` bytes; beyond that they
+    are computed and not kept. Thread-safe: two threads may both compute a missing entry (the
+    same bits), and one of them is kept."""
+
+    def __init__(self, budget: int = 256 << 20):
+        self._arrays: dict[object, np.ndarray] = {}
+        self._budget = budget
+        self._scratch = threading.local()
+
+    def scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's signal buffers (codes uint8, stop, take) for `n` rows, reused from one
+        combination to the next: fresh ones cost a page fault per 4 KiB page the sparse level
+        writes touch, as much as the signal pass itself. Valid until this thread's next call."""
+        bufs = getattr(self._scratch, "bufs", None)
+        if bufs is None or bufs[0].shape[0] != n:
+            bufs = self._scratch.bufs = (np.empty(n, np.uint8), np.empty(n), np.empty(n))
+        return bufs
+
+    def get(self, key: object, nbytes: int, compute) -> np.ndarray:
+        found = self._arrays.get(key)
+        if found is not None:
+            return found
+        out = compute()
+        if nbytes <= self._budget:
+            self._budget -= nbytes
+            self._arrays.setdefault(key, out)
+        return out
