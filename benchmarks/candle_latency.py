@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fanout import dagster_daemon, fresh_store, percentile, seed  # noqa: E402
+from benchmarks.fanout import dagster_daemon  # noqa: E402
+from benchmarks.live_world import fresh_store, percentile, seed  # noqa: E402
 
 ALTERNATING = """
 import polars as pl

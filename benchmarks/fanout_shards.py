@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fanout import drop_store, fresh_store, ready_admin, replay_simulator, seed  # noqa: E402
+from benchmarks.live_world import drop_store, fresh_store, ready_admin, replay_simulator, seed  # noqa: E402
 
 TARGET = "N=10,000 ≤ 5 s close → last ack recorded"
 
