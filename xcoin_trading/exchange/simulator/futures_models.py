@@ -23,11 +23,17 @@ def _new_id() -> str:
 
 
 @dataclass(slots=True, eq=False)
-class FuturesOrder:
-    """An entry, exit, trigger leg or liquidation; `locked` is its margin while it rests."""
+class _OnMarket:
+    """What every order and position starts with: whose it is and where."""
 
     account: Account = field(repr=False)
     market: Market
+
+
+@dataclass(slots=True, eq=False)
+class FuturesOrder(_OnMarket):
+    """An entry, exit, trigger leg or liquidation; `locked` is its margin while it rests."""
+
     side: str
     order_type: str
     total: Decimal
@@ -88,11 +94,9 @@ class FuturesOrder:
 
 
 @dataclass(slots=True, eq=False)
-class Position:
+class Position(_OnMarket):
     """One account's signed position on one pair (isolated margin) and its TP/SL trigger legs."""
 
-    account: Account = field(repr=False)
-    market: Market
     leverage: Decimal
     updated_at: int
     id: str = field(init=False, default_factory=_new_id)
