@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from xcoin_trading.api import schemas as s
+from xcoin_trading.api.schemas.auth import UserOut
+from xcoin_trading.api.schemas.backtests import BacktestOut
+from xcoin_trading.api.schemas.broker import BrokerKeyOut
+from xcoin_trading.api.schemas.strategies import StrategyOut
+from xcoin_trading.api.schemas.subscriptions import SubscriptionOut
 from xcoin_trading.money import plain
 from xcoin_trading.store import models as m
 
 
-def user(u: m.User) -> s.UserOut:
-    return s.UserOut(
+def user(u: m.User) -> UserOut:
+    return UserOut(
         id=u.id, email=u.email, name=u.name, oauth_provider=u.oauth_provider, created_at=u.created_at
     )
 
 
-def broker_key(c: m.BrokerCredential) -> s.BrokerKeyOut:
-    return s.BrokerKeyOut(
+def broker_key(c: m.BrokerCredential) -> BrokerKeyOut:
+    return BrokerKeyOut(
         id=c.id,
         broker=c.broker,
         api_key=c.api_key_hint,
@@ -24,9 +28,9 @@ def broker_key(c: m.BrokerCredential) -> s.BrokerKeyOut:
     )
 
 
-def strategy(st: m.Strategy, viewer_id: int) -> s.StrategyOut:
+def strategy(st: m.Strategy, viewer_id: int) -> StrategyOut:
     owner = st.author_id == viewer_id
-    return s.StrategyOut(
+    return StrategyOut(
         id=st.id,
         name=st.name,
         code=st.code,
@@ -52,8 +56,8 @@ def strategy(st: m.Strategy, viewer_id: int) -> s.StrategyOut:
     )
 
 
-def subscription(sub: m.Subscription) -> s.SubscriptionOut:
-    return s.SubscriptionOut(
+def subscription(sub: m.Subscription) -> SubscriptionOut:
+    return SubscriptionOut(
         id=sub.id,
         strategy_id=sub.strategy_id,
         strategy_name=sub.strategy.name,
@@ -78,8 +82,8 @@ def subscription(sub: m.Subscription) -> s.SubscriptionOut:
     )
 
 
-def backtest(b: m.BacktestResult) -> s.BacktestOut:
-    return s.BacktestOut(
+def backtest(b: m.BacktestResult) -> BacktestOut:
+    return BacktestOut(
         id=b.id,
         strategy_id=b.strategy_id,
         strategy_code=b.strategy_code,
