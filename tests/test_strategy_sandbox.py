@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
-from xcoin_trading.strategy import sandbox
+from xcoin_trading.strategy import sandbox, sandbox_host
 from xcoin_trading.strategy.answer import BadAnswer, read_answer
 from xcoin_trading.strategy.contract import StrategyError
 from xcoin_trading.strategy.sandbox import SandboxLimits, isolation_available, run_sandboxed
@@ -66,7 +66,7 @@ def _sandbox_processes() -> list[int]:
     """Live processes under a sandbox uid, idle spares excluded (zombies are dead: the container's
     init reaps what a killed pid namespace leaves, in its own time)."""
     spares = {s.slot.uid for pool in sandbox._spares.values() for s in pool if s.slot}
-    uids = sandbox._uid_range()
+    uids = sandbox_host.uid_range()
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -105,11 +105,13 @@ def _run_cgroups() -> set[Path]:
 
     found = set()
     for controller in ("memory", "pids", "cpu", "cpuacct"):
-        base = sandbox._own_cgroup(controller)
+        base = sandbox_host.own_cgroup(controller)
         if base is None or not base.exists():
             continue
         for path in base.glob("xcoin-sandbox-*"):
-            fd = os.open(sandbox.LOCK_DIR / f"uid-{path.name.rsplit('-', 1)[1]}.lock", os.O_RDWR | os.O_CREAT)
+            fd = os.open(
+                sandbox_host.LOCK_DIR / f"uid-{path.name.rsplit('-', 1)[1]}.lock", os.O_RDWR | os.O_CREAT
+            )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 found.add(path)  # nobody runs under this uid: the cgroup is a leftover
@@ -249,7 +251,7 @@ def test_uids_are_never_shared_by_two_live_runs():
         errors = [f.exception() for f in [pool.submit(_run, who) for _ in range(6)]]
     ids = {str(e).split("uid ")[1].split('"')[0] for e in errors}
     assert len(ids) == 6
-    assert all(int(i.split()[0]) in sandbox._uid_range() and i.split()[0] == i.split()[1] for i in ids)
+    assert all(int(i.split()[0]) in sandbox_host.uid_range() and i.split()[0] == i.split()[1] for i in ids)
 
 
 @root_only
@@ -269,7 +271,7 @@ def test_a_spare_sandbox_serves_one_job_only_under_its_own_uid():
 
 @root_only
 def test_a_uid_slot_held_by_another_process_is_never_handed_out(monkeypatch, tmp_path):
-    monkeypatch.setattr(sandbox, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(sandbox_host, "LOCK_DIR", tmp_path)
     monkeypatch.setenv("XCOIN_SANDBOX_UIDS", "210000-210001")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, os, sys, time\n"
@@ -279,12 +281,12 @@ def test_a_uid_slot_held_by_another_process_is_never_handed_out(monkeypatch, tmp
     )  # fmt: skip
     try:
         assert holder.stdout.readline() == b"held\n"
-        slot = sandbox._UidSlot()
+        slot = sandbox_host.UidSlot()
         assert slot.uid == 210001
         with pytest.raises(Exception, match="no free sandbox uid in 210000-210001"):
-            sandbox._UidSlot()
+            sandbox_host.UidSlot()
         slot.release()
-        assert sandbox._UidSlot().uid == 210001
+        assert sandbox_host.UidSlot().uid == 210001
     finally:
         holder.kill()
         holder.wait()
@@ -341,7 +343,7 @@ import os
 def signals(c, p):
     found = []
     for path in ({str(home / "xcoin.sqlite")!r}, {str(home / "master.key")!r}, '/proc/{os.getpid()}/environ',
-                 '/proc/{os.getppid()}/cmdline', {str(sandbox.LOCK_DIR)!r}):
+                 '/proc/{os.getppid()}/cmdline', {str(sandbox_host.LOCK_DIR)!r}):
         try:
             found.append(open(path).read()[:20] if not os.path.isdir(path) else os.listdir(path))
         except OSError as exc:

@@ -32,6 +32,16 @@ def _positive_int(name: str, default: int) -> int:
     return int(raw)
 
 
+class PathUnder:
+    """A fixed path under another path attribute: the layout of a folder, one line per entry."""
+
+    def __init__(self, base: str, name: str) -> None:
+        self.base, self.name = base, name
+
+    def __get__(self, owner: object, owner_type: type | None = None) -> Path:
+        return getattr(owner, self.base) / self.name
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -96,25 +106,11 @@ class Settings:
     def lake_dir(self) -> Path:
         return Path(self.lake_dir_override).resolve() if self.lake_dir_override else self.home / "lake"
 
-    @property
-    def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
-    @property
-    def catalog_path(self) -> Path:
-        return self.home / "catalog.duckdb"
-
-    @property
-    def master_key_path(self) -> Path:
-        return self.home / "master.key"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
+    warehouse_path = PathUnder("home", "warehouse.duckdb")
+    catalog_path = PathUnder("home", "catalog.duckdb")
+    master_key_path = PathUnder("home", "master.key")
+    dagster_home = PathUnder("home", "dagster")
+    artifacts_dir = PathUnder("home", "artifacts")
 
     def ensure_dirs(self) -> None:
         private_dir(self.home)

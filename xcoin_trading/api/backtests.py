@@ -9,10 +9,11 @@ from fastapi import Path, Query
 from sqlalchemy import or_, select
 
 from xcoin_trading.api import convert
-from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.routing import NOT_FOUND
 from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.api.schemas.backtests import BacktestHistoryOut, BacktestOut, BacktestRunRequest
+from xcoin_trading.api.schemas.base import MAX_ID
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.services.strategies import visible_strategy
 from xcoin_trading.store.models import BacktestResult
@@ -24,10 +25,8 @@ router = make_router(["backtests"], prefix="/api/backtest")
 MAX_SYNC_CANDLES = 500_000  # about a year of 1m candles: seconds of work, fine inside a request
 
 
-@router.post("/run", status_code=201, response_model=s.BacktestOut, responses=NOT_FOUND)
-def run(
-    body: s.BacktestRunRequest, user: UserDep, session: SessionDep, settings: SettingsDep
-) -> s.BacktestOut:
+@router.post("/run", status_code=201, response_model=BacktestOut, responses=NOT_FOUND)
+def run(body: BacktestRunRequest, user: UserDep, session: SessionDep, settings: SettingsDep) -> BacktestOut:
     """Runs synchronously on the lake's candles and returns the stored result (history lists it).
     Built-in strategies only: uploaded code never runs inside the API process (it runs in the
     sandbox, through the Dagster backtest asset). Ranges above MAX_SYNC_CANDLES are refused."""
@@ -77,13 +76,13 @@ def run(
     return convert.backtest(row)
 
 
-@router.get("/history/{strategy_id}", response_model=s.BacktestHistoryOut, responses=NOT_FOUND)
+@router.get("/history/{strategy_id}", response_model=BacktestHistoryOut, responses=NOT_FOUND)
 def history(
-    strategy_id: Annotated[int, Path(ge=1, le=s.MAX_ID)],
+    strategy_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     user: UserDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-) -> s.BacktestHistoryOut:
+) -> BacktestHistoryOut:
     """The caller's backtests of a strategy they can see, newest first. The strategy's author also
     sees runs made without a user (CLI, Dagster)."""
     strategy = visible_strategy(session, user.id, strategy_id)
@@ -96,4 +95,4 @@ def history(
         .order_by(BacktestResult.created_at.desc(), BacktestResult.id.desc())
         .limit(limit)
     ).all()
-    return s.BacktestHistoryOut(backtests=[convert.backtest(r) for r in rows])
+    return BacktestHistoryOut(backtests=[convert.backtest(r) for r in rows])

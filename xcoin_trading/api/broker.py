@@ -7,10 +7,17 @@ from sqlalchemy import func, select
 
 from xcoin_trading import money
 from xcoin_trading.api import convert
-from xcoin_trading.api import schemas as s
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.routing import CONFLICT, ERROR, NOT_FOUND, UPSTREAM
 from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.api.schemas.base import MessageOut
+from xcoin_trading.api.schemas.broker import (
+    BalanceOut,
+    BrokerKeyOut,
+    BrokerKeysRequest,
+    BrokerStatusOut,
+    BrokerTestOut,
+)
 from xcoin_trading.errors import NotFound, ValidationError
 from xcoin_trading.services import credentials
 from xcoin_trading.store.models import Subscription
@@ -27,10 +34,10 @@ def _active_subscriptions(session, credential_id: int) -> int:
     )
 
 
-@router.post("/keys", status_code=201, response_model=s.BrokerKeyOut)
+@router.post("/keys", status_code=201, response_model=BrokerKeyOut)
 def add_keys(
-    body: s.BrokerKeysRequest, user: UserDep, session: SessionDep, settings: SettingsDep
-) -> s.BrokerKeyOut:
+    body: BrokerKeysRequest, user: UserDep, session: SessionDep, settings: SettingsDep
+) -> BrokerKeyOut:
     """Store new keys; they replace the active ones and the caller's subscriptions move to them."""
     credential = credentials.add_credential(
         session, Vault.from_settings(settings), user.id, body.api_key, body.api_secret, body.broker
@@ -40,10 +47,10 @@ def add_keys(
 
 @router.post(
     "/test",
-    response_model=s.BrokerTestOut,
+    response_model=BrokerTestOut,
     responses={**NOT_FOUND, **UPSTREAM, 400: ERROR("the exchange rejected the keys")},
 )
-def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request: Request) -> s.BrokerTestOut:
+def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request: Request) -> BrokerTestOut:
     """Call the exchange's balances endpoint with the stored keys and return the balances."""
     from xcoin_trading.exchange.client import CoinDCXClient, Credentials
 
@@ -55,10 +62,10 @@ def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request
     with CoinDCXClient.from_settings(settings, credentials=creds, timeout=10.0, read_attempts=2) as client:
         balances = client.balances()
     credentials.mark_tested(credential)
-    return s.BrokerTestOut(
+    return BrokerTestOut(
         success=True,
         balances=[
-            s.BalanceOut(
+            BalanceOut(
                 currency=b.currency,
                 balance=money.plain(b.balance),
                 locked_balance=money.plain(b.locked_balance),
@@ -68,16 +75,16 @@ def test_keys(user: UserDep, session: SessionDep, settings: SettingsDep, request
     )
 
 
-@router.get("/status", response_model=s.BrokerStatusOut)
-def status(user: UserDep, session: SessionDep) -> s.BrokerStatusOut:
+@router.get("/status", response_model=BrokerStatusOut)
+def status(user: UserDep, session: SessionDep) -> BrokerStatusOut:
     try:
         credential = credentials.active_credential(session, user.id)
     except NotFound:
-        return s.BrokerStatusOut(
+        return BrokerStatusOut(
             connected=False, broker="coindcx", api_key=None, connected_at=None, last_tested_at=None,
             active_subscriptions=0,
         )  # fmt: skip
-    return s.BrokerStatusOut(
+    return BrokerStatusOut(
         connected=True,
         broker=credential.broker,
         api_key=credential.api_key_hint,
@@ -87,9 +94,9 @@ def status(user: UserDep, session: SessionDep) -> s.BrokerStatusOut:
     )
 
 
-@router.delete("/keys", response_model=s.MessageOut, responses={**NOT_FOUND, **CONFLICT})
-def delete_keys(user: UserDep, session: SessionDep) -> s.MessageOut:
+@router.delete("/keys", response_model=MessageOut, responses={**NOT_FOUND, **CONFLICT})
+def delete_keys(user: UserDep, session: SessionDep) -> MessageOut:
     """Revoke the active keys; refused while active subscriptions trade with them. Afterwards the
     status says disconnected."""
     credential = credentials.revoke_active(session, user.id)
-    return s.MessageOut(message=f"API keys {credential.api_key_hint} revoked")
+    return MessageOut(message=f"API keys {credential.api_key_hint} revoked")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from xcoin_trading.api import schemas as s
+from xcoin_trading.api.schemas.auth import UserOut
+from xcoin_trading.api.schemas.backtests import BacktestOut
+from xcoin_trading.api.schemas.broker import BrokerKeyOut
+from xcoin_trading.api.schemas.strategies import StrategyOut
+from xcoin_trading.api.schemas.subscriptions import SubscriptionOut
 from xcoin_trading.money import plain
 from xcoin_trading.store import models as m
 
@@ -14,21 +18,21 @@ def same_named(row: object, *names: str) -> dict[str, Any]:
     return {name: getattr(row, name) for name in names}
 
 
-def user(u: m.User) -> s.UserOut:
-    return s.UserOut(
+def user(u: m.User) -> UserOut:
+    return UserOut(
         id=u.id, email=u.email, name=u.name, oauth_provider=u.oauth_provider, created_at=u.created_at
     )
 
 
-def broker_key(c: m.BrokerCredential) -> s.BrokerKeyOut:
-    return s.BrokerKeyOut(
+def broker_key(c: m.BrokerCredential) -> BrokerKeyOut:
+    return BrokerKeyOut(
         api_key=c.api_key_hint, **same_named(c, "id", "broker", "is_active", "connected_at", "last_tested_at")
     )
 
 
-def strategy(st: m.Strategy, viewer_id: int) -> s.StrategyOut:
+def strategy(st: m.Strategy, viewer_id: int) -> StrategyOut:
     owner = st.author_id == viewer_id
-    return s.StrategyOut(
+    return StrategyOut(
         is_owner=owner,
         source=st.source if owner else None,  # user code is the author's property
         params=st.params or {},
@@ -41,8 +45,8 @@ def strategy(st: m.Strategy, viewer_id: int) -> s.StrategyOut:
     )
 
 
-def subscription(sub: m.Subscription) -> s.SubscriptionOut:
-    return s.SubscriptionOut(
+def subscription(sub: m.Subscription) -> SubscriptionOut:
+    return SubscriptionOut(
         strategy_name=sub.strategy.name,
         strategy_code=sub.strategy.code,
         **same_named(
@@ -59,8 +63,8 @@ _SUBSCRIPTION_AMOUNTS = (
 )  # fmt: skip
 
 
-def backtest(b: m.BacktestResult) -> s.BacktestOut:
-    return s.BacktestOut(
+def backtest(b: m.BacktestResult) -> BacktestOut:
+    return BacktestOut(
         **same_named(
             b, "id", "strategy_id", "strategy_code", "config", "metrics", "execution_time_ms", "created_at"
         )

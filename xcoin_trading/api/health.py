@@ -10,23 +10,23 @@ import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from xcoin_trading.api import schemas as s
 from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.api.schemas.health import CheckOut, HealthOut
 from xcoin_trading.config import Settings
 
 router = make_router(["health"], authed=False)
 
 
-def _timed(check: Callable[[], None], failure: str) -> s.CheckOut:
+def _timed(check: Callable[[], None], failure: str) -> CheckOut:
     start = time.perf_counter()
     try:
         check()
     except Exception:  # any failure is "not healthy"; the reason stays in our logs
-        return s.CheckOut(status="error", detail=failure)
-    return s.CheckOut(status="ok", latency_ms=round((time.perf_counter() - start) * 1000, 2))
+        return CheckOut(status="error", detail=failure)
+    return CheckOut(status="ok", latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
 
-def check_database(settings: Settings) -> s.CheckOut:
+def check_database(settings: Settings) -> CheckOut:
     from xcoin_trading.store.db import get_engine
 
     def ping() -> None:
@@ -36,9 +36,9 @@ def check_database(settings: Settings) -> s.CheckOut:
     return _timed(ping, "database unreachable")
 
 
-def check_redis(settings: Settings) -> s.CheckOut:
+def check_redis(settings: Settings) -> CheckOut:
     if not settings.redis_url:
-        return s.CheckOut(status="not_configured", detail="in-process (embedded default)")
+        return CheckOut(status="not_configured", detail="in-process (embedded default)")
     import redis
 
     def ping() -> None:
@@ -51,7 +51,7 @@ def check_redis(settings: Settings) -> s.CheckOut:
     return _timed(ping, "redis unreachable")
 
 
-def check_exchange(settings: Settings) -> s.CheckOut:
+def check_exchange(settings: Settings) -> CheckOut:
     from xcoin_trading.exchange.client import CoinDCXClient
 
     def ping() -> None:
@@ -63,8 +63,8 @@ def check_exchange(settings: Settings) -> s.CheckOut:
 
 @router.get(
     "/health",
-    response_model=s.HealthOut,
-    responses={503: {"model": s.HealthOut, "description": "database down"}},
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "database down"}},
 )
 def health(request: Request) -> JSONResponse:
     """`ok`: all reachable; `degraded`: the database works but Redis or the exchange does not;
@@ -81,5 +81,5 @@ def health(request: Request) -> JSONResponse:
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
-    body = s.HealthOut(status=status, checks=checks)
+    body = HealthOut(status=status, checks=checks)
     return JSONResponse(body.model_dump(mode="json", by_alias=True, exclude_none=False), status_code=code)

@@ -10,12 +10,21 @@ from fastapi import Query
 from pydantic.alias_generators import to_camel
 
 from xcoin_trading import money
-from xcoin_trading.api import schemas as s
 from xcoin_trading.api.convert import same_named
 from xcoin_trading.api.deps import SessionDep, SettingsDep, UserDep
 from xcoin_trading.api.errors import AnalyticsNotBuilt
 from xcoin_trading.api.routing import ERROR
 from xcoin_trading.api.routing import router as make_router
+from xcoin_trading.api.schemas.positions import (
+    OrderOut,
+    OrdersOut,
+    OrdersSummaryOut,
+    PaginationOut,
+    PnlSummaryOut,
+    PositionOut,
+    PositionsOut,
+    PositionsSummaryOut,
+)
 from xcoin_trading.config import Settings
 from xcoin_trading.errors import NotFound
 from xcoin_trading.exchange.errors import ExchangeError
@@ -38,8 +47,8 @@ def ticker_prices(settings: Settings) -> tuple[dict[str, Decimal] | None, str | 
         return None, "exchange ticker unavailable; unrealized P&L not computed"
 
 
-@router.get("/current", response_model=s.PositionsOut)
-def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> s.PositionsOut:
+@router.get("/current", response_model=PositionsOut)
+def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> PositionsOut:
     """Open trades with unrealized P&L at the ticker's last price (after the entry fee already paid;
     the exit fee is not known until the exit). Futures pairs are marked at their spot price."""
     rows = positions.open_trades(session, user.id)
@@ -52,9 +61,9 @@ def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> s.Posi
         notional = sum((p.notional for p in marked), Decimal(0)) if whole else None
         margin = sum((p.margin for p in marked), Decimal(0)) if whole else None
         total_pnl = sum((p.unrealized_pnl for p in marked), Decimal(0)) if whole and priced else None
-    return s.PositionsOut(
+    return PositionsOut(
         positions=out,
-        summary=s.PositionsSummaryOut(
+        summary=PositionsSummaryOut(
             open_positions=len(marked),
             total_notional=money.plain(notional),
             total_margin=money.plain(margin),
@@ -84,9 +93,9 @@ class _Fields:
         return {name: self.amount(to_camel(name), lambda name=name: getattr(row, name)) for name in names}
 
 
-def _position(p: positions.Position) -> s.PositionOut:
+def _position(p: positions.Position) -> PositionOut:
     t, f = p.trade, _Fields()
-    return s.PositionOut(
+    return PositionOut(
         trade_id=t.id,
         strategy_name=p.strategy_name,
         **same_named(t, "subscription_id", "strategy_id", "symbol", "market_type", "side", "entry_time"),
@@ -96,23 +105,23 @@ def _position(p: positions.Position) -> s.PositionOut:
     )
 
 
-@router.get("/orders", response_model=s.OrdersOut)
+@router.get("/orders", response_model=OrdersOut)
 def orders(
     user: UserDep,
     session: SessionDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=positions.MAX_PAGE_SIZE)] = 20,
     status: StatusFilter | None = None,
-) -> s.OrdersOut:
+) -> OrdersOut:
     """Newest first. The summary covers all of the caller's orders, whatever the status filter."""
     result = positions.orders_page(session, user.id, page=page, limit=limit, status=status)
     summary = result.summary
-    return s.OrdersOut(
+    return OrdersOut(
         orders=[_order(o, strategy_id) for o, strategy_id in result.rows],
-        pagination=s.PaginationOut(
+        pagination=PaginationOut(
             page=page, limit=limit, total=result.total, total_pages=(result.total + limit - 1) // limit
         ),
-        summary=s.OrdersSummaryOut(
+        summary=OrdersSummaryOut(
             total_orders=summary["total_orders"],
             filled_orders=summary["filled_orders"],
             pending_orders=summary["pending_orders"],
@@ -124,9 +133,9 @@ def orders(
     )
 
 
-def _order(o, strategy_id: int | None) -> s.OrderOut:
+def _order(o, strategy_id: int | None) -> OrderOut:
     f = _Fields()
-    return s.OrderOut(
+    return OrderOut(
         strategy_id=strategy_id,
         **same_named(o, "id", "subscription_id", "trade_id", "leg", "client_order_id", "exchange_order_id"),
         **same_named(o, "market", "side", "order_type", "status", "error", "created_at", "updated_at"),
@@ -135,12 +144,12 @@ def _order(o, strategy_id: int | None) -> s.OrderOut:
     )
 
 
-@router.get("/pnl", response_model=s.PnlSummaryOut, responses={503: ERROR("analytics not built yet")})
+@router.get("/pnl", response_model=PnlSummaryOut, responses={503: ERROR("analytics not built yet")})
 def pnl(
     user: UserDep,
     settings: SettingsDep,
     period: Literal["1d", "7d", "30d", "all"] = "7d",
-) -> s.PnlSummaryOut:
+) -> PnlSummaryOut:
     """The seed's P&L summary from the analytics warehouse (as fresh as its last build: `asOf`),
     with open positions marked to the exchange ticker. Periods are whole UTC days ending today."""
     from xcoin_trading.analytics.pnl import pnl_summary
@@ -157,7 +166,7 @@ def pnl(
         summary = pnl_summary(settings, user.id, period, prices=by_symbol)
     except NotFound:  # the warehouse file does not exist yet; its path is not the user's business
         raise AnalyticsNotBuilt() from None
-    return s.PnlSummaryOut.model_validate(jsonable(summary))
+    return PnlSummaryOut.model_validate(jsonable(summary))
 
 
 def jsonable(value: Any) -> Any:

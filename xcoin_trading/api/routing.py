@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from xcoin_trading.api.errors import MAX_MEMBERS, TOO_MANY_MEMBERS, error_response
-from xcoin_trading.api.schemas import ErrorBody
+from xcoin_trading.api.schemas.base import ErrorBody
 
 
 def _no_constants(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""`xcoin deploy up|status|restart|down`: the production profile on one host (see xcoin_trading/deploy.py)."""
+"""`xcoin deploy up|status|restart|down`: the production profile on one host (see xcoin_trading/deploy/)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ DIR = click.option(
 
 def _config(env_file: Path, deploy_dir: Path | None):
     from xcoin_trading.config import get_settings
-    from xcoin_trading.deploy import load_config
+    from xcoin_trading.deploy.config import load_config
 
     return load_config(env_file.resolve(), (deploy_dir or get_settings().home / "deploy").resolve())
 
@@ -69,7 +69,7 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     def status(env_file: Path, deploy_dir: Path | None, as_json: bool) -> None:
         """Health of every service; exit 1 if any is down."""
-        from xcoin_trading.deploy import health
+        from xcoin_trading.deploy.health import health
 
         _report(health(_config(env_file, deploy_dir)), as_json)
 
@@ -79,7 +79,8 @@ def register(main: click.Group) -> None:
     @click.argument("service")
     def restart(env_file: Path, deploy_dir: Path | None, service: str) -> None:
         """Restart one service (postgres, redis, code_server, dagster_daemon, dagster_webserver, api)."""
-        from xcoin_trading.deploy import GROUP, rpc
+        from xcoin_trading.deploy.render import GROUP
+        from xcoin_trading.deploy.supervisor import rpc
         from xcoin_trading.errors import ValidationError
 
         cfg = _config(env_file, deploy_dir)
@@ -99,7 +100,7 @@ def register(main: click.Group) -> None:
     @click.argument("state", type=click.Choice(["on", "off"]))
     def automation_cmd(env_file: Path, deploy_dir: Path | None, state: str) -> None:
         """Turn live trading's sensors and schedules on (candle closes, failed runs, reconciler) or off."""
-        from xcoin_trading.deploy import automation
+        from xcoin_trading.deploy.webserver import automation
 
         for name, status in automation(_config(env_file, deploy_dir), state == "on").items():
             click.echo(f"{name}: {status}")
@@ -109,7 +110,7 @@ def register(main: click.Group) -> None:
     @DIR
     def down(env_file: Path, deploy_dir: Path | None) -> None:
         """Stop every service and supervisord."""
-        from xcoin_trading.deploy import stop
+        from xcoin_trading.deploy.supervisor import stop
 
         if not stop(_config(env_file, deploy_dir)):
             click.echo("error: supervisord did not stop within 60 s", err=True)

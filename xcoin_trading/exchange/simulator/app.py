@@ -19,9 +19,7 @@ import asyncio
 import json
 import math
 import time
-import zlib
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,21 +31,17 @@ from xcoin_trading.exchange.ratelimit import RateLimiter
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
 from xcoin_trading.exchange.simulator.engine import Exchange
 from xcoin_trading.exchange.simulator.faults import FaultRule, Faults
-from xcoin_trading.exchange.simulator.futures import futures_routes
-from xcoin_trading.exchange.simulator.wire import req_decimal
-from xcoin_trading.timeframes import DAY_MS, EXCHANGE_INTERVALS
+from xcoin_trading.exchange.simulator.routes_futures import futures_routes
+from xcoin_trading.exchange.simulator.routes_public import PublicRoutes
+from xcoin_trading.exchange.simulator.routes_spot import SpotRoutes
+from xcoin_trading.exchange.simulator.wire import dumps, req_decimal
 
 Handler = Callable[..., Any]
-SUCCESS = {"message": "success", "status": 200, "code": 200}
 _JSON = "application/json"
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(_dumps({"code": status, "message": message, "status": "error"}), status, headers, _JSON)
+    return Response(dumps({"code": status, "message": message, "status": "error"}), status, headers, _JSON)
 
 
 class SimulatorApp:
@@ -58,13 +52,12 @@ class SimulatorApp:
         self.faults = faults or Faults()
         self.limiter = self._make_limiter()
         # path -> (kind, rate-limit bucket, handler); kind: public | private | admin
-        self.routes: dict[str, tuple[str, str, Handler]] = {}
-        self._add_public()
-        self._add_spot()
-        self._add_admin()
-        self.routes.update(futures_routes(exchange.futures))
-        self._ticker_cache: tuple[int, bytes] | None = None
-        self._details_cache: bytes | None = None
+        self.routes: dict[str, tuple[str, str, Handler]] = {
+            **PublicRoutes(exchange).routes(),
+            **SpotRoutes(exchange).routes(),
+            **self._admin_routes(),
+            **futures_routes(exchange.futures),
+        }
         self.asgi = Starlette(
             routes=[Route("/{path:path}", self.dispatch, methods=["GET", "POST", "DELETE"])]
         )
@@ -127,7 +120,7 @@ class SimulatorApp:
             return error_response(504, "Gateway Timeout")
         if isinstance(result, Response):
             return result
-        return Response(result if isinstance(result, bytes) else _dumps(result), 200, media_type=_JSON)
+        return Response(result if isinstance(result, bytes) else dumps(result), 200, media_type=_JSON)
 
     def _authenticate(self, request: Request, raw: bytes) -> tuple[Account, dict[str, Any]]:
         headers = request.headers
@@ -162,240 +155,23 @@ class SimulatorApp:
             return error_response(exc.status, exc.message)
         except (ValueError, TypeError, KeyError) as exc:
             return error_response(422, f"Invalid Request: {exc}")
-        return Response(_dumps(result), 200, media_type=_JSON)
-
-    # ---- public ----------------------------------------------------------------------------------
-
-    def _add_public(self) -> None:
-        r = self.routes
-        r["/exchange/ticker"] = ("public", "", self.ticker)
-        r["/exchange/v1/markets"] = ("public", "", lambda q: list(self.ex.spot_markets))
-        r["/exchange/v1/markets_details"] = ("public", "", self.markets_details)
-        r["/market_data/candles"] = ("public", "", self.candles)
-        r["/market_data/orderbook"] = ("public", "", self.order_book)
-        r["/market_data/trade_history"] = ("public", "", self.public_trades)
-
-    def markets_details(self, query: Any) -> bytes:
-        """The bundled CoinDCX rows of the markets it trades, plus the listed ones it does not
-        (inactive, INR-quoted): a client sees the list and statuses a real account sees."""
-        if self._details_cache is None:
-            from xcoin_trading.exchange.markets import BUNDLED, SPOT_MARKETS
-
-            rows = [
-                r
-                for r in BUNDLED["spot"]
-                if r["symbol"] in self.ex.spot_markets or r["symbol"] not in SPOT_MARKETS
-            ]
-            self._details_cache = _dumps(rows)
-        return self._details_cache
-
-    def ticker(self, query: Any) -> bytes:
-        now = self.ex.now()
-        second = now // 1000  # "generated once per second"
-        if self._ticker_cache is None or self._ticker_cache[0] != second:
-            rows = []
-            for market in self.ex.spot_markets.values():
-                feed = self.ex.feed_for(market)
-                high, low, volume, then = feed.window_stats(now, DAY_MS)
-                price = self.ex.price(market)
-                tick = market.tick
-                change = (float(price) - then) / then * 100 if then else 0.0
-                rows.append(
-                    {
-                        "market": market.symbol,
-                        "change_24_hour": f"{change:.3f}",
-                        "high": f"{high}",
-                        "low": f"{low}",
-                        "volume": f"{volume * float(price):.2f}",
-                        "last_price": format(price, "f"),
-                        "bid": format(price - tick, "f"),
-                        "ask": format(price + tick, "f"),
-                        "timestamp": second,
-                    }
-                )
-            self._ticker_cache = (second, _dumps(rows))
-        return self._ticker_cache[1]
-
-    def candles(self, query: Any) -> list[dict[str, Any]]:
-        market = self.ex.market_by_pair(query.get("pair", ""))
-        interval = query.get("interval", "")
-        if interval not in EXCHANGE_INTERVALS:
-            raise SimError(422, f"Invalid interval: must be one of {', '.join(EXCHANGE_INTERVALS)}")
-        feed = self.ex.feed_for(market)
-        if not feed.supports(interval):
-            raise SimError(
-                422, f"Invalid interval: {interval} is finer than the simulator's feed ({feed.base_interval})"
-            )
-        limit = _int_param(query, "limit", 500)
-        start, end = _int_param(query, "startTime", None), _int_param(query, "endTime", None)
-        return feed.candles(interval, self.ex.now(), start, end, min(max(limit, 1), 1000))
-
-    def order_book(self, query: Any) -> dict[str, Any]:
-        market = self.ex.market_by_pair(query.get("pair", ""))
-        now = self.ex.now()
-        price = self.ex.price(market)
-        tick = market.tick
-        spread = max(tick, market.round_price(price * Decimal("0.0001")))
-        seed = zlib.crc32(f"{market.pair}:{now // 1000}".encode())
-        bids, asks = {}, {}
-        for i in range(1, 21):
-            qty = (
-                market.round_quantity(Decimal(((seed >> (i % 24)) % 97) + 3) * market.step * 10 * i)
-                or market.step
-            )
-            bids[format(market.round_price(price - spread * i), "f")] = format(qty, "f")
-            asks[format(market.round_price(price + spread * i), "f")] = format(qty, "f")
-        return {"timestamp": now, "bids": bids, "asks": asks}
-
-    def public_trades(self, query: Any) -> list[dict[str, Any]]:
-        market = self.ex.market_by_pair(query.get("pair", ""))
-        limit = min(max(_int_param(query, "limit", 30), 1), 500)
-        feed = self.ex.feed_for(market)
-        n = feed.closed_count(self.ex.now())
-        out = []
-        for i in range(n - 1, max(n - limit, 0) - 1, -1):
-            out.append(
-                {
-                    "p": float(feed.close[i]),
-                    "q": float(round(feed.volume[i] / 10, 8)),
-                    "s": market.symbol,
-                    "T": int(feed.close_time[i]) - 1,
-                    "m": bool(feed.close[i] < feed.open[i]),
-                }
-            )
-        return out
-
-    # ---- spot private ------------------------------------------------------------------------------
-
-    def _add_spot(self) -> None:
-        r = self.routes
-        base = "/exchange/v1"
-        r[f"{base}/users/balances"] = ("private", "", lambda a, b: a.balances_json())
-        r[f"{base}/users/info"] = ("private", "", self.user_info)
-        r[f"{base}/orders/create"] = ("private", "create", self.create)
-        r[f"{base}/orders/create_multiple"] = ("private", "create_multiple", self.create_multiple)
-        r[f"{base}/orders/status"] = ("private", "status", self.status)
-        r[f"{base}/orders/status_multiple"] = ("private", "status_multiple", self.status_multiple)
-        r[f"{base}/orders/active_orders"] = ("private", "active_orders", self.active_orders)
-        r[f"{base}/orders/active_orders_count"] = ("private", "active_orders", self.active_orders_count)
-        r[f"{base}/orders/trade_history"] = ("private", "", self.trade_history)
-        r[f"{base}/orders/cancel"] = ("private", "cancel", self.cancel)
-        r[f"{base}/orders/cancel_all"] = ("private", "cancel_all", self.cancel_all)
-        r[f"{base}/orders/cancel_by_ids"] = ("private", "cancel_by_ids", self.cancel_by_ids)
-        r[f"{base}/orders/edit"] = ("private", "edit", self.edit)
-
-    def user_info(self, acct: Account, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return [
-            {
-                "coindcx_id": f"sim-{acct.number}",
-                "first_name": "Sim",
-                "last_name": f"User {acct.number}",
-                "mobile_number": "",
-                "email": f"user{acct.number}@simulator.local",
-            }
-        ]
-
-    def create(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        return {"orders": [self.ex.spot.json(self.ex.spot.create(acct, body))]}
-
-    def create_multiple(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        items = body.get("orders")
-        if not isinstance(items, list) or not items:
-            raise SimError(422, "Invalid Request: orders must be a non-empty list")
-        out: list[dict[str, Any]] = []
-        for item in items:
-            try:
-                if not isinstance(item, dict):
-                    raise SimError(422, "Invalid Request: each order must be an object")
-                out.append(self.ex.spot.json(self.ex.spot.create(acct, item)))
-            except SimError as exc:
-                out.append({"error_message": exc.message})
-        return {"orders": out}
-
-    def status(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        return self.ex.spot.json(self.ex.spot.find(acct, body))
-
-    def _many(self, acct: Account, body: dict[str, Any]) -> list[Any]:
-        if isinstance(body.get("ids"), list):
-            index, keys = acct.orders, body["ids"]
-        elif isinstance(body.get("client_order_ids"), list):
-            index, keys = acct.by_client_id, body["client_order_ids"]
-        else:
-            raise SimError(422, "Invalid Request: ids or client_order_ids (a list) is required")
-        return [o for k in keys if (o := index.get(str(k))) is not None]
-
-    def status_multiple(self, acct: Account, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return [self.ex.spot.json(o) for o in self._many(acct, body)]
-
-    def _open_orders(self, acct: Account, body: dict[str, Any]) -> list[Any]:
-        market = body.get("market")
-        if market not in self.ex.spot_markets:
-            raise SimError(422, "Currency pair is not valid")
-        side = body.get("side")
-        self.ex.now()
-        return [o for o in acct.open_by_market.get(market, {}).values() if side is None or o.side == side]
-
-    def active_orders(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        orders = [self.ex.spot.json(o, iso=True) for o in self._open_orders(acct, body)]
-        return {"orders": orders, "details": False, "cp": False, "cp_hash": {}}
-
-    def active_orders_count(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        return {"count": len(self._open_orders(acct, body)), "status": 200}
-
-    def trade_history(self, acct: Account, body: dict[str, Any]) -> list[dict[str, Any]]:
-        self.ex.now()
-        limit = int(body.get("limit") or 500)
-        if not 1 <= limit <= 5000:
-            raise SimError(422, "Invalid Request: limit must be in 1..5000")
-        rows = acct.fills
-        symbol, from_id = body.get("symbol"), body.get("from_id")
-        t0, t1 = body.get("from_timestamp"), body.get("to_timestamp")
-        rows = [
-            r
-            for r in rows
-            if (symbol is None or r["symbol"] == symbol)
-            and (from_id is None or r["id"] >= int(from_id))
-            and (t0 is None or r["timestamp"] >= t0)
-            and (t1 is None or r["timestamp"] <= t1)
-        ]
-        if body.get("sort") == "desc":
-            rows = rows[::-1]
-        return rows[:limit]
-
-    def cancel(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        self.ex.spot.cancel(self.ex.spot.find(acct, body))
-        return SUCCESS
-
-    def cancel_all(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        for order in list(self._open_orders(acct, body)):
-            self.ex.spot.cancel(order)
-        return SUCCESS
-
-    def cancel_by_ids(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        for order in self._many(acct, body):
-            if order.status in ("open", "partially_filled"):
-                self.ex.spot.cancel(order)
-        return SUCCESS
-
-    def edit(self, acct: Account, body: dict[str, Any]) -> dict[str, Any]:
-        order = self.ex.spot.find(acct, body)
-        self.ex.spot.edit_price(order, req_decimal(body, "price_per_unit"))
-        return self.ex.spot.json(order)
+        return Response(dumps(result), 200, media_type=_JSON)
 
     # ---- admin -------------------------------------------------------------------------------------
 
-    def _add_admin(self) -> None:
-        r = self.routes
-        r["/_sim/accounts"] = ("admin", "", self.admin_accounts)
-        r["/_sim/accounts/bulk"] = ("admin", "", self.admin_accounts_bulk)
-        r["/_sim/deposit"] = ("admin", "", self.admin_deposit)
-        r["/_sim/advance"] = ("admin", "", self.admin_advance)
-        r["/_sim/faults"] = ("admin", "", self.admin_faults)
-        r["/_sim/ledger"] = ("admin", "", self.admin_ledger)
-        r["/_sim/balances"] = ("admin", "", self.admin_balances)
-        r["/_sim/state"] = ("admin", "", lambda req, body: self.ex.state())
-        r["/_sim/clock"] = ("admin", "", lambda req, body: {"now_ms": self.ex.now()})
-        r["/_sim/config"] = ("admin", "", self.admin_config)
+    def _admin_routes(self) -> dict[str, tuple[str, str, Handler]]:
+        return {
+            "/_sim/accounts": ("admin", "", self.admin_accounts),
+            "/_sim/accounts/bulk": ("admin", "", self.admin_accounts_bulk),
+            "/_sim/deposit": ("admin", "", self.admin_deposit),
+            "/_sim/advance": ("admin", "", self.admin_advance),
+            "/_sim/faults": ("admin", "", self.admin_faults),
+            "/_sim/ledger": ("admin", "", self.admin_ledger),
+            "/_sim/balances": ("admin", "", self.admin_balances),
+            "/_sim/state": ("admin", "", lambda req, body: self.ex.state()),
+            "/_sim/clock": ("admin", "", lambda req, body: {"now_ms": self.ex.now()}),
+            "/_sim/config": ("admin", "", self.admin_config),
+        }
 
     def admin_accounts(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         if request.method == "GET":
@@ -451,13 +227,3 @@ class SimulatorApp:
 
 def _retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
-
-
-def _int_param(query: Any, name: str, default: int | None) -> int | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise SimError(422, f"Invalid Request: {name} must be an integer") from None

@@ -214,23 +214,13 @@ class CandleFeed:
             return []
         if interval == self.base_interval:
             times, o, h, lo, c, v = (
-                self.open_time[:n],
-                self.open[:n],
-                self.high[:n],
-                self.low[:n],
-                self.close[:n],
-                self.volume[:n],
+                a[:n] for a in (self.open_time, self.open, self.high, self.low, self.close, self.volume)
             )
         else:
             agg = self._agg(interval)
             k = int(np.searchsorted(agg.starts, self.open_time[n - 1], side="right"))
             times, o, h, lo, c, v = (
-                agg.starts[:k],
-                agg.open[:k],
-                agg.high[:k],
-                agg.low[:k],
-                agg.close[:k],
-                agg.volume[:k],
+                a[:k] for a in (agg.starts, agg.open, agg.high, agg.low, agg.close, agg.volume)
             )
             # The newest bucket may still be forming: rebuild it from closed base candles only.
             f = int(agg.first[k - 1])

@@ -23,133 +23,14 @@ Simulator choices (real behaviour undocumented or unobservable here):
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.simulator.accounts import ZERO, Account, SimError
+from xcoin_trading.exchange.simulator.futures_models import MARGIN, FuturesOrder, Position
 from xcoin_trading.exchange.simulator.venue import Venue
-from xcoin_trading.exchange.simulator.wire import (
-    jnum,
-    req_choice,
-    req_client_order_id,
-    req_decimal,
-    to_decimal,
-)
-
-MARGIN = "USDT"
-BASE = "/exchange/v1/derivatives/futures"
-SUCCESS = {"message": "success", "status": 200, "code": 200}
-
-
-class FuturesOrder:
-    __slots__ = (
-        "id", "client_order_id", "account", "market", "side", "order_type", "status", "price", "stop_price",
-        "total", "remaining", "cancelled", "avg_price", "fee_amount", "leverage", "tp", "sl", "stage",
-        "created_at", "updated_at", "locked", "group_id",
-    )  # fmt: skip
-
-    def __init__(self, account: Account, market: Market, side: str, order_type: str, total: Decimal, now: int, leverage: Decimal, *, price: Decimal = ZERO, stop_price: Decimal = ZERO, client_order_id: str | None = None, stage: str = "default", status: str = "open"):  # fmt: skip
-        self.id = str(uuid.uuid4())
-        self.client_order_id = client_order_id
-        self.account = account
-        self.market = market
-        self.side = side
-        self.order_type = order_type
-        self.status = status
-        self.price = price
-        self.stop_price = stop_price
-        self.total = total
-        self.remaining = total
-        self.cancelled = ZERO
-        self.avg_price = ZERO
-        self.fee_amount = ZERO
-        self.leverage = leverage
-        self.tp: Decimal | None = None
-        self.sl: Decimal | None = None
-        self.stage = stage
-        self.created_at = now
-        self.updated_at = now
-        self.locked = ZERO  # margin held while resting
-        self.group_id: str | None = None
-
-    def to_json(self, fee_pct: Decimal) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "client_order_id": self.client_order_id,
-            "pair": self.market.pair,
-            "side": self.side,
-            "status": self.status,
-            "order_type": self.order_type,
-            "stop_trigger_instruction": "last_price",
-            "notification": "no_notification",
-            "leverage": jnum(self.leverage),
-            "maker_fee": jnum(fee_pct),
-            "taker_fee": jnum(fee_pct),
-            "fee_amount": jnum(self.fee_amount),
-            "price": jnum(self.price),
-            "stop_price": jnum(self.stop_price),
-            "avg_price": jnum(self.avg_price),
-            "total_quantity": jnum(self.total),
-            "remaining_quantity": jnum(self.remaining),
-            "cancelled_quantity": jnum(self.cancelled),
-            "ideal_margin": jnum(self.locked),
-            "order_category": None,
-            "stage": self.stage,
-            "group_id": self.group_id,
-            "position_margin_type": "isolated",
-            "margin_currency_short_name": MARGIN,
-            "take_profit_price": jnum(self.tp),
-            "stop_loss_price": jnum(self.sl),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-
-class Position:
-    __slots__ = ("id", "account", "market", "active_pos", "avg_price", "locked_margin", "leverage", "tp_order", "sl_order", "updated_at")  # fmt: skip
-
-    def __init__(self, account: Account, market: Market, leverage: Decimal, now: int):
-        self.id = str(uuid.uuid4())
-        self.account = account
-        self.market = market
-        self.active_pos = ZERO
-        self.avg_price = ZERO
-        self.locked_margin = ZERO
-        self.leverage = leverage
-        self.tp_order: FuturesOrder | None = None
-        self.sl_order: FuturesOrder | None = None
-        self.updated_at = now
-
-    def liquidation_price(self, mmr: Decimal) -> Decimal | None:
-        if self.active_pos == 0:
-            return None
-        inv = 1 / self.leverage
-        factor = (1 - inv + mmr) if self.active_pos > 0 else (1 + inv - mmr)
-        return self.market.round_price(self.avg_price * factor)
-
-    def to_json(self, mmr: Decimal, mark: Decimal) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "pair": self.market.pair,
-            "active_pos": jnum(self.active_pos),
-            "inactive_pos_buy": 0.0,
-            "inactive_pos_sell": 0.0,
-            "avg_price": jnum(self.avg_price),
-            "liquidation_price": jnum(self.liquidation_price(mmr)),
-            "locked_margin": jnum(self.locked_margin),
-            "locked_user_margin": jnum(self.locked_margin),
-            "locked_order_margin": 0.0,
-            "take_profit_trigger": jnum(self.tp_order.stop_price) if self.tp_order else None,
-            "stop_loss_trigger": jnum(self.sl_order.stop_price) if self.sl_order else None,
-            "leverage": jnum(self.leverage),
-            "maintenance_margin": jnum(abs(self.active_pos) * self.avg_price * mmr),
-            "mark_price": jnum(mark),
-            "margin_type": "isolated",
-            "margin_currency_short_name": MARGIN,
-            "updated_at": self.updated_at,
-        }
+from xcoin_trading.exchange.simulator.wire import SUCCESS, req_decimal, req_order, to_decimal
 
 
 class FuturesDesk:
@@ -212,12 +93,7 @@ class FuturesDesk:
         if not isinstance(spec, dict):
             raise SimError(422, "Invalid Request: order is required")
         market = self.market(spec.get("pair"))
-        side = req_choice(spec, "side", ("buy", "sell"))
-        order_type = req_choice(spec, "order_type", ("market_order", "limit_order"))
-        qty = req_decimal(spec, "total_quantity")
-        client_id = req_client_order_id(spec)
-        if client_id is not None and client_id in acct.futures_by_client_id:
-            raise SimError(422, "Client order id already exists")
+        side, order_type, qty, client_id = req_order(spec, acct.futures_by_client_id)
         if qty != market.round_quantity(qty):
             raise SimError(422, f"Quantity should be divisible by {market.step}")
         if qty < market.effective_min_quantity:
@@ -507,57 +383,3 @@ class FuturesDesk:
         order.cancelled, order.remaining = order.remaining, ZERO
         order.status, order.updated_at = "cancelled", now
         return SUCCESS
-
-    def list_orders(self, acct: Account, body: dict[str, Any]) -> list[dict[str, Any]]:
-        self.ex.now()
-        statuses = {s.strip() for s in str(body.get("status") or "").split(",") if s.strip()}
-        side = body.get("side")
-        page, size = max(int(body.get("page") or 1), 1), min(max(int(body.get("size") or 100), 1), 1000)
-        rows = [
-            o
-            for o in reversed(acct.futures_orders.values())
-            if (not statuses or o.status in statuses) and (side is None or o.side == side)
-        ]
-        return [self.json(o) for o in rows[(page - 1) * size : page * size]]
-
-    def list_positions(self, acct: Account, body: dict[str, Any]) -> list[dict[str, Any]]:
-        self.ex.now()
-        pairs = {p.strip() for p in str(body.get("pairs") or "").split(",") if p.strip()}
-        ids = {p.strip() for p in str(body.get("position_ids") or "").split(",") if p.strip()}
-        page, size = max(int(body.get("page") or 1), 1), min(max(int(body.get("size") or 100), 1), 1000)
-        rows = [
-            p.to_json(self.mmr, self.ex.price(p.market))
-            for p in acct.positions.values()
-            if (not pairs or p.market.pair in pairs) and (not ids or p.id in ids)
-        ]
-        return rows[(page - 1) * size : page * size]
-
-
-def futures_routes(desk: FuturesDesk) -> dict[str, tuple[str, str, Any]]:
-
-    def instrument(query: Any) -> dict[str, Any]:
-        m = desk.market(query.get("pair"))
-        fee = float(desk.fee_rate * 100)
-        return {
-            "instrument": {
-                "pair": m.pair, "status": "active", "margin_currency_short_name": MARGIN,
-                "price_increment": jnum(m.tick), "quantity_increment": jnum(m.step),
-                "min_quantity": jnum(m.min_quantity), "max_quantity": jnum(m.max_quantity),
-                "min_notional": jnum(m.min_notional), "max_market_order_quantity": jnum(m.max_quantity),
-                "maker_fee": fee, "taker_fee": fee,
-                "max_leverage_long": jnum(m.max_leverage), "max_leverage_short": jnum(m.max_leverage),
-                "order_types": ["market_order", "limit_order"], "exit_only": False,
-            }
-        }  # fmt: skip
-
-    return {
-        f"{BASE}/data/active_instruments": ("public", "", lambda q: list(desk.ex.futures_markets)),
-        f"{BASE}/data/instrument": ("public", "", instrument),
-        f"{BASE}/orders/create": ("private", "create", lambda a, b: [desk.json(desk.create(a, b))]),
-        f"{BASE}/orders": ("private", "", desk.list_orders),
-        f"{BASE}/orders/cancel": ("private", "cancel", desk.cancel),
-        f"{BASE}/positions": ("private", "", desk.list_positions),
-        f"{BASE}/positions/update_leverage": ("private", "", desk.update_leverage),
-        f"{BASE}/positions/create_tpsl": ("private", "", desk.create_tpsl),
-        f"{BASE}/positions/exit": ("private", "", desk.exit),
-    }

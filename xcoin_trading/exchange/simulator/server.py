@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -22,7 +22,23 @@ from xcoin_trading.exchange.simulator.engine import Exchange, SimConfig
 from xcoin_trading.exchange.simulator.faults import FaultRule, Faults
 
 
-class SimulatorServer:
+class _StartStop:
+    """`with` starts the simulator and stops it on the way out (the thread and the process alike)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimulatorServer(_StartStop):
     def __init__(
         self,
         exchange: Exchange | None = None,
@@ -108,14 +124,8 @@ class SimulatorServer:
             self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class SimulatorProcess:
+class SimulatorProcess(_StartStop):
     """`xcoin exchange serve` in a child process (its own core and GIL: benchmarks, fan-out load).
 
     `args` are extra CLI options, e.g. `["--no-rate-limits", "--replay", path, "--symbol", "BTCUSDT"]`.
@@ -156,12 +166,6 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         self._proc = None
-
-    def __enter__(self) -> SimulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class SimulatorAdmin:

@@ -27,9 +27,8 @@ from xcoin_trading.exchange.simulator.venue import Venue
 from xcoin_trading.exchange.simulator.wire import (
     iso_ms,
     jnum,
-    req_choice,
-    req_client_order_id,
     req_decimal,
+    req_order,
     to_decimal,
 )
 
@@ -116,12 +115,7 @@ class SpotDesk:
         market = ex.spot_markets.get(body.get("market"))
         if market is None:
             raise SimError(422, "Currency pair is not valid")
-        side = req_choice(body, "side", ("buy", "sell"))
-        order_type = req_choice(body, "order_type", ("market_order", "limit_order"))
-        qty = req_decimal(body, "total_quantity")
-        client_id = req_client_order_id(body)
-        if client_id is not None and client_id in acct.by_client_id:
-            raise SimError(422, "Client order id already exists")
+        side, order_type, qty, client_id = req_order(body, acct.by_client_id)
         if qty != market.round_quantity(qty):
             raise SimError(400, f"Quantity should be divisible by {market.step}")
         if qty < market.effective_min_quantity:

@@ -1,12 +1,20 @@
-"""JSON helpers shared by the simulator's desks: exact numbers out, validated numbers in."""
+"""JSON helpers shared by the simulator's desks and routes: exact numbers out, validated numbers in."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
 from xcoin_trading.exchange.simulator.accounts import SimError
+
+SUCCESS = {"message": "success", "status": 200, "code": 200}
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, as the exchange sends it."""
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def jnum(d: Decimal | None) -> float | str | None:
@@ -62,3 +70,14 @@ def req_client_order_id(body: dict[str, Any]) -> str | None:
 
 def to_decimal(x: float) -> Decimal:
     return Decimal(repr(float(x)))
+
+
+def req_order(body: dict[str, Any], taken_client_ids: dict[str, Any]) -> tuple[str, str, Decimal, str | None]:
+    """Side, order type, quantity and client order id of a create request: the same on both desks."""
+    side = req_choice(body, "side", ("buy", "sell"))
+    order_type = req_choice(body, "order_type", ("market_order", "limit_order"))
+    qty = req_decimal(body, "total_quantity")
+    client_id = req_client_order_id(body)
+    if client_id is not None and client_id in taken_client_ids:
+        raise SimError(422, "Client order id already exists")
+    return side, order_type, qty, client_id
