@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ PID_TAG = "xcoin/worker_pid"
 START_TAG = "xcoin/worker_start"  # the pid's start time (clock ticks since boot): pids are reused
 READY_TIMEOUT_S = 300.0  # a cold code location import on a loaded 2-core host
 FORK_TIMEOUT_S = 10.0
+CANCEL_GRACE_S = 30.0  # then the worker is killed
 
 
 def _proc_start(pid: int) -> str | None:
@@ -57,19 +59,22 @@ def _proc_start(pid: int) -> str | None:
 class _WarmProcess:
     """One warm process and its two pipes (requests in, pids out)."""
 
-    def __init__(self, origin: Any, preload: Sequence[str]) -> None:
+    def __init__(self, origin: Any, instance_ref: Any, config: Mapping[str, Any]) -> None:
         python_origin = origin.repository_origin
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         pointer = python_origin.code_pointer
         cwd = getattr(pointer, "working_directory", None) or os.getcwd()
         self.proc = subprocess.Popen(
-            [python_origin.executable_path, "-m", "xcoin_pipelines.launcher", str(req_r), str(rep_w),
-             serialize_value(origin), json.dumps(list(preload))],
+            [python_origin.executable_path, "-m", "xcoin_pipelines.launcher", str(req_r), str(rep_w)],
             pass_fds=(req_r, rep_w), cwd=cwd, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         os.close(req_r)
         os.close(rep_w)
+        # on the pipe, not in argv (which every local user can read): the instance may hold a password
+        setup = {"origin": serialize_value(origin), "instance_ref": serialize_value(instance_ref),
+                 "config": dict(config)}  # fmt: skip
+        os.write(self._req_w, json.dumps(setup).encode() + b"\n")
         self._buf = b""
         self.ready = False
 
@@ -114,21 +119,31 @@ class _WarmProcess:
 class WarmRunLauncher(dg.DefaultRunLauncher):
     """DefaultRunLauncher whose run workers are forked from a warm process (module docstring)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = ()):
+    def __init__(self, inst_data: ConfigurableClassData | None = None, **config: Any):
         super().__init__(inst_data=inst_data)
-        self._preload = tuple(preload)
+        self._config = {"preload": [], "spare": True, "spare_imports": [], **config}
         self._warm: dict[str, tuple[str, _WarmProcess]] = {}  # location -> (code server id, process)
         self._lock = threading.Lock()
 
     @classmethod
     def config_type(cls) -> Any:
-        return {"preload": dg.Field([str], is_required=False, default_value=[])}
+        return {
+            "preload": dg.Field([str], is_required=False, default_value=[], description=(
+                "Modules imported by the warm process (none that starts a thread)."
+            )),
+            "spare": dg.Field(bool, is_required=False, default_value=True, description=(
+                "Keep one forked worker warmed up ahead of the next run."
+            )),
+            "spare_imports": dg.Field([str], is_required=False, default_value=[], description=(
+                "What the spare imports or calls (`module:function`) while it waits: threads allowed."
+            )),
+        }  # fmt: skip
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> WarmRunLauncher:
-        return cls(inst_data=inst_data, preload=config_value.get("preload", []))
+        return cls(inst_data=inst_data, **config_value)
 
     def _warm_process(self, context: LaunchRunContext) -> _WarmProcess:
         run = context.dagster_run
@@ -142,7 +157,7 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             current[1].close()  # code reloaded (new code server) or the warm process died
             current = None
         if current is None:
-            current = (server_id, _WarmProcess(origin, self._preload))
+            current = (server_id, _WarmProcess(origin, self._instance.get_ref(), self._config))
             self._warm[location] = current
         return current[1]
 
@@ -193,8 +208,28 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
                 f"Run worker (pid: {pid}) is gone; nothing to terminate.", run, cls=type(self)
             )
             return False
-        os.kill(pid, 15)  # SIGTERM: Dagster's worker turns it into an interrupt → RUN_CANCELED
+        os.kill(pid, signal.SIGTERM)  # Dagster's worker turns it into an interrupt → RUN_CANCELED
+        threading.Thread(target=self._insist, args=(run_id, pid, start), daemon=True).start()
         return True
+
+    def _insist(self, run_id: str, pid: int, start: str) -> None:
+        """Python may run the interrupt inside a garbage-collector callback, which swallows it
+        ("Exception ignored in …") and the run carries on: repeat the signal while the run is still
+        going, then kill the worker and end the run as Dagster's monitor would."""
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            run = self._instance.get_run_by_id(run_id)
+            if run is None or run.is_finished or _proc_start(pid) != start:
+                return
+            os.kill(pid, signal.SIGTERM)
+        if _proc_start(pid) == start:
+            os.kill(pid, signal.SIGKILL)
+        run = self._instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_canceled(
+                run, message=f"Run worker (pid: {pid}) killed after {CANCEL_GRACE_S:.0f} s."
+            )
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -240,54 +275,136 @@ def _run_worker(request: dict[str, Any]) -> int:
             )
 
 
-def _serve(req_fd: int, rep_fd: int, origin_json: str, preload: list[str]) -> None:
-    """The warm process: load, say ready, then fork one worker per request line until EOF."""
+def _warm_up(entries: Sequence[str]) -> None:
+    """Import `module`, or call `module:attr.path` (e.g. numba's registry refresh)."""
     import importlib
-    import signal
+
+    for entry in entries:
+        module, _, attrs = entry.partition(":")
+        target: Any = importlib.import_module(module)
+        if attrs:
+            for attr in attrs.split("."):
+                target = getattr(target, attr)
+            target()
+
+
+def _child(close: Sequence[int]) -> None:
+    """Just forked: drop the warm process's pipes and its SIGCHLD reaper (a run waits for its own)."""
+    for fd in close:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _exit_after(work: Any) -> None:
+    code = 1
+    try:
+        code = work()
+    except BaseException:  # noqa: BLE001 - a forked child never returns into the warm loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _spare_main(req_fd: int, spare_imports: Sequence[str]) -> int:
+    """A spare worker: warm up (threads are fine now: it never forks again), then run the one
+    request the warm process hands it; EOF (the warm process is gone) ends it."""
+    try:
+        _warm_up(spare_imports)
+    except Exception:  # noqa: BLE001 - the run imports what it needs itself, only slower
+        import traceback
+
+        traceback.print_exc()
+    with os.fdopen(req_fd, "rb") as pipe:
+        line = pipe.readline()
+    return _run_worker(json.loads(line)) if line else 0
+
+
+def _serve(req_fd: int, rep_fd: int) -> None:
+    """The warm process: load, say ready, then answer each request line with a worker's pid until EOF.
+    The worker is the spare forked after the previous request (already warm), else a fresh fork."""
 
     def reply(answer: dict[str, Any]) -> None:
         os.write(rep_fd, json.dumps(answer).encode() + b"\n")
 
+    requests = os.fdopen(req_fd, "rb", buffering=0)
+    setup = json.loads(requests.readline())
+    config: dict[str, Any] = setup["config"]
     try:
         from dagster._cli.api import _execute_run_command_body  # noqa: F401 - what each worker runs
+        from dagster._core.instance import InstanceRef
         from dagster._core.origin import JobPythonOrigin
         from dagster._serdes import deserialize_value
         from dagster._utils.hosted_user_process import recon_job_from_origin
 
-        recon_job_from_origin(deserialize_value(origin_json, JobPythonOrigin)).get_definition()
-        for module in preload:
-            importlib.import_module(module)
+        recon_job_from_origin(deserialize_value(setup["origin"], JobPythonOrigin)).get_definition()
+        ref = deserialize_value(
+            setup["instance_ref"], InstanceRef
+        )  # its storages' modules, not an open instance
+        _warm_up([v.module_name for v in ref if isinstance(v, ConfigurableClassData)])
+        _warm_up(config.get("preload", []))
     except Exception as exc:  # noqa: BLE001 - the launcher falls back and logs this
         reply({"error": f"{type(exc).__name__}: {exc}"})
         return
+    if _threads() != 1:
+        reply({"error": f"the warm process runs {_threads()} threads after loading; forking is unsafe"})
+        return
     reply({"ready": True})
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped as they exit
-    with os.fdopen(req_fd, "rb", buffering=0) as requests:
+
+    exited: set[int] = set()
+
+    def reap(_signo: int, _frame: Any) -> None:
+        # waited for, not SIG_IGN: a reaped worker's CPU time adds to this process's children's
+        # (benchmarks/dagster_ui.py reads it)
+        with contextlib.suppress(ChildProcessError):
+            while pid := os.waitpid(-1, os.WNOHANG)[0]:
+                exited.add(pid)
+
+    signal.signal(signal.SIGCHLD, reap)
+    spares = bool(config.get("spare", True))
+    spare: tuple[int, int] | None = None  # (pid, write end of its request pipe)
+
+    def fork_spare() -> tuple[int, int] | None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _child([req_fd, rep_fd, w])
+            _exit_after(lambda: _spare_main(r, config.get("spare_imports", [])))
+        os.close(r)
+        return pid, w
+
+    if spares:
+        spare = fork_spare()
+    with requests:
         for line in requests:
-            request = json.loads(line)
-            if _threads() != 1:
-                reply({"error": f"the warm process runs {_threads()} threads; forking is unsafe"})
-                return
             sys.stdout.flush()
             sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(rep_fd)
-                    requests.close()
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run waits for its own children
-                    code = _run_worker(request)
-                except BaseException:  # noqa: BLE001 - a worker never returns into the loop
-                    import traceback
-
-                    traceback.print_exc()
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(code)
+            pid = 0
+            if spare is not None:
+                if spare[0] not in exited:
+                    with contextlib.suppress(OSError):  # it died between the check and the write
+                        os.write(spare[1], line if line.endswith(b"\n") else line + b"\n")
+                        pid = spare[0]
+                os.close(spare[1])
+                spare = None
+            if not pid:
+                if _threads() != 1:
+                    reply({"error": f"the warm process runs {_threads()} threads; forking is unsafe"})
+                    return
+                pid = os.fork()
+                if pid == 0:
+                    _child([req_fd, rep_fd])
+                    _exit_after(lambda request=json.loads(line): _run_worker(request))
             reply({"pid": pid})
+            if spares:
+                spare = fork_spare()
+    if spare is not None:
+        os.close(spare[1])  # EOF: the idle spare exits
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))
