@@ -8,13 +8,15 @@ on the same demo candles, side by side; the runs alternate between them (the ord
 round), so both see the same load on a shared machine.
 
 Phases come from the run's own events: queued (enqueued → launched by the daemon's queue), worker
-start (launched → step start: the run worker process starts, imports Dagster and the code location,
+start (launched → step start: a fresh run worker imports Dagster and the code location and opens the
+instance; a worker of the warm launcher, xcoin_pipelines/launcher.py, is already running and only
 opens the instance), step (the backtest, its report and chart, the metadata), finish (step end →
 RUN_SUCCESS). "chart" is the report + PNG/SVG chart inside the step (the step's `report_ms`
 metadata; the peer may not record it). Wall times depend on the machine's load, so CPU-seconds are
-measured too: "worker CPU" is the run worker process's user+system time (read from its parent, the
-code server, once it has reaped it), "all CPU" that of every process `dagster dev` runs (webserver,
-daemon, code server, worker) from the click to success.
+measured too: "worker CPU" is the run worker process's user+system time (read from its parent — the
+code server, or the warm process — once it has reaped it; a warm spare's imports before the click
+are included), "all CPU" that of every process `dagster dev` runs (webserver, daemon, code server,
+warm process, worker) from the click to success.
 
     .venv/bin/python benchmarks/dagster_ui.py [--runs 5] [--peer 31d82cb]
 """
@@ -88,9 +90,9 @@ def tree_cpu(server: DagsterDev) -> float:
 def worker_parents(server: DagsterDev) -> list[psutil.Process]:
     """Whoever starts run workers: the code server (default launcher), the warm run process."""
     tree = _tree(server)
-    warm = [p for p in tree if "xcoin_pipelines.launcher" in " ".join(p.cmdline())]
+    warm = [p for p in tree if p.cmdline()[1:3] == ["-m", "xcoin_pipelines.launcher"]]
     warm_pids = {p.pid for p in warm}
-    grpc = [p for p in tree if "grpc" in " ".join(p.cmdline())]
+    grpc = [p for p in tree if p.cmdline()[1:4] == ["-m", "dagster", "api"]]
     return grpc + [p for p in warm if p.ppid() not in warm_pids]  # not its spare or workers
 
 

@@ -331,6 +331,9 @@ def _serve(req_fd: int, rep_fd: int) -> None:
     def reply(answer: dict[str, Any]) -> None:
         os.write(rep_fd, json.dumps(answer).encode() + b"\n")
 
+    # Ctrl-C on `make dev` reaches the whole process group: this process and its spare end when the
+    # daemon does (EOF); a run worker installs Dagster's own handler for the run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = os.fdopen(req_fd, "rb", buffering=0)
     setup = json.loads(requests.readline())
     config: dict[str, Any] = setup["config"]
