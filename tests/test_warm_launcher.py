@@ -146,3 +146,28 @@ def test_a_killed_worker_fails_its_run_through_run_monitoring(server):
     assert run["status"] == "FAILURE"
     events = _messages(server.home, run_id)
     assert any(f"run worker (pid: {pid}) exited without ending the run" in m for _, m in events)
+
+
+RELOAD = """mutation { reloadRepositoryLocation(repositoryLocationName: "xcoin") { __typename
+  ... on WorkspaceLocationEntry { locationOrLoadError { __typename } } ... on PythonError { message } } }"""
+
+
+def _warm_processes(server: DagsterDev) -> set[int]:
+    """The warm process itself (its spare and workers are its children, with the same argv)."""
+    import psutil
+
+    tree = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+    warm = {p.pid: p for p in tree if p.cmdline()[1:3] == ["-m", "xcoin_pipelines.launcher"]}
+    return {pid for pid, p in warm.items() if p.ppid() not in warm}
+
+
+def test_a_reloaded_code_location_gets_a_new_warm_process(server):
+    assert wait_run(server, launch_backtest(server), timeout=300)["status"] == "SUCCESS"
+    before = _warm_processes(server)
+    assert len(before) == 1
+    out = server.graphql(RELOAD)["reloadRepositoryLocation"]
+    assert out["__typename"] == "WorkspaceLocationEntry", out
+    run = wait_run(server, launch_backtest(server), timeout=300)
+    assert run["status"] == "SUCCESS" and PID_TAG in run["tags"]
+    after = _warm_processes(server)
+    assert len(after) == 1 and after != before  # the old one (old code) ended, a new one serves
