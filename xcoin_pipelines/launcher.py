@@ -43,6 +43,7 @@ START_TAG = "xcoin/worker_start"  # the pid's start time (clock ticks since boot
 READY_TIMEOUT_S = 300.0  # a cold code location import on a loaded 2-core host
 FORK_TIMEOUT_S = 10.0
 CANCEL_GRACE_S = 30.0  # then the worker is killed
+CANCEL_REPEAT_S = 3.0
 
 
 def _proc_start(pid: int) -> str | None:
@@ -215,21 +216,22 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
     def _insist(self, run_id: str, pid: int, start: str) -> None:
         """Python may run the interrupt inside a garbage-collector callback, which swallows it
         ("Exception ignored in …") and the run carries on: repeat the signal while the run is still
-        going, then kill the worker and end the run as Dagster's monitor would."""
+        going, kill the worker after CANCEL_GRACE_S, and end a run whose worker died without
+        reporting (a spare still importing has no handler yet) as Dagster's monitor would."""
         deadline = time.monotonic() + CANCEL_GRACE_S
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
+        while True:
+            time.sleep(CANCEL_REPEAT_S)
             run = self._instance.get_run_by_id(run_id)
-            if run is None or run.is_finished or _proc_start(pid) != start:
+            if run is None or run.is_finished:
                 return
-            os.kill(pid, signal.SIGTERM)
-        if _proc_start(pid) == start:
-            os.kill(pid, signal.SIGKILL)
-        run = self._instance.get_run_by_id(run_id)
-        if run is not None and not run.is_finished:
-            self._instance.report_run_canceled(
-                run, message=f"Run worker (pid: {pid}) killed after {CANCEL_GRACE_S:.0f} s."
-            )
+            if _proc_start(pid) != start:
+                run = self._instance.get_run_by_id(run_id)  # it may have ended the run as it exited
+                if run is not None and not run.is_finished:
+                    self._instance.report_run_canceled(
+                        run, message=f"Run worker (pid: {pid}) ended without reporting the cancellation."
+                    )
+                return
+            os.kill(pid, signal.SIGKILL if time.monotonic() > deadline else signal.SIGTERM)
 
     @property
     def supports_check_run_worker_health(self) -> bool:
