@@ -156,9 +156,14 @@ def _warm_processes(server: DagsterDev) -> set[int]:
     """The warm process itself (its spare and workers are its children, with the same argv)."""
     import psutil
 
-    tree = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
-    warm = {p.pid: p for p in tree if p.cmdline()[1:3] == ["-m", "xcoin_pipelines.launcher"]}
-    return {pid for pid, p in warm.items() if p.ppid() not in warm}
+    warm = {}
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.cmdline()[1:3] == ["-m", "xcoin_pipelines.launcher"]:
+                warm[p.pid] = p.ppid()
+        except psutil.Error:  # ended while we looked
+            continue
+    return {pid for pid, parent in warm.items() if parent not in warm}
 
 
 def test_a_reloaded_code_location_gets_a_new_warm_process(server):
