@@ -11,12 +11,15 @@ the Launchpad refuses it with the field's name instead of a run failing seconds 
 
 from __future__ import annotations
 
+import ast
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import dagster as dg
 from pydantic import Field, create_model
 
-from xcoin_trading.strategy.builtin import BUILTIN_STRATEGIES
+import xcoin_trading
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
 if TYPE_CHECKING:
@@ -26,15 +29,33 @@ if TYPE_CHECKING:
 DEFAULT_SYMBOL = "BTCUSDT"  # what `make demo` writes (with B-ETH_USDT), every traded resolution
 DEFAULT_RESOLUTION = "1m"
 STORED = "stored"
+BUILTIN_DIR = Path(xcoin_trading.__file__).parent / "strategy" / "builtin"
+
+
+@functools.cache
+def builtin_literal(module: str, name: str) -> Any:
+    """A module-level constant of a built-in strategy module, read from its source. Importing the
+    module would load numba, polars and pyarrow into every process that loads the code location (the
+    code server, each run worker before its step) and start their threads, which a warm run process
+    must not have before it forks (xcoin_pipelines/launcher.py); the run imports them when it runs.
+    tests/test_definitions.py checks the values against the imported modules."""
+    tree = ast.parse((BUILTIN_DIR / f"{module}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{name} is not a literal in xcoin_trading/strategy/builtin/{module}.py")
+
+
+BUILTIN_STRATEGIES: tuple[str, ...] = builtin_literal("__init__", "BUILTIN_STRATEGIES")
+MODES: tuple[str, ...] = builtin_literal("_common", "MODES")
 
 
 def _builtin_params_model(name: str) -> type[dg.Config]:
     """`{<name>: {param: value, ...}}` in the Launchpad: the built-in's parameters, typed by default."""
-    from xcoin_trading.strategy.builtin._common import MODES
-    from xcoin_trading.strategy.loader import load_strategy
-
     fields: dict[str, Any] = {"name": (Literal[name], name)}  # the selector's key, not shown as a field
-    for key, default in load_strategy(name).default_params.items():
+    for key, default in builtin_literal(name, "DEFAULT_PARAMS").items():
         if key == "mode":
             fields[key] = (Literal[MODES], Field(default=default, description=" or ".join(MODES)))
         else:

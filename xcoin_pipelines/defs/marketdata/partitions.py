@@ -7,8 +7,6 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from xcoin_trading.marketdata.candles import check_symbol
-
 # First day of the shared real data (Binance spot from 2017-08-17); earlier days would be empty.
 FIRST_DAY = "2017-08-17"
 
@@ -23,6 +21,8 @@ def add_symbols(instance: dg.DagsterInstance, symbols: Iterable[str]) -> list[st
     Called by the live/strategy layer when a strategy on a new market is created. Each symbol is
     validated first, so a typo never becomes a partition.
     """
+    from xcoin_trading.marketdata.candles import check_symbol  # polars: not at code location load
+
     wanted = sorted({check_symbol(s) for s in symbols})
     known = set(instance.get_dynamic_partitions(SYMBOLS.name))
     new = [s for s in wanted if s not in known]
