@@ -41,7 +41,7 @@ def test_loading_the_code_location_starts_no_thread_and_imports_no_numeric_libra
 def test_launchpad_defaults_read_from_source_are_the_builtins_own():
     import importlib
 
-    from xcoin_pipelines.defs.backtests import config
+    from xcoin_pipelines.defs.backtest import config
     from xcoin_trading.strategy.builtin import BUILTIN_STRATEGIES
     from xcoin_trading.strategy.builtin._common import MODES
 
