@@ -73,7 +73,7 @@ def run(
         execution_time_ms=(time.perf_counter() - began) * 1000,
         settings=settings,
     )
-    row = session.get(BacktestResult, saved.id)
+    row = session.get_one(BacktestResult, saved.id)
     return convert.backtest(row)
 
 
