@@ -8,7 +8,7 @@ significant digits, and the store holds up to 38.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, overload
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -35,6 +35,12 @@ def optional_decimal(value: Any) -> Decimal | None:
     return None if value is None or value == "" else decimal_or(value)
 
 
+@overload
+def plain(value: Decimal | int) -> str: ...
+@overload
+def plain(value: None) -> None: ...
+@overload
+def plain(value: Decimal | int | None) -> str | None: ...
 def plain(value: Decimal | int | None) -> str | None:
     """The exact digits without exponent or trailing zeros (`12.500` → "12.5"), None for None;
     raises ValueError on NaN/infinity, which is no amount."""

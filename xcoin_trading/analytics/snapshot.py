@@ -8,17 +8,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from xcoin_trading.config import Settings
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.timeframes import utcnow
+
+if TYPE_CHECKING:
+    import duckdb
 
 SNAPSHOT_TABLES: tuple[str, ...] = (
     "users",
@@ -109,7 +113,15 @@ def arrow_schema(table: str):
     return pa.schema(fields)
 
 
-def _to_arrow(table: str, columns: list[sa.Column], rows: list[Any], schema):
+def _counts(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, ...]:
+    """The one row of an aggregate query (DuckDB answers None only for a query without rows)."""
+    row = con.execute(sql).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {sql!r}")
+    return tuple(row)
+
+
+def _to_arrow(table: str, columns: list[sa.Column], rows: Sequence[Any], schema):
     import pyarrow as pa
 
     arrays = []
@@ -227,12 +239,13 @@ def snapshot_table(
                 os.replace(delta, final)
             else:
                 old, new = f"read_parquet('{final}')", f"read_parquet('{delta}')"
-                inserted, updated, unchanged = con.execute(
+                inserted, updated, unchanged = _counts(
+                    con,
                     f"""SELECT count(*) FILTER (WHERE o.id IS NULL),
                                count(*) FILTER (WHERE o.id IS NOT NULL AND o.updated_at <> d.updated_at),
                                count(*) FILTER (WHERE o.updated_at = d.updated_at)
-                        FROM {new} d LEFT JOIN {old} o USING (id)"""
-                ).fetchone()
+                        FROM {new} d LEFT JOIN {old} o USING (id)""",
+                )
                 if inserted or updated:
                     con.execute(
                         f"""COPY (SELECT * FROM (SELECT o.* FROM {old} o ANTI JOIN {new} d USING (id)
@@ -240,7 +253,7 @@ def snapshot_table(
                             TO '{merged}' (FORMAT parquet, COMPRESSION zstd)"""
                     )
                     os.replace(merged, final)
-            total = con.execute(f"SELECT count(*) FROM read_parquet('{final}')").fetchone()[0]
+            (total,) = _counts(con, f"SELECT count(*) FROM read_parquet('{final}')")
             con.close()
         finally:
             for leftover in (delta, merged):

@@ -72,7 +72,7 @@ def run(body: BacktestRunRequest, user: UserDep, session: SessionDep, settings: 
         execution_time_ms=(time.perf_counter() - began) * 1000,
         settings=settings,
     )
-    row = session.get(BacktestResult, saved.id)
+    row = session.get_one(BacktestResult, saved.id)
     return convert.backtest(row)
 
 

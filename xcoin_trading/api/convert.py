@@ -46,15 +46,18 @@ def strategy(st: m.Strategy, viewer_id: int) -> StrategyOut:
 
 
 def subscription(sub: m.Subscription) -> SubscriptionOut:
-    return SubscriptionOut(
-        strategy_name=sub.strategy.name,
-        strategy_code=sub.strategy.code,
-        **same_named(
-            sub, "id", "strategy_id", "broker_credential_id", "max_positions", "is_active", "is_paused"
-        ),
-        **same_named(sub, "subscribed_at", "paused_at", "unsubscribed_at"),
-        **same_named(sub, "total_trades", "winning_trades", "losing_trades"),
-        **{name: plain(getattr(sub, name)) for name in _SUBSCRIPTION_AMOUNTS},
+    # Validated from one mapping: its values are of many types, each checked by the schema.
+    return SubscriptionOut.model_validate(
+        {
+            "strategy_name": sub.strategy.name,
+            "strategy_code": sub.strategy.code,
+            **same_named(
+                sub, "id", "strategy_id", "broker_credential_id", "max_positions", "is_active", "is_paused"
+            ),
+            **same_named(sub, "subscribed_at", "paused_at", "unsubscribed_at"),
+            **same_named(sub, "total_trades", "winning_trades", "losing_trades"),
+            **{name: plain(getattr(sub, name)) for name in _SUBSCRIPTION_AMOUNTS},
+        }
     )
 
 

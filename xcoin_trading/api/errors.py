@@ -153,7 +153,7 @@ def install(app: FastAPI) -> None:
             message = f"{to_camel(exc.field)} {exc.reason}"
         if isinstance(exc, AuthenticationError):
             message = "the exchange rejected these API keys"
-        return error_response(status, message, **headers)
+        return error_response(status, message, None, **headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -183,6 +183,6 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.url.path}"
-        return error_response(exc.status_code, message, **(exc.headers or {}))
+        return error_response(exc.status_code, message, None, **(exc.headers or {}))
 
     # Anything else: `middleware.LastResort` (a 500 that keeps the connection alive).

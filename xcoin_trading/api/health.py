@@ -37,12 +37,13 @@ def check_database(settings: Settings) -> CheckOut:
 
 
 def check_redis(settings: Settings) -> CheckOut:
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         return CheckOut(status="not_configured", detail="in-process (embedded default)")
     import redis
 
     def ping() -> None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:
             client.ping()
         finally:

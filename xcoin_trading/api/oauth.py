@@ -32,7 +32,8 @@ class OAuthIdentity:
 
 
 class OAuthProvider(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def authorization_url(self, state: str) -> str: ...
 

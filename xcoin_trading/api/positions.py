@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal, localcontext
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Query
 from pydantic.alias_generators import to_camel
@@ -32,7 +32,10 @@ from xcoin_trading.services import positions
 
 log = logging.getLogger(__name__)
 router = make_router(["positions"], prefix="/api/positions")
-StatusFilter = Literal[positions.ORDER_STATUSES]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built from OrderStatus at run time, which a checker cannot read: a str to it
+    StatusFilter = str
+else:
+    StatusFilter = Literal[positions.ORDER_STATUSES]
 
 
 def ticker_prices(settings: Settings) -> tuple[dict[str, Decimal] | None, str | None]:
@@ -60,7 +63,9 @@ def current(user: UserDep, session: SessionDep, settings: SettingsDep) -> Positi
     with localcontext(prec=positions.EXACT_DIGITS):  # sums of 38-digit amounts, exactly
         notional = sum((p.notional for p in marked), Decimal(0)) if whole else None
         margin = sum((p.margin for p in marked), Decimal(0)) if whole else None
-        total_pnl = sum((p.unrealized_pnl for p in marked), Decimal(0)) if whole and priced else None
+        pnls = [p.unrealized_pnl for p in marked if p.unrealized_pnl is not None]
+        # Priced but not computable (an unreadable stored amount) leaves the total unknown, not a 500.
+        total_pnl = sum(pnls, Decimal(0)) if whole and priced and len(pnls) == len(marked) else None
     return PositionsOut(
         positions=out,
         summary=PositionsSummaryOut(
@@ -95,13 +100,15 @@ class _Fields:
 
 def _position(p: positions.Position) -> PositionOut:
     t, f = p.trade, _Fields()
-    return PositionOut(
-        trade_id=t.id,
-        strategy_name=p.strategy_name,
-        **same_named(t, "subscription_id", "strategy_id", "symbol", "market_type", "side", "entry_time"),
-        **f.amounts(t, "quantity", "leverage", "entry_price", "stop_loss", "take_profit", "entry_fee"),
-        **f.amounts(p, "current_price", "unrealized_pnl", "unrealized_pnl_pct"),
-        problems=f.problems,
+    return PositionOut.model_validate(  # one mapping of many value types, each checked by the schema
+        {
+            "trade_id": t.id,
+            "strategy_name": p.strategy_name,
+            **same_named(t, "subscription_id", "strategy_id", "symbol", "market_type", "side", "entry_time"),
+            **f.amounts(t, "quantity", "leverage", "entry_price", "stop_loss", "take_profit", "entry_fee"),
+            **f.amounts(p, "current_price", "unrealized_pnl", "unrealized_pnl_pct"),
+            "problems": f.problems,
+        }
     )
 
 
@@ -135,12 +142,16 @@ def orders(
 
 def _order(o, strategy_id: int | None) -> OrderOut:
     f = _Fields()
-    return OrderOut(
-        strategy_id=strategy_id,
-        **same_named(o, "id", "subscription_id", "trade_id", "leg", "client_order_id", "exchange_order_id"),
-        **same_named(o, "market", "side", "order_type", "status", "error", "created_at", "updated_at"),
-        **f.amounts(o, "price", "stop_price", "quantity", "filled_quantity", "avg_price", "fee"),
-        problems=f.problems,
+    return OrderOut.model_validate(  # one mapping of many value types, each checked by the schema
+        {
+            "strategy_id": strategy_id,
+            **same_named(
+                o, "id", "subscription_id", "trade_id", "leg", "client_order_id", "exchange_order_id"
+            ),
+            **same_named(o, "market", "side", "order_type", "status", "error", "created_at", "updated_at"),
+            **f.amounts(o, "price", "stop_price", "quantity", "filled_quantity", "avg_price", "fee"),
+            "problems": f.problems,
+        }
     )
 
 

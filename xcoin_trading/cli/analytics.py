@@ -73,7 +73,12 @@ def sql_cmd(
         raise ValidationError("query", "give exactly one of a QUERY argument or --file")
     if fmt == "parquet" and out is None:
         raise ValidationError("out", "is required with --format parquet")
-    text = file.read_text() if file is not None else query
+    if file is not None:
+        text = file.read_text()
+    elif query is not None:
+        text = query
+    else:  # refused above; said again so the checker sees `text` is set
+        raise ValidationError("query", "give exactly one of a QUERY argument or --file")
     result = run_query(get_settings(), text, allow_write=write)
     if fmt == "table":
         _print_table(result, max_rows)

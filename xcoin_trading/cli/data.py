@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import overload
 
 import click
 
@@ -15,6 +16,10 @@ from xcoin_trading.errors import ValidationError
 from xcoin_trading.timeframes import TRADED_RESOLUTIONS
 
 
+@overload
+def _day(field: str, value: str) -> datetime: ...
+@overload
+def _day(field: str, value: str | None) -> datetime | None: ...
 def _day(field: str, value: str | None) -> datetime | None:
     if value is None:
         return None

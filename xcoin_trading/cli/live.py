@@ -90,12 +90,12 @@ def flatten_cmd(code: str | None, every: bool) -> None:
     if bool(code) == every:
         raise ValidationError("--strategy", "give a strategy code or --all (exactly one)")
     ctx = live_context()
-    if every:
-        reports = flatten_all(ctx)
-    else:
+    if code:  # exactly one of code / --all (checked above)
         with session_scope(ctx.settings) as session:
             strategy = StrategySettings.from_row(get_by_code(session, code))
         reports = [flatten(ctx, strategy)]
+    else:
+        reports = flatten_all(ctx)
     incomplete = False
     for report in reports:
         click.echo(f"{report.strategy_code} {report.interval_key}: {report.status}"

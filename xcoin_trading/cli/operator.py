@@ -128,6 +128,8 @@ def _group(main: click.Group, kind: str) -> click.Group:
     if group is None:
         group = click.Group(kind, help=f"{kind.capitalize()} (operator view across every user).")
         main.add_command(group)
+    if not isinstance(group, click.Group):
+        raise TypeError(f"`xcoin {kind}` is a command, not a group: the operator's commands cannot join it")
     return group
 
 
@@ -168,5 +170,7 @@ def register(main: click.Group) -> None:
         group.add_command(_list_command(kind))
         group.add_command(_show_command(kind))
     live = main.commands["live"]
+    if not isinstance(live, click.Group):
+        raise TypeError("`xcoin live` is a command, not a group: pause/resume cannot join it")
     live.add_command(_pause_command(True))
     live.add_command(_pause_command(False))

@@ -115,6 +115,8 @@ def run_demo_live(state: Any, vault: Any, echo: Callable[[str], None]) -> dict[s
         shown = 0
         for email, code, trade in rows:
             if trade.status == "CLOSED":
+                if trade.pnl is None:  # close_trade always sets it
+                    raise ValueError(f"trade {trade.id} is CLOSED without a P&L")
                 closed[email] += trade.pnl
                 if shown < 12:
                     echo(f"    #{trade.id:<4} {email:<18} {code:<16} {trade.side:<5} {trade.quantity:>10} "

@@ -51,6 +51,7 @@ def exchange_urls(
     """(api url, public url): explicit ones, else the settings', else the embedded simulator's."""
     api = api_url or settings.api_url
     public = public_url or settings.public_url
-    if api is None and public is None:
-        api = public = embedded_exchange_url()
-    return api or public, public or api
+    either = api or public  # one given serves for both; neither: the embedded simulator
+    if not either:
+        either = embedded_exchange_url()
+    return api or either, public or either

@@ -24,6 +24,14 @@ def _exact(value: Any) -> Decimal:
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
+def _places(increment: Decimal) -> int:
+    """Decimal places of a price or quantity increment (0.001 → 3, 10 → 0)."""
+    exponent = increment.normalize().as_tuple().exponent
+    if not isinstance(exponent, int):  # 'n' / 'N' / 'F': NaN or infinity, no increment at all
+        raise ValueError(f"increment {increment} is not a finite number")
+    return max(0, -exponent)
+
+
 class BelowMinimum(ValidationError):
     """An order smaller than the market allows; names which minimum."""
 
@@ -100,8 +108,8 @@ class Market:
             pair=pair,
             target=pair.split("-", 1)[1].split("_", 1)[0],
             base=margin_currency or row.get("margin_currency_short_name") or "USDT",
-            price_precision=max(0, -tick.normalize().as_tuple().exponent),
-            quantity_precision=max(0, -step.normalize().as_tuple().exponent),
+            price_precision=_places(tick),
+            quantity_precision=_places(step),
             step=step,
             min_quantity=_exact(row["min_quantity"]),
             max_quantity=_exact(row["max_quantity"]),
@@ -121,9 +129,11 @@ class Market:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Market:
         decimals = {f.name for f in fields(cls) if "Decimal" in str(f.type)}
-        return cls(
-            **{k: (None if v is None else to_decimal(v)) if k in decimals else v for k, v in row.items()}
-        )
+        # A stored JSON row: the dataclass fields name its keys, of many value types.
+        values: dict[str, Any] = {
+            k: (None if v is None else to_decimal(v)) if k in decimals else v for k, v in row.items()
+        }
+        return cls(**values)
 
     @classmethod
     def from_details(cls, row: dict[str, Any]) -> Market:

@@ -40,10 +40,6 @@ def _decimals(row: dict[str, Any], *names: str) -> dict[str, Decimal]:
     return {name: decimal_or(row.get(name)) for name in names}
 
 
-def _optional_decimals(row: dict[str, Any], *names: str) -> dict[str, Decimal | None]:
-    return {name: optional_decimal(row.get(name)) for name in names}
-
-
 @dataclass(frozen=True)
 class Order:
     """A spot or futures order as the exchange reports it. `filled_quantity` is computed
@@ -254,9 +250,10 @@ class Position:
             pair=row.get("pair", ""),
             leverage=decimal_or(row.get("leverage"), Decimal(1)),
             **_decimals(row, "active_pos", "avg_price", "locked_margin"),
-            **_optional_decimals(
-                row, "liquidation_price", "take_profit_trigger", "stop_loss_trigger", "mark_price"
-            ),
+            liquidation_price=optional_decimal(row.get("liquidation_price")),
+            take_profit_trigger=optional_decimal(row.get("take_profit_trigger")),
+            stop_loss_trigger=optional_decimal(row.get("stop_loss_trigger")),
+            mark_price=optional_decimal(row.get("mark_price")),
             updated_at=parse_time(row.get("updated_at")),
             raw=row,
         )

@@ -30,7 +30,7 @@ class Intent:
     updated in bulk by id, not ORM instances tracked one by one."""
 
     id: int
-    subscription_id: int | None
+    subscription_id: int  # nullable in the table, never for an order the fan-out plans or resolves
     trade_id: int | None
     leg: str
     client_order_id: str
@@ -158,6 +158,8 @@ async def _send_one(base: AsyncCoinDCXClient, keyring: KeyRing, job: Job, sem: a
                 if not entry.is_terminal:  # it must cover all that fills: the reconciler places it then
                     job.skipped = "its entry is still filling; a take profit is placed once it is final"
                     return
+                if job.market is None:  # planned with its entry's market (intents.plan): a bug otherwise
+                    raise ValueError(f"take profit {order.client_order_id}: no market to round its quantity")
                 job.send_quantity = job.market.round_quantity(entry.filled_quantity)
             if job.kind == "futures" and order.leg == Leg.EXIT:
                 held = await _futures_exit_quantity(client, order)
@@ -208,7 +210,7 @@ async def _cancel_confirmed(
     return False, await client.find_order_by_client_id(client_order_id, market, kind="spot")
 
 
-async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Order) -> Decimal:
+async def _futures_exit_quantity(client: AsyncCoinDCXClient, order: Intent) -> Decimal:
     """How much of the position this exit closes is still open on the exchange (0 when flat or
     already the other way round)."""
     direction = 1 if order.side == "sell" else -1  # selling closes a long (a positive position)

@@ -34,7 +34,7 @@ def exit_type_of(ex: ExchangeOrder) -> ExitReason:
 
 def apply_futures(session: Session, w: AccountWork, now: datetime, report: ReconcileReport) -> None:
     for stale in w.futures_trades:
-        trade = session.get(Trade, stale.id)
+        trade = session.get_one(Trade, stale.id)
         if trade.status != TradeStatus.OPEN:
             continue
         position = (w.positions or {}).get(trade.symbol)
@@ -110,8 +110,8 @@ def adopt_positions(session: Session, w: AccountWork, now: datetime, report: Rec
             if entry is not None and entry.client_order_id
             else None
         )
-        if ours is not None and ours.trade_id is not None:
-            trade = session.get(Trade, ours.trade_id)
+        if entry is not None and ours is not None and ours.trade_id is not None:
+            trade = session.get_one(Trade, ours.trade_id)
             for name, value in order_values(entry, ours.quantity).items():
                 setattr(ours, name, value)
             ours.lookup_misses = 0
@@ -130,22 +130,23 @@ def adopt_positions(session: Session, w: AccountWork, now: datetime, report: Rec
         if owner is None:
             report.count("position_unknown_no_subscription")
             continue
-        exact = entry is not None and entry.filled_quantity == abs(position.active_pos)
+        # The entry fill that explains the whole position, if one does: its fee is the trade's.
+        exact = entry if entry is not None and entry.filled_quantity == abs(position.active_pos) else None
         trade = Trade(subscription_id=owner.id, strategy_id=owner.strategy_id, user_id=owner.user_id, symbol=pair,
                       market_type="futures", side="LONG" if position.active_pos > 0 else "SHORT",
                       quantity=abs(position.active_pos), leverage=position.leverage, entry_price=position.avg_price,
                       take_profit=position.take_profit_trigger, stop_loss=position.stop_loss_trigger, status=TradeStatus.OPEN,
-                      entry_fee=entry.fee_amount if exact else Decimal(0), fees=entry.fee_amount if exact else Decimal(0),
-                      entry_time=(entry.updated_at if exact else position.updated_at) or now,
-                      flags=["ADOPTED"] if exact else ["ADOPTED", "ADOPTED_FEE_UNKNOWN"])  # fmt: skip
+                      entry_fee=exact.fee_amount if exact is not None else Decimal(0), fees=exact.fee_amount if exact is not None else Decimal(0),
+                      entry_time=(exact.updated_at if exact is not None else position.updated_at) or now,
+                      flags=["ADOPTED"] if exact is not None else ["ADOPTED", "ADOPTED_FEE_UNKNOWN"])  # fmt: skip
         session.add(trade)
         session.flush()
-        if exact:
+        if exact is not None:
             session.add(Order(subscription_id=owner.id, trade_id=trade.id, leg=Leg.ENTRY,
-                              client_order_id=(entry.client_order_id or f"adopt-{entry.id}")[:36],
-                              exchange_order_id=entry.id, market=pair, side=side, order_type=entry.order_type,
-                              quantity=entry.total_quantity, filled_quantity=entry.filled_quantity,
-                              avg_price=entry.avg_price, fee=entry.fee_amount, status=OrderStatus.FILLED, raw_last_response=entry.raw,
+                              client_order_id=(exact.client_order_id or f"adopt-{exact.id}")[:36],
+                              exchange_order_id=exact.id, market=pair, side=side, order_type=exact.order_type,
+                              quantity=exact.total_quantity, filled_quantity=exact.filled_quantity,
+                              avg_price=exact.avg_price, fee=exact.fee_amount, status=OrderStatus.FILLED, raw_last_response=exact.raw,
                               error="adopted: a position on the exchange the store did not know"))  # fmt: skip
         session.flush()
         report.count("position_adopted")
@@ -157,7 +158,7 @@ def unprotected_futures(session: Session, w: AccountWork) -> list[tuple[Trade, A
         return []
     out = []
     for stale in w.futures_trades:
-        trade = session.get(Trade, stale.id)
+        trade = session.get_one(Trade, stale.id)
         position = w.positions.get(trade.symbol)
         if trade.status != TradeStatus.OPEN or position is None or position.active_pos == 0:
             continue

@@ -121,7 +121,8 @@ def take_profits_of(session: Session, strategy_id: int, trade_ids: list[int] | N
         query = query.where(Order.trade_id.in_(trade_ids))
     out: dict[int, str] = {}
     for trade_id, cid in session.execute(query.order_by(Order.id)):
-        out.setdefault(trade_id, cid)
+        if trade_id is not None:  # joined to or filtered by its trade: always set
+            out.setdefault(trade_id, cid)
     return out
 
 
@@ -133,8 +134,6 @@ class _NewOrder:
     credential: BrokerCredential
     job_kwargs: dict[str, Any]
     trade: dict[str, Any] | None = None  # the trade it opens (its id is known after the insert)
-    after: _NewOrder | None = None  # a spot take profit: the entry it protects
-    job: Job | None = None
 
 
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
@@ -163,19 +162,24 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     entry_side = {"LONG": "buy", "SHORT": "sell"}.get(signal.action)
     jobs: list[Job] = []  # intents a dead worker left unresolved
     new: list[_NewOrder] = []  # per subscriber: its exits, then its entry
-    new_take_profits: list[_NewOrder] = []
+    new_take_profits: list[tuple[_NewOrder, _NewOrder]] = []  # a spot take profit, the entry it protects
     remaining = dict(p.free_balances or {})  # what this candle's entries have not yet taken, per account
 
-    def intent(cid: str, fields: dict[str, Any], job_kwargs: dict[str, Any]) -> _NewOrder | None:
-        """Plan the order `cid` if new (sent after commit); resolve it if left unresolved."""
+    def new_order(
+        cid: str, fields: dict[str, Any], cred: BrokerCredential, job_kwargs: dict[str, Any]
+    ) -> _NewOrder:
+        """Plan the new order `cid` (inserted with the others, sent after commit)."""
+        planned = _NewOrder(_order_row(p, market, cid, "market_order", fields), cred, job_kwargs)
+        new.append(planned)
+        return planned
+
+    def intent(cid: str, fields: dict[str, Any], cred: BrokerCredential, job_kwargs: dict[str, Any]) -> None:
+        """Plan the order `cid` if new; resolve it if left unresolved."""
         order = existing.get(cid)
         if order is None:
-            planned = _NewOrder(_order_row(p, market, cid, "market_order", fields), cred, job_kwargs)
-            new.append(planned)
-            return planned
-        if order.status in UNRESOLVED:
+            new_order(cid, fields, cred, job_kwargs)
+        elif order.status in UNRESOLVED:
             jobs.append(Job(Intent.of(order), kind, cred, **job_kwargs))
-        return None
 
     for sub, cred in subs:
         if cred is None or not cred.is_active:
@@ -196,6 +200,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
                 cid,
                 {"subscription_id": sub.id, "trade_id": trade.id, "leg": Leg.EXIT, "quantity": trade.quantity,
                  "side": "sell" if trade.side == "LONG" else "buy"},
+                cred,
                 {"cancel_first": take_profits.get(trade.id) if kind == "spot" else None},
             )  # fmt: skip
             counts[sub.id] = counts.get(sub.id, 0) - 1
@@ -211,13 +216,11 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         cid = client_order_id(p.execution_id, sub.id, Leg.ENTRY)
         if cid in existing:  # resumed: resolve the intent, never size again
             order = existing[cid]
-            trade = session.get(Trade, order.trade_id)
             if order.status in UNRESOLVED:
-                kw = (
-                    {**entry_kwargs, "take_profit": trade.take_profit, "stop_loss": trade.stop_loss}
-                    if kind == "futures"
-                    else {}
-                )
+                kw: dict[str, Any] = {}
+                if kind == "futures":  # its trade was inserted with it: it holds the levels to attach
+                    trade = session.get_one(Trade, order.trade_id)
+                    kw = {**entry_kwargs, "take_profit": trade.take_profit, "stop_loss": trade.stop_loss}
                 jobs.append(Job(Intent.of(order), kind, cred, **kw))
             continue
         if not p.allow_new:
@@ -260,10 +263,11 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
             remaining[cred.id] = free - entry_cost(quantity, signal.price, leverage, p.fee_rate)
         levels = {k: None if v is None else market.round_price(v) for k, v in
                   (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
-        entry = intent(
+        entry = new_order(  # not in `existing` (resumed above): always new
             cid,
             {"subscription_id": sub.id, "leg": Leg.ENTRY, "side": entry_side, "quantity": quantity,
              "price": signal.price},
+            cred,
             {**entry_kwargs, **(levels if kind == "futures" else {})},
         )  # fmt: skip
         entry.trade = {
@@ -276,12 +280,11 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
             tp_cid = client_order_id(p.execution_id, sub.id, Leg.TAKE_PROFIT)
             tp_row = _order_row(p, market, tp_cid, "limit_order", {"subscription_id": sub.id, "leg": Leg.TAKE_PROFIT,
                                 "side": "sell", "quantity": quantity, "price": levels["take_profit"]})  # fmt: skip
-            new_take_profits.append(_NewOrder(tp_row, cred, {"market": market}, after=entry))
+            new_take_profits.append((_NewOrder(tp_row, cred, {"market": market}), entry))
 
-    _insert(session, new, new_take_profits, kind)
     result.trades_created += sum(1 for n in new if n.trade is not None)
     # Per subscriber, send_all keeps this order: exits, then entries, then their take profits.
-    return jobs + [n.job for n in new] + [n.job for n in new_take_profits]
+    return jobs + _insert(session, new, new_take_profits, kind)
 
 
 def _order_row(
@@ -293,23 +296,30 @@ def _order_row(
             "order_type": order_type, "price": None, "status": OrderStatus.SENDING, "attempts": 1, **fields}  # fmt: skip
 
 
-def _insert(session: Session, new: list[_NewOrder], take_profits: list[_NewOrder], kind: str) -> None:
-    """Two INSERTs (trades, then orders), each of every row at once, ids returned in row order."""
-    opening = [n for n in new if n.trade is not None]
+def _insert(
+    session: Session, new: list[_NewOrder], take_profits: list[tuple[_NewOrder, _NewOrder]], kind: str
+) -> list[Job]:
+    """Two INSERTs (trades, then orders), each of every row at once, ids returned in row order.
+    Returns the jobs of `new`, then of the take profits (each sent after its entry's job)."""
+    opening = [(n, n.trade) for n in new if n.trade is not None]
     if opening:
-        trade_ids = insert_returning_ids(session, Trade, [n.trade for n in opening])
-        for n, trade_id in zip(opening, trade_ids, strict=True):
+        trade_ids = insert_returning_ids(session, Trade, [trade for _, trade in opening])
+        for (n, _), trade_id in zip(opening, trade_ids, strict=True):
             n.row["trade_id"] = trade_id
-    for tp in take_profits:
-        tp.row["trade_id"] = tp.after.row["trade_id"]
-    planned = new + take_profits
+    for tp, entry in take_profits:
+        tp.row["trade_id"] = entry.row["trade_id"]
+    planned = new + [tp for tp, _ in take_profits]
     if not planned:
-        return
+        return []
     order_ids = insert_returning_ids(session, Order, [n.row for n in planned])
-    for n, order_id in zip(planned, order_ids, strict=True):
-        n.job = Job(Intent.inserted(order_id, n.row), kind, n.credential, lookup_first=False, **n.job_kwargs)
-    for tp in take_profits:
-        tp.job.after = tp.after.job
+    jobs = [
+        Job(Intent.inserted(order_id, n.row), kind, n.credential, lookup_first=False, **n.job_kwargs)
+        for n, order_id in zip(planned, order_ids, strict=True)
+    ]
+    job_of = {id(n): job for n, job in zip(planned, jobs, strict=True)}
+    for tp, entry in take_profits:
+        job_of[id(tp)].after = job_of[id(entry)]
+    return jobs
 
 
 def mark_sending(session: Session, jobs: list[Job]) -> None:

@@ -131,7 +131,8 @@ class RedisLocks:
         name = self.prefix + key
         if self._redis.set(name, holder, nx=True, ex=ttl_seconds):
             return True
-        current = self._redis.get(name)
+        # redis-py types every reply bytes | str; decode_responses=True makes it str (the stub cannot tell).
+        current: str | None = self._redis.get(name)  # pyright: ignore[reportAssignmentType]
         if current is None:
             return bool(self._redis.set(name, holder, nx=True, ex=ttl_seconds))
         if current == holder:
@@ -141,7 +142,7 @@ class RedisLocks:
         return False
 
     def holder(self, key: str) -> str | None:
-        return self._redis.get(self.prefix + key)
+        return self._redis.get(self.prefix + key)  # pyright: ignore[reportReturnType]  # str: decode_responses=True
 
     def release(self, key: str, holder: str) -> None:
         self._release(keys=[self.prefix + key], args=[holder])

@@ -41,7 +41,7 @@ from xcoin_trading.live.futures_sync import (
 )
 from xcoin_trading.live.spot_guard import note_outcomes, restore_take_profits, stop_outs
 from xcoin_trading.live.trades import close_trade
-from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.db import rows_changed, session_scope
 from xcoin_trading.store.lifecycle import (
     ENDED_TRADE,
     WATCHED,
@@ -101,7 +101,7 @@ def _apply_orders(session: Session, orders: list[Order], answers: dict[str, Exch
                 report.count("order_lost")
                 pending = trade is not None and trade.status == TradeStatus.PENDING
                 advance_trade(order, trade, now)
-                if pending and trade.status == TradeStatus.FAILED:
+                if pending and trade is not None and trade.status == TradeStatus.FAILED:
                     trade.flags = [*trade.flags, "ENTRY_LOST"]
             continue
         before = order.status
@@ -112,7 +112,7 @@ def _apply_orders(session: Session, orders: list[Order], answers: dict[str, Exch
         closing = apply_report(order, ex, trade, now)
         if order.status != before:
             report.count(f"{order.leg.lower()}_{order.status.lower()}")
-        if closing is not None:
+        if closing is not None and trade is not None:  # an exit only ever comes with its trade
             close_trade(session, trade, exit_price=closing.price, exit_fee=closing.fee, exit_type=closing.type,
                         exit_time=closing.time)  # fmt: skip
             report.count(f"closed_{order.leg.lower()}")
@@ -161,13 +161,14 @@ def _flag_external(session: Session, w: AccountWork, report: ReconcileReport) ->
 
 def _sweep(session: Session, report: ReconcileReport) -> None:
     """An intent never sent (INTENT) whose trade is no longer open will never be sent: settled."""
-    swept = session.execute(
+    swept = rows_changed(
+        session,
         update(Order)
         .where(Order.status == OrderStatus.INTENT,
                Order.trade_id.in_(select(Trade.id).where(Trade.status.in_(ENDED_TRADE))))
         .values(status=OrderStatus.CANCELLED, error="never sent: its trade closed otherwise")
-        .execution_options(synchronize_session=False)
-    ).rowcount  # fmt: skip
+        .execution_options(synchronize_session=False),
+    )  # fmt: skip
     if swept:
         report.count("intent_settled", swept)
 
@@ -237,7 +238,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
             send_protection(ctx.api_url, ctx.public_url, ctx.vault, protection)
         ).items():
             with session_scope(ctx.settings) as session:
-                trade = session.get(Trade, trade_id)
+                trade = session.get_one(Trade, trade_id)
                 flag = "PROTECTION_REFUSED" if error else "PROTECTION_RESTORED"
                 if flag not in trade.flags:
                     trade.flags = [*trade.flags, flag]
@@ -259,7 +260,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
         with session_scope(ctx.settings) as session:
             jobs = stop_outs(session, prices, report, subscription_ids)
             if protect:
-                stopping = {j.order.trade_id for j in jobs}
+                stopping = {j.order.trade_id for j in jobs if j.order.trade_id is not None}
                 jobs += restore_take_profits(session, prices, stopping, report, subscription_ids)
             fanout.mark_sending(session, jobs)
         if jobs:

@@ -78,7 +78,7 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
     exits: dict[int, tuple[int, Exit]] = {}  # trade id -> (subscription id, its exit fill)
     trades = _trade_states(session, {j.order.trade_id for j in jobs if j.order.trade_id})
     before = {trade_id: t.values() for trade_id, t in trades.items()}
-    orders = [_record_one(job, trades.get(job.order.trade_id), cancelled, exits, now, result) for job in jobs]
+    orders = [_record_one(job, _trade_of(trades, job), cancelled, exits, now, result) for job in jobs]
     update_by_id(session, Order, orders)
     for job in jobs:  # what the exchange said of a take profit an exit cancelled (rare: one per exit)
         tp = job.take_profit_seen
@@ -114,6 +114,10 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
     return closed
 
 
+def _trade_of(trades: dict[int, TradeState], job: Job) -> TradeState | None:
+    return trades.get(job.order.trade_id) if job.order.trade_id is not None else None
+
+
 def _record_one(job: Job, trade: TradeState | None, cancelled: list[str], exits: dict[int, tuple[int, Exit]],
                 now: datetime, result: FanoutResult) -> dict[str, Any]:  # fmt: skip
     """The order's new column values; its trade moves in place, a filled exit goes to `exits`."""
@@ -142,10 +146,12 @@ def _record_one(job: Job, trade: TradeState | None, cancelled: list[str], exits:
         return {"id": order.id, "status": order.status, "error": job.error, "updated_at": now}
     if job.send_quantity is not None:
         order.quantity = job.send_quantity
-    if job.cancelled_take_profit:
+    if job.cancelled_take_profit and job.cancel_first is not None:  # it was cancelled by that id
         cancelled.append(job.cancel_first)
+    if job.result is None:  # send_all leaves each job with an answer, an error, a skip or a deferral
+        raise RuntimeError(f"order {order.client_order_id}: sent, but neither answered nor failed")
     closing = apply_report(order, job.result, trade, now)
-    if closing is not None:
+    if closing is not None and order.trade_id is not None:  # an exit only ever comes with its trade
         exits[order.trade_id] = (sub_id, closing)
     if order.leg == Leg.ENTRY and order.trade_id:
         result.note(sub_id, "PLACED", trade_id=order.trade_id, order_status=order.status)

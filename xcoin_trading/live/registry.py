@@ -140,7 +140,7 @@ class RedisRegistry(StoreRegistry):
                     self._redis.set(f"{self.ns}:strategy:{sid}", json.dumps(asdict(s)))
                 else:
                     s = StrategySettings(**json.loads(raw))
-                table.setdefault(key, []).append(s)
+                table.setdefault(key, []).append(s)  # pyright: ignore[reportArgumentType]  # str: decode_responses=True
         with self._mutex:
             self._cache = (time.monotonic(), table)
         return table

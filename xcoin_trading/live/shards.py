@@ -36,7 +36,7 @@ from xcoin_trading.live.coordinator import ExecutionReport
 from xcoin_trading.live.locks import holder_is_dead
 from xcoin_trading.live.registry import StrategySettings
 from xcoin_trading.live.runner import Signal
-from xcoin_trading.store.db import session_scope
+from xcoin_trading.store.db import rows_changed, session_scope
 from xcoin_trading.store.lifecycle import FINISHED_EXECUTION
 from xcoin_trading.store.models import ExecutionShard, StrategyExecution, Subscription, Trade
 from xcoin_trading.timeframes import interval_key, utcnow
@@ -126,7 +126,8 @@ def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time
         if found is None:
             report.status, report.error = "FAILED", "no signal was recorded for the candle in time"
             return report
-        report.execution_id, status, signal = found
+        execution_id, status, signal = found
+        report.execution_id = execution_id
         if signal is None:  # the execution ended without a fan-out (NO_SIGNAL, SKIPPED, FAILED)
             report.status = report.execution_status = status
             return report
@@ -135,8 +136,12 @@ def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time
         report.execution_status = base.status
         return report
     else:
-        signal = coordinator.recorded_signal(ctx, base.execution_id)
-    _fan_out_shard(ctx, strategy, report, signal, close_time, now, step)
+        execution_id = base.execution_id
+        signal = coordinator.recorded_signal(ctx, execution_id) if execution_id is not None else None
+        if execution_id is None or signal is None:  # execute records both before it reports SIGNALLED
+            report.status, report.error = "FAILED", "the execution reported a signal it did not record"
+            return report
+    _fan_out_shard(ctx, strategy, report, execution_id, signal, close_time, now, step)
     return report
 
 
@@ -152,11 +157,13 @@ def _await_signal(
                 )
             )
             if row is not None:
-                fanned = row.signal is not None and row.signal != "HOLD"
-                if fanned and row.status in ("RUNNING", "COMPLETED"):
-                    signal = Signal(
-                        row.signal, row.signal_price, row.signal_stop_loss, row.signal_take_profit, 0
-                    )
+                action, price = row.signal, row.signal_price  # recorded together (coordinator.execute)
+                if (
+                    action not in (None, "HOLD")
+                    and price is not None
+                    and row.status in ("RUNNING", "COMPLETED")
+                ):
+                    signal = Signal(action, price, row.signal_stop_loss, row.signal_take_profit, 0)
                     return row.id, row.status, signal
                 if row.status in FINISHED_EXECUTION:
                     return row.id, row.status, None
@@ -165,9 +172,9 @@ def _await_signal(
         time.sleep(SIGNAL_POLL_SECONDS)
 
 
-def _fan_out_shard(ctx: LiveContext, strategy: StrategySettings, report: ShardReport, signal: Signal,
-                   close_time: datetime, now: datetime, step: int) -> None:  # fmt: skip
-    execution_id, shard, shards = report.execution_id, report.shard, report.shards
+def _fan_out_shard(ctx: LiveContext, strategy: StrategySettings, report: ShardReport, execution_id: int,
+                   signal: Signal, close_time: datetime, now: datetime, step: int) -> None:  # fmt: skip
+    shard, shards = report.shard, report.shards
     lock = f"{ctx.namespace}:{strategy.id}:{report.interval_key}:shard-{shard}-of-{shards}"
     if not ctx.locks.acquire(lock, ctx.worker_id, ttl_seconds=max(60, 10 * step // 1000)):
         report.status = "LOCKED"
@@ -227,11 +234,11 @@ def _claim_shard(ctx: LiveContext, execution_id: int, shard: int, shards: int) -
     except IntegrityError:
         pass
     with session_scope(ctx.settings) as session:
-        row = session.scalar(
+        row = session.scalars(  # the insert above failed on (execution_id, shard): the row exists
             select(ExecutionShard).where(
                 ExecutionShard.execution_id == execution_id, ExecutionShard.shard == shard
             )
-        )
+        ).one()
         if row.status == "COMPLETED":
             return row.id, "ALREADY_DONE"
         if (
@@ -240,13 +247,14 @@ def _claim_shard(ctx: LiveContext, execution_id: int, shard: int, shards: int) -
             and not holder_is_dead(row.worker_id or "")
         ):
             return row.id, "IN_PROGRESS"
-        taken = session.execute(
+        taken = rows_changed(
+            session,
             update(ExecutionShard)
             .where(ExecutionShard.id == row.id, ExecutionShard.status == row.status,
                    ExecutionShard.worker_id == row.worker_id)
             .values(status="RUNNING", worker_id=ctx.worker_id, dagster_run_id=ctx.dagster_run_id, error=None,
-                    finished_at=None, updated_at=utcnow())
-        ).rowcount  # fmt: skip
+                    finished_at=None, updated_at=utcnow()),
+        )  # fmt: skip
         return row.id, "RESUMED" if taken else "IN_PROGRESS"
 
 
@@ -257,8 +265,8 @@ def _complete(ctx: LiveContext, execution_id: int, row_id: int, shards: int, res
     each other's rows."""
     failures = [k for k, v in result.outcomes.items() if v["status"] in ("FAILED", "UNKNOWN")]
     with session_scope(ctx.settings) as session:
-        execution = session.get(StrategyExecution, execution_id, with_for_update=True)
-        row = session.get(ExecutionShard, row_id)
+        execution = session.get_one(StrategyExecution, execution_id, with_for_update=True)
+        row = session.get_one(ExecutionShard, row_id)
         row.status, row.finished_at, row.subscribers_count = "COMPLETED", utcnow(), len(result.outcomes)
         row.details = {"outcomes": {str(k): v for k, v in result.outcomes.items()}, "timings": result.timings,
                        "duration_ms": int((time.perf_counter() - started) * 1000),
@@ -272,9 +280,9 @@ def _complete(ctx: LiveContext, execution_id: int, row_id: int, shards: int, res
                 ExecutionShard.shards == shards,
             )
         ).all()
-        trades = session.scalar(
+        trades = session.scalars(
             select(func.count()).select_from(Trade).where(Trade.execution_id == execution_id)
-        )
+        ).one()
         if execution.status == "RUNNING" and len({r.shard for r in done}) == shards:
             outcomes: dict[str, Any] = {}
             for r in sorted(done, key=lambda r: r.shard):

@@ -45,8 +45,8 @@ def stop_outs(session: Session, prices: dict[str, Decimal], report: ReconcileRep
     if subscription_ids is not None:
         query = query.where(Trade.subscription_id.in_(subscription_ids))
     for trade, cred in session.execute(query).all():
-        price = prices.get(trade.symbol)
-        if price is None or price > trade.stop_loss:
+        price, stop = prices.get(trade.symbol), trade.stop_loss  # a stop is set (the query asks for one)
+        if price is None or stop is None or price > stop:
             continue
         cid = client_order_id(trade.execution_id or 0, trade.subscription_id, Leg.STOP_LOSS, trade.id)
         order = session.scalar(select(Order).where(Order.client_order_id == cid))
@@ -94,7 +94,8 @@ def restore_take_profits(session: Session, prices: dict[str, Decimal], stopping:
     for order in session.scalars(
         select(Order).where(Order.trade_id.in_([t.id for t, _ in rows])).order_by(Order.id)
     ):
-        orders[order.trade_id].append(order)
+        if order.trade_id is not None:  # selected by trade id: always set
+            orders[order.trade_id].append(order)
     jobs = []
     for trade, cred in rows:
         price = prices.get(trade.symbol)
@@ -144,7 +145,7 @@ def note_outcomes(session: Session, jobs: list[fanout.Job], closed: dict[int, De
         tp = job.take_profit_seen
         race = tp is not None and tp.status == "filled" and job.order.trade_id is not None
         if race:
-            trade = session.get(Trade, job.order.trade_id)
+            trade = session.get_one(Trade, job.order.trade_id)
             if "RACE" not in trade.flags:  # the take profit filled before the stop's cancel reached it
                 trade.flags = [*trade.flags, "RACE"]
             report.count("race")

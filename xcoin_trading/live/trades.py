@@ -18,11 +18,14 @@ EXIT_TYPES = tuple(r.value for r in ExitReason)
 __all__ = ["EXIT_TYPES", "Exit", "client_order_id", "close_trade", "close_trades", "realised_pnl"]
 
 
+_LEG_CODES: dict[str, str] = {Leg.ENTRY: "E", Leg.TAKE_PROFIT: "T", Leg.STOP_LOSS: "S", Leg.EXIT: "X"}
+
+
 def client_order_id(execution_id: int, subscription_id: int, leg: str, trade_id: int | None = None) -> str:
     """Deterministic per (execution, subscription, leg[, trade]): a retry can never mint a new id.
 
     Exits name the trade they close (one execution may close several). At most 36 characters."""
-    code = {Leg.ENTRY: "E", Leg.TAKE_PROFIT: "T", Leg.STOP_LOSS: "S", Leg.EXIT: "X"}[leg]
+    code = _LEG_CODES[leg]
     suffix = str(trade_id) if trade_id is not None else ""
     return f"xc-{execution_id}-{subscription_id}-{code}{suffix}"
 
@@ -32,10 +35,18 @@ def realised_pnl(trade: Trade, exit_price: Decimal, exit_fee: Decimal) -> tuple[
 
     pnl_pct is against the margin committed (entry notional / leverage), in percent.
     """
-    direction = 1 if trade.side == "LONG" else -1
-    gross = (exit_price - trade.entry_price) * trade.quantity * direction
-    pnl = gross - trade.entry_fee - exit_fee
-    margin = trade.entry_price * trade.quantity / (trade.leverage or 1)
+    return _pnl(trade.id, trade.side, trade.entry_price, trade.quantity, trade.entry_fee, trade.leverage,
+                exit_price, exit_fee)  # fmt: skip
+
+
+def _pnl(trade_id: int, side: str, entry_price: Decimal | None, quantity: Decimal, entry_fee: Decimal,
+         leverage: Decimal, exit_price: Decimal, exit_fee: Decimal) -> tuple[Decimal, Decimal]:  # fmt: skip
+    if entry_price is None:  # set by the entry's first fill: a trade that never filled has no P&L
+        raise ValueError(f"trade {trade_id} has no entry price: it never opened, so it cannot be closed")
+    direction = 1 if side == "LONG" else -1
+    gross = (exit_price - entry_price) * quantity * direction
+    pnl = gross - entry_fee - exit_fee
+    margin = entry_price * quantity / (leverage or 1)
     pnl_pct = (pnl / margin * 100) if margin else Decimal(0)
     return pnl, pnl_pct.quantize(Decimal("0.0001"))
 
@@ -114,15 +125,15 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
         return out
     rows, subscription_ids = [], set()
     for start in range(0, len(ids), 5000):
-        for trade in session.execute(
+        for trade_id, subscription_id, side, entry_price, quantity, entry_fee, leverage in session.execute(
             select(Trade.id, Trade.subscription_id, Trade.side, Trade.entry_price, Trade.quantity, Trade.entry_fee,
                    Trade.leverage)
             .where(Trade.id.in_(ids[start : start + 5000]), Trade.status != TradeStatus.CLOSED)
         ):  # fmt: skip
-            subscription_ids.add(trade.subscription_id)
-            e = exits[trade.id]
-            pnl, pnl_pct = realised_pnl(trade, e.price, e.fee)
-            rows.append({"id": trade.id, "exit_price": e.price, "exit_fee": e.fee, "fees": trade.entry_fee + e.fee,
+            subscription_ids.add(subscription_id)
+            e = exits[trade_id]
+            pnl, pnl_pct = _pnl(trade_id, side, entry_price, quantity, entry_fee, leverage, e.price, e.fee)
+            rows.append({"id": trade_id, "exit_price": e.price, "exit_fee": e.fee, "fees": entry_fee + e.fee,
                          "pnl": pnl, "pnl_pct": pnl_pct, "exit_type": e.type, "exit_time": e.time, "updated_at": now})  # fmt: skip
     if not rows:
         return {}
@@ -136,7 +147,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
             .order_by(Subscription.id)
             .with_for_update()
         ).all()
-    trades = Trade.__table__
+    trades = Trade.metadata.tables[Trade.__tablename__]
     closed = session.execute(
         sa.text(f"""
             WITH v AS (SELECT * FROM {jsonb_recordset(trades, _CLOSED_COLUMNS, dialect)}),

@@ -27,7 +27,7 @@ from xcoin_trading.marketdata.lake import (
     read_partition,
     write_partition,
 )
-from xcoin_trading.marketdata.quality import QualityReport, check_candles
+from xcoin_trading.marketdata.quality import QualityReport, as_ms, check_candles
 from xcoin_trading.marketdata.resample import resample
 from xcoin_trading.timeframes import day_bounds_ms, floor_ms, resolution_ms, to_ms, utcnow
 
@@ -112,7 +112,9 @@ def _from_1m(
     window = day_window(day, resolution, now_ms)
     lo, hi = day_bounds_ms(day)
     if info.partial:
-        until = info.complete_until_ms or (int(minutes["open_time"].max()) + 60_000 if minutes.height else lo)
+        until = info.complete_until_ms or (
+            as_ms(minutes["open_time"].max()) + 60_000 if minutes.height else lo
+        )
         end = min(window.end_ms, floor_ms(until, resolution))
         window = DayWindow(day=day, start_ms=lo, end_ms=max(lo, end), partial=True)
     return window, resample(minutes, resolution, closed_before_ms=window.end_ms), info.source
@@ -169,7 +171,7 @@ def store_checked_day(
         # complete up to its newest candle, and the next top-up extends it.
         newest = candles["open_time"].max() if candles.height else None
         until = (
-            min(window.end_ms, int(newest) + resolution_ms(resolution))
+            min(window.end_ms, as_ms(newest) + resolution_ms(resolution))
             if newest is not None
             else window.end_ms
         )

@@ -17,7 +17,7 @@ from xcoin_trading.config import Settings
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.marketdata.candles import check_resolution, check_symbol
 from xcoin_trading.marketdata.lake import SOURCES, day_of, partition_path, write_partition
-from xcoin_trading.marketdata.quality import QualityReport, check_candles
+from xcoin_trading.marketdata.quality import QualityReport, as_ms, check_candles
 from xcoin_trading.timeframes import DAY_MS, resolution_ms, to_ms, utcnow
 
 
@@ -81,14 +81,14 @@ def _check_times(frame: pl.DataFrame, resolution: str, name: str) -> None:
         raise ValidationError(
             f"{name}.open_time", f"is missing on {len(rows)} row(s): {listed([str(r) for r in rows])}"
         )
-    if frame.height and t.max() < 100_000_000_000:  # before 1973 in ms, but 5138 AD in seconds
+    if frame.height and as_ms(t.max()) < 100_000_000_000:  # before 1973 in ms, but 5138 AD in seconds
         raise ValidationError(
             f"{name}.open_time", "looks like epoch seconds; the lake stores epoch milliseconds"
         )
     step = resolution_ms(resolution)
     diffs = t.unique().sort().diff().drop_nulls()
     if len(diffs) >= 2:
-        common = int(diffs.mode().min())
+        common = as_ms(diffs.mode().min())
         if common != step:
             raise ValidationError(
                 "resolution",
@@ -148,7 +148,7 @@ def import_candles(
         result_written = checks.ok
         replaced = partition_path(symbol, resolution, day, settings).exists()
         if result_written:
-            last = int(rows["open_time"].max())
+            last = as_ms(rows["open_time"].max())
             write_partition(
                 rows,
                 symbol,

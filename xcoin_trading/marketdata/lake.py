@@ -112,7 +112,7 @@ def write_partition(
     if source not in SOURCES:
         raise ValidationError("source", f"must be one of {', '.join(SOURCES)}, got {source!r}")
     lo, hi = day_bounds_ms(day)
-    frame = df.select(CANDLE_COLUMNS).cast(CANDLE_SCHEMA).sort("open_time")
+    frame = df.select(CANDLE_COLUMNS).cast(pl.Schema(CANDLE_SCHEMA)).sort("open_time")
     if frame.height and (frame["open_time"][0] < lo or frame["open_time"][-1] >= hi):
         raise ValidationError("candles", f"must all open within {day} to be stored in its partition")
     if frame["open_time"].is_duplicated().any():
@@ -261,7 +261,7 @@ def load_candles(
         .select(CANDLE_COLUMNS)
         .filter((pl.col("open_time") >= start_ms) & (pl.col("open_time") < end_ms))
         .collect()
-        .cast(CANDLE_SCHEMA)
+        .cast(pl.Schema(CANDLE_SCHEMA))
         .unique(subset="open_time", keep="last")
         .sort("open_time")
     )

@@ -13,6 +13,15 @@ import polars as pl
 from xcoin_trading.candles import PRICE_COLUMNS, VALUE_COLUMNS
 from xcoin_trading.timeframes import day_bounds_ms, from_ms, resolution_ms
 
+
+def as_ms(value: object) -> int:
+    """An epoch-ms value read from the open_time column (`Series.max()` and the like, typed loosely
+    by polars); None only comes from an empty or all-null column, which callers rule out first."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"expected an epoch-ms time, got {value!r}")
+
+
 Severity = Literal["error", "warn"]
 MAX_OFFENDING = 20
 CHECK_NAMES = ("no_duplicate_times", "regular_grid", "ohlc_sanity", "complete_day")
@@ -141,8 +150,8 @@ def check_candles(
     indexed = df.with_row_index("row")
     times = df["open_time"]
     present = times.drop_nulls()
-    first = int(present.min()) if len(present) else None
-    last = int(present.max()) if len(present) else None
+    first = as_ms(present.min()) if len(present) else None
+    last = as_ms(present.max()) if len(present) else None
     gaps = find_gaps(times, step)
     return QualityReport(
         resolution=resolution,
@@ -193,7 +202,7 @@ def _flagged(indexed: pl.DataFrame, reasons: list[pl.Expr]) -> pl.DataFrame:
 
 def _grid(indexed: pl.DataFrame, step: int, day: str | None, gaps: tuple[Gap, ...]) -> CheckOutcome:
     t = pl.col("open_time")
-    reasons = [
+    reasons: list[pl.Expr] = [
         pl.when(t.is_null()).then(pl.lit("open_time is missing")),
         pl.when(t % step != 0).then(pl.lit(f"open_time is not on the {step // 60_000}-minute grid")),
         pl.when(t < t.shift(1)).then(pl.lit("out of order: earlier than the row before")),
@@ -227,7 +236,7 @@ def _grid(indexed: pl.DataFrame, step: int, day: str | None, gaps: tuple[Gap, ..
 
 def _sanity(indexed: pl.DataFrame) -> CheckOutcome:
     o, h, lo, c, v = (pl.col(x) for x in VALUE_COLUMNS)
-    reasons = [
+    reasons: list[pl.Expr] = [
         pl.when(pl.col(x).is_null() | pl.col(x).is_nan()).then(pl.lit(f"{x} is NaN or missing"))
         for x in VALUE_COLUMNS
     ]

@@ -49,7 +49,7 @@ def resample(
         .agg(*ohlcv_aggregation())
         .rename({"bucket": "open_time"})
         .select(CANDLE_COLUMNS)
-        .cast(CANDLE_SCHEMA)
+        .cast(pl.Schema(CANDLE_SCHEMA))
     )
     if closed_before_ms is not None:
         out = out.filter(pl.col("open_time") + step <= closed_before_ms)

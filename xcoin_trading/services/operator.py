@@ -131,8 +131,14 @@ def list_rows(
             query = query.where(
                 Order.subscription_id.in_(sa.select(Subscription.id).where(Subscription.strategy_id == sid))
             )
-        else:
-            query = query.where(model.strategy_id == sid)
+        elif model is Subscription:
+            query = query.where(Subscription.strategy_id == sid)
+        elif model is Trade:
+            query = query.where(Trade.strategy_id == sid)
+        elif model is StrategyExecution:
+            query = query.where(StrategyExecution.strategy_id == sid)
+        else:  # a kind added to KINDS without saying how it belongs to a strategy
+            raise ValueError(f"{kind} cannot be filtered by strategy")
     if model is Trade and status is None:
         query = query.where(Trade.status.in_(OPEN_TRADES))
     elif status is not None:
@@ -191,7 +197,10 @@ def show_row(session: Session, kind: str, ident: str) -> dict[str, Any]:
 def set_paused(session: Session, paused: bool, strategy: str | None = None) -> list[int]:
     """Pause (or resume) every active subscription, or one strategy's, in one statement; returns the
     ids that changed. The fan-out reads `is_paused` per candle, so the next candle honours it."""
-    where = [Subscription.is_active.is_(True), Subscription.is_paused.is_(not paused)]
+    where: list[sa.ColumnElement[bool]] = [
+        Subscription.is_active.is_(True),
+        Subscription.is_paused.is_(not paused),
+    ]
     if strategy is not None:
         where.append(Subscription.strategy_id == _strategy_id(session, strategy))
     ids = list(session.scalars(sa.select(Subscription.id).where(*where).order_by(Subscription.id)))

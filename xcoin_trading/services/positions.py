@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from typing import TypedDict
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -36,8 +37,11 @@ class Position:
 
     @property
     def notional(self) -> Decimal:
+        entry_price = self.trade.entry_price
+        if entry_price is None:  # open_trades reads only trades with an entry fill
+            raise ValueError(f"trade {self.trade.id} has no entry price: not an open position")
         with localcontext(prec=EXACT_DIGITS):
-            return self.trade.entry_price * self.trade.quantity
+            return entry_price * self.trade.quantity
 
     @property
     def margin(self) -> Decimal:
@@ -71,13 +75,14 @@ def current_positions(session: Session, user_id: int, prices: Mapping[str, Decim
     positions = []
     for trade, name in open_trades(session, user_id):
         price = None if prices is None else prices.get(price_key(trade.symbol))
+        entry_price = trade.entry_price  # always set: open_trades reads only trades with an entry fill
         pnl = pct = None
-        if price is not None:
+        if price is not None and entry_price is not None:
             try:
                 with localcontext(prec=EXACT_DIGITS):
                     direction = 1 if trade.side == "LONG" else -1
-                    pnl = direction * (price - trade.entry_price) * trade.quantity - trade.entry_fee
-                    notional = trade.entry_price * trade.quantity
+                    pnl = direction * (price - entry_price) * trade.quantity - trade.entry_fee
+                    notional = entry_price * trade.quantity
                     pct = round(pnl * 100 / notional, 4) if notional else None
             except ArithmeticError:  # an unreadable stored amount: that position's P&L is unknown
                 pnl = pct = None
@@ -85,11 +90,21 @@ def current_positions(session: Session, user_id: int, prices: Mapping[str, Decim
     return positions
 
 
+class OrdersSummary(TypedDict):
+    total_orders: int
+    filled_orders: int
+    pending_orders: int
+    cancelled_orders: int
+    rejected_orders: int
+    total_volume: Decimal
+    total_fees: Decimal
+
+
 @dataclass(frozen=True)
 class OrdersPage:
     rows: list[tuple[Order, int | None]]  # order and its strategy id
     total: int  # matching the status filter
-    summary: dict[str, Decimal | int]  # over all of the user's orders
+    summary: OrdersSummary  # over all of the user's orders
 
 
 def _user_orders():

@@ -99,16 +99,31 @@ FINISHED_EXECUTION = _named(*(s for s in ExecutionStatus if s != ExecutionStatus
 
 
 class Report(Protocol):
-    """What the exchange says of one order (`exchange.models.Order`)."""
+    """What the exchange says of one order (`exchange.models.Order`, a frozen dataclass: read-only)."""
 
-    id: str
-    status: str
-    avg_price: Decimal
-    total_quantity: Decimal
-    filled_quantity: Decimal
-    fee_amount: Decimal
-    updated_at: datetime | None
-    raw: dict[str, Any]
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def avg_price(self) -> Decimal: ...
+
+    @property
+    def total_quantity(self) -> Decimal: ...
+
+    @property
+    def filled_quantity(self) -> Decimal: ...
+
+    @property
+    def fee_amount(self) -> Decimal: ...
+
+    @property
+    def updated_at(self) -> datetime | None: ...
+
+    @property
+    def raw(self) -> dict[str, Any]: ...
 
 
 _EXCHANGE_FINAL = {

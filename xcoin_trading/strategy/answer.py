@@ -111,6 +111,9 @@ def read_answer(data: bytes, rows: int) -> pl.DataFrame:
         raise BadAnswer("is empty")
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-        return pl.from_arrow(table, rechunk=False)
+        frame = pl.from_arrow(table, rechunk=False)
     except Exception as exc:
         raise BadAnswer(f"is unreadable ({type(exc).__name__})") from None
+    if not isinstance(frame, pl.DataFrame):  # a Table always converts to a frame; a Series is no answer
+        raise BadAnswer(f"is a {type(frame).__name__}, not a table")
+    return frame

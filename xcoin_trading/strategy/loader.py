@@ -86,15 +86,21 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 def _from_module(
     code: str, kind: str, module: types.ModuleType, path: Path | None, source: str | None
 ) -> Strategy:
-    fn = getattr(module, "signals", None)
-    if not callable(fn):
+    fn = _callable(module, "signals")
+    if fn is None:
         raise StrategyError(code, "does not define a function signals(candles, params)")
     defaults = getattr(module, "DEFAULT_PARAMS", {}) or {}
     if not isinstance(defaults, Mapping):
         raise StrategyError(code, f"DEFAULT_PARAMS must be a dict, got {type(defaults).__name__}")
-    check = getattr(module, "check_params", None)
+    check = _callable(module, "check_params")
     digest = hashlib.sha256(source.encode()).hexdigest() if source is not None else None
-    return Strategy(code, kind, fn, dict(defaults), check if callable(check) else None, path, digest)
+    return Strategy(code, kind, fn, dict(defaults), check, path, digest)
+
+
+def _callable(module: types.ModuleType, name: str) -> Callable[..., Any] | None:
+    """The module's function `name`, if it has one: user code, whose answers are checked when it runs."""
+    value = getattr(module, name, None)
+    return value if callable(value) else None
 
 
 def _literal_defaults(code: str, tree: ast.Module) -> dict[str, Any]:

@@ -15,6 +15,8 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     connectable = config.attributes.get("connection")
     if connectable is None:
+        if url is None:
+            raise RuntimeError("alembic: no connection given and no sqlalchemy.url configured")
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.connect() as connection:
             _run(connection)
