@@ -56,6 +56,15 @@ RANKING_COLUMNS = (
 )
 
 
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity), not the host's count: one thread per
+    core the scheduler gives us."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def parse_grid(text: str) -> dict[str, list[Any]]:
     """`fast=10,20,30;slow=50,100` → {"fast": ["10", "20", "30"], "slow": ["50", "100"]}.
 
@@ -227,7 +236,7 @@ def run_sweep(
         return row
 
     rows: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         for done, row in enumerate(pool.map(one, combos), start=1):
             rows.append(row)
             if progress is not None:

@@ -19,7 +19,6 @@ window, and stitch the test windows into one out-of-sample equity curve.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from xcoin_trading.backtest.sweep import (
     better,
     check_grid,
     check_metric,
+    default_workers,
     edge_warnings,
     rank,
     score,
@@ -195,7 +195,7 @@ def train_windows(
         return row | {c: metrics.get(c) for c in metrics} | {"error": None}
 
     choices = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         for w, window in enumerate(windows):
             start, end = window.train
             train, memo = candles.slice(start, end - start), IndicatorMemo()
