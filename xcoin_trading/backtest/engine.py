@@ -5,11 +5,7 @@ Fill, sizing, stop and slippage rules: docs/backtesting.md ("Strategies and rule
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -18,14 +14,21 @@ import numpy as np
 import polars as pl
 
 from xcoin_trading.backtest import kernel as k
+from xcoin_trading.backtest.inputs import (  # noqa: F401 - kernel_signals, slice_signals: imported from here too
+    kernel_signals,
+    normalized,
+    on_tick,
+    signal_arrays,
+    slice_signals,
+)
 from xcoin_trading.backtest.metrics import compute_metrics
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.money import to_decimal
 from xcoin_trading.risk import market_rounding_args
-from xcoin_trading.strategy import Strategy, compute_signals, load_strategy, normalize_candles
-from xcoin_trading.strategy.builtin._common import IndicatorMemo, KernelSignals
-from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers, pooled_empty
+from xcoin_trading.strategy import Strategy, load_strategy, normalize_candles
+from xcoin_trading.strategy.builtin._common import KernelSignals
+from xcoin_trading.strategy.contract import pooled_empty
 from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
 
 IntrabarRule = Literal["sl_first", "tp_first", "1m"]
@@ -188,108 +191,6 @@ def _intrabar_bounds(
     )
 
 
-def signal_arrays(signals: pl.DataFrame) -> tuple[np.ndarray, tuple, tuple]:
-    """Validated signals → (uint8 action codes, stop buffers, take buffers), all zero-copy.
-
-    Level buffers are (values, validity bitmap, bit offset) as `float_buffers` gives them.
-    """
-    # The Enum's physical codes are the kernel's action codes: no cast, no copy.
-    codes = signals.get_column("action").cast(ACTION_DTYPE).to_physical().rechunk().to_numpy()
-    stop, take = (
-        float_buffers(signals.get_column(c).cast(pl.Float64).rechunk()) for c in ("stop_loss", "take_profit")
-    )
-    return codes, stop, take
-
-
-def _on_tick(levels: tuple, market: Market) -> tuple:
-    """Level buffers rounded to the tick exactly as the fan-out rounds them (Decimal, half-even);
-    no level becomes NaN."""
-    values, bits, offset = levels
-    present = np.ones(values.shape[0], bool) if bits.shape[0] == 0 else np.unpackbits(bits, bitorder="little")[
-        offset : offset + values.shape[0]].astype(bool)  # fmt: skip
-    out = np.full(values.shape[0], np.nan)
-    for i in np.flatnonzero(present & ~np.isnan(values)):
-        out[i] = float(market.round_price(to_decimal(float(values[i]))))
-    return out, np.empty(0, np.uint8), 0
-
-
-_NORMALIZED: OrderedDict[int, tuple[weakref.ref, pl.DataFrame | None]] = OrderedDict()
-_NORMALIZED_KEPT = 8
-# Re-entrant: evicting an entry may free a frame whose weakref callback forgets its own entry.
-_NORMALIZED_LOCK = threading.RLock()
-
-
-def normalized(candles: pl.DataFrame) -> pl.DataFrame:
-    """`normalize_candles`, once per frame object: a sweep, its out-of-sample part and every
-    walk-forward step pass the same frame again, and repeated backtests of one loaded frame need
-    not re-check 1M candles (~5 ms). Frames are taken as immutable (polars frames are, short of
-    an explicit in-place `frame[row, col] = value`, which the backtest APIs never do)."""
-    if isinstance(candles, pl.DataFrame):
-        with _NORMALIZED_LOCK:
-            hit = _NORMALIZED.get(id(candles))
-        if hit is not None and hit[0]() is candles:
-            return candles if hit[1] is None else hit[1]
-    out = normalize_candles(candles)
-    _remember(candles, out if out is not candles else None)
-    if out is not candles:
-        _remember(out, None)  # the output is normalised too: passing it back checks nothing again
-    return out
-
-
-def _remember(frame: pl.DataFrame, result: pl.DataFrame | None) -> None:
-    key = id(frame)
-
-    def forget(_: weakref.ref) -> None:
-        with _NORMALIZED_LOCK:
-            _NORMALIZED.pop(key, None)
-
-    with _NORMALIZED_LOCK:
-        _NORMALIZED[key] = (weakref.ref(frame, forget), result)
-        while len(_NORMALIZED) > _NORMALIZED_KEPT:
-            _NORMALIZED.popitem(last=False)
-
-
-def kernel_signals(
-    strategy: Strategy,
-    candles: pl.DataFrame,
-    params: dict[str, Any],
-    config: SimulationConfig,
-    memo: IndicatorMemo | None = None,
-) -> KernelSignals | pl.DataFrame:
-    """The signals a backtest feeds the kernel: a built-in's own kernel-form signals when it has
-    them (no frame, no re-validation of what it guarantees; `memo` shares indicators between the
-    combinations of a sweep on these candles), else `compute_signals`' validated frame."""
-    fast = _builtin_kernel_signals(strategy)
-    if fast is not None and not config.levels_on_tick:
-        out = fast(candles, params, memo)
-        if out is not None:
-            return out
-    return compute_signals(strategy, candles, params)  # also what names a contract breach
-
-
-def _builtin_kernel_signals(strategy: Strategy):
-    if strategy.kind != "builtin":
-        return None
-    module = sys.modules.get(getattr(strategy.signals_fn, "__module__", ""))
-    if module is None or not module.__name__.startswith("xcoin_trading.strategy.builtin."):
-        return None
-    if getattr(module, "signals", None) is not strategy.signals_fn:
-        return None  # a Strategy built around some other function under a built-in's name
-    return getattr(module, "kernel_signals", None)
-
-
-def slice_signals(signals: pl.DataFrame | KernelSignals, start: int) -> pl.DataFrame | KernelSignals:
-    """Signals from row `start` on, zero-copy (the trade buffer size stays an upper bound)."""
-    if not isinstance(signals, KernelSignals):
-        return signals.slice(start)
-
-    def levels(buffers: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int]:
-        values, bits, offset = buffers
-        return values[start:], bits, offset + start if bits.shape[0] else 0
-
-    return KernelSignals(signals.codes[start:], levels(signals.stop), levels(signals.take), signals.entries)
-
-
 def run_kernel(
     candles: pl.DataFrame,
     signals: pl.DataFrame | KernelSignals,
@@ -320,7 +221,7 @@ def run_kernel(
         action, stop, take = signal_arrays(signals)
         entries = k.count_entries(action)
     if config.levels_on_tick:
-        stop, take = _on_tick(stop, config.market), _on_tick(take, config.market)
+        stop, take = on_tick(stop, config.market), on_tick(take, config.market)
     n = open_time.shape[0] if keep_curves else 0
     curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
     trades = pooled_empty(k.N_TRADE_FIELDS * entries).reshape(k.N_TRADE_FIELDS, -1)
