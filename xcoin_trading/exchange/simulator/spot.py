@@ -112,7 +112,8 @@ class SpotDesk:
 
     def create(self, acct: Account, body: dict[str, Any]) -> SpotOrder:
         ex = self.ex
-        market = ex.spot_markets.get(body.get("market"))
+        symbol = body.get("market")
+        market = ex.spot_markets.get(symbol) if isinstance(symbol, str) else None
         if market is None:
             raise SimError(422, "Currency pair is not valid")
         side, order_type, qty, client_id = req_order(body, acct.by_client_id)
@@ -139,6 +140,8 @@ class SpotDesk:
             self._register(acct, order)
             self._fill(order, qty, price, now)
             return order
+        if limit is None:  # not marketable implies a limit order
+            raise AssertionError("a resting spot order needs a limit price")
         if len(acct.open_by_market.get(market.symbol, ())) >= ex.config.max_open_orders:
             raise SimError(422, f"Open orders limit reached: at most {ex.config.max_open_orders} per market")
         lock_rate = limit * (1 + self.fee_rate) if side == "buy" else Decimal(1)
