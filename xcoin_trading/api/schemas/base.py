@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -29,9 +29,14 @@ Bool = Annotated[bool, Strict()]
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_ID)]
 Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
-Symbol = Literal[tuple([*SPOT_MARKETS, *FUTURES_MARKETS])]  # type: ignore[valid-type]
-Resolution = Literal[TRADED_RESOLUTIONS]  # type: ignore[valid-type]
-Builtin = Literal[BUILTIN_STRATEGIES]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # Literals built from the market/timeframe tables at run time: a str to a checker
+    Symbol = str
+    Resolution = str
+    Builtin = str
+else:
+    Symbol = Literal[tuple([*SPOT_MARKETS, *FUTURES_MARKETS])]
+    Resolution = Literal[TRADED_RESOLUTIONS]
+    Builtin = Literal[BUILTIN_STRATEGIES]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=NOT_BLANK)]
 MONEY_MAX = Decimal("1e15")
 
