@@ -54,7 +54,10 @@ def sweep_cmd(
     total = len(combinations(parsed))
     settings, config, resolved, params, candles, _ = prepare(build_request(kw))
     with click.progressbar(
-        length=total, label=f"{total} backtests", file=click.get_text_stream("stderr")
+        length=total,
+        label=f"{total} backtests",
+        # click 8.5 serves the deprecated get_text_stream through a module __getattr__ typed `object`
+        file=click.get_text_stream("stderr"),  # pyright: ignore[reportCallIssue]
     ) as bar:
         ranking = run_sweep(
             candles,
@@ -127,7 +130,10 @@ def walk_forward_cmd(
     total = len(combinations(parsed)) * windows
     settings, config, resolved, params, candles, _ = prepare(build_request(kw))
     with click.progressbar(
-        length=total, label=f"{total} train backtests", file=click.get_text_stream("stderr")
+        length=total,
+        label=f"{total} train backtests",
+        # click 8.5 serves the deprecated get_text_stream through a module __getattr__ typed `object`
+        file=click.get_text_stream("stderr"),  # pyright: ignore[reportCallIssue]
     ) as bar:
         wf = run_walk_forward(candles, resolved.strategy, parsed, config, base_params=params, metric=metric,
                               windows=windows, train_ratio=train_ratio, anchored=anchored, workers=workers,
