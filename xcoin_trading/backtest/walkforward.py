@@ -209,6 +209,8 @@ def train_windows(
                 if row.get("error") is None and (best_i is None or better(metric, row.get(metric), best)):
                     best_i, best = i, row.get(metric)
             params = resolved[best_i] if best_i is not None else None
+            if isinstance(params, str):  # the best row is one without an error, so its set resolved
+                raise AssertionError(f"the chosen parameter set did not resolve: {params}")
             ranking = rank([{c: r.get(c) for c in r if c in _KEPT or c.startswith("param_") or c == metric}
                             for r in rows], grid, metric)  # fmt: skip
             warnings = (
@@ -256,7 +258,10 @@ def check_lookahead(
         .fill_null(False)
     )
     if not same.all():
-        row = int(same.arg_min())
+        first_difference = same.arg_min()
+        if first_difference is None:  # not all the same, so a False exists
+            raise AssertionError("look-ahead check: no differing row found")
+        row = int(first_difference)
         when = candles.get_column("open_time")[start + row]
         a, b = alone.row(row, named=True), longer.row(row, named=True)
         raise LookaheadError(
@@ -294,7 +299,8 @@ def out_of_sample(
         row = {"window": w.index, "train_start": open_time[train_start], "train_end": open_time[w.train[1] - 1],
                "test_start": open_time[start], "test_end": open_time[end - 1],
                "params": None, "in_sample": choice.in_sample}  # fmt: skip
-        if choice.params is None or capital <= 0:
+        chosen = choice.params
+        if chosen is None or capital <= 0:
             # Nothing chosen (every combination failed) or nothing left: the window stays in cash.
             equity.append(np.full(end - start, capital))
             position.append(np.zeros(end - start, np.int8))
@@ -303,11 +309,13 @@ def out_of_sample(
         span = candles.slice(train_start, end - train_start)
         signals = choice.test_signals
         if signals is None or signals.height != end - start:
-            signals = compute_signals(strategy, span, choice.params).slice(start - train_start)
+            signals = compute_signals(strategy, span, chosen).slice(start - train_start)
         cfg = replace(config, initial_capital=capital)
         trades, ref, stats, curves = run_kernel(
             span.slice(start - train_start), signals, cfg, None, candle_ms
         )
+        if curves is None:  # keep_curves defaults to True
+            raise AssertionError("run_kernel returned no curves for a walk-forward window")
         window_metrics = compute_metrics(trades, stats, n_candles=end - start, initial_capital=capital,
                                          candle_ms=candle_ms, refused=ref)  # fmt: skip
         shifted = trades.copy()
@@ -317,7 +325,7 @@ def out_of_sample(
         equity.append(curves[0].copy())
         position.append(curves[3].copy())
         refused += ref
-        rows.append(row | {"params": {n: choice.params[n] for n in choice.params}, "out_of_sample": window_metrics.get(metric),
+        rows.append(row | {"params": dict(chosen), "out_of_sample": window_metrics.get(metric),
                            "net_pnl": window_metrics["netPnl"], "trades": window_metrics["totalTrades"],
                            "return_pct": window_metrics["totalPnlPct"]})  # fmt: skip
         capital = window_metrics["finalCapital"]
