@@ -30,7 +30,7 @@ from starlette.routing import Route
 from xcoin_trading.exchange.ratelimit import RateLimiter
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
 from xcoin_trading.exchange.simulator.engine import Exchange
-from xcoin_trading.exchange.simulator.faults import FaultRule, Faults
+from xcoin_trading.exchange.simulator.faults import Decision, FaultRule, Faults
 from xcoin_trading.exchange.simulator.routes_futures import futures_routes
 from xcoin_trading.exchange.simulator.routes_public import PublicRoutes
 from xcoin_trading.exchange.simulator.routes_spot import SpotRoutes
@@ -80,15 +80,16 @@ class SimulatorApp:
         if decision is not None:
             if decision.latency_s:
                 await asyncio.sleep(decision.latency_s)
-            rule = decision.rule
             if decision.action == "429":
                 return error_response(
-                    429, "Too Many Requests", {"Retry-After": _retry_after(rule.retry_after_s)}
+                    429,
+                    "Too Many Requests",
+                    {"Retry-After": _retry_after(_acting_rule(decision).retry_after_s)},
                 )
             if decision.action == "5xx":
-                return error_response(rule.error_5xx_status, "Internal Server Error")
+                return error_response(_acting_rule(decision).error_5xx_status, "Internal Server Error")
             if decision.action == "timeout":
-                await asyncio.sleep(rule.timeout_s)
+                await asyncio.sleep(_acting_rule(decision).timeout_s)
                 return error_response(504, "Gateway Timeout")
         try:
             if kind == "public":
@@ -115,8 +116,9 @@ class SimulatorApp:
         except SimError as exc:
             return error_response(exc.status, exc.message)
         if decision is not None and decision.action == "lost_reply":
-            if decision.rule.lost_reply_delay_s:
-                await asyncio.sleep(decision.rule.lost_reply_delay_s)
+            delay_s = _acting_rule(decision).lost_reply_delay_s
+            if delay_s:
+                await asyncio.sleep(delay_s)
             return error_response(504, "Gateway Timeout")
         if isinstance(result, Response):
             return result
@@ -223,6 +225,13 @@ class SimulatorApp:
             self.ex.config.update(body)
             self.limiter = self._make_limiter()
         return self.ex.config.to_json()
+
+
+def _acting_rule(decision: Decision) -> FaultRule:
+    """The rule behind a decision's action; Faults.decide sets both together."""
+    if decision.rule is None:
+        raise AssertionError(f"fault action {decision.action!r} without its rule")
+    return decision.rule
 
 
 def _retry_after(seconds: float) -> str:
