@@ -12,6 +12,16 @@ from xcoin_trading.cli.backtest_common import build_request, data_options, fmt, 
 from xcoin_trading.config import get_settings
 
 
+def _progress_bar(total: int, label: str):
+    """Progress on stderr: stdout carries the result (JSON or the table)."""
+    return click.progressbar(
+        length=total,
+        label=label,
+        # click 8.5 serves the deprecated get_text_stream through a module __getattr__ typed `object`
+        file=click.get_text_stream("stderr"),  # pyright: ignore[reportCallIssue]
+    )
+
+
 def _grid_context(kw: dict, grid: str, metric: str) -> dict:
     return build_request(kw).context() | {"grid": grid, "metric": metric, "params": kw["params"]}
 
@@ -53,12 +63,7 @@ def sweep_cmd(
     parsed = parse_grid(grid)
     total = len(combinations(parsed))
     settings, config, resolved, params, candles, _ = prepare(build_request(kw))
-    with click.progressbar(
-        length=total,
-        label=f"{total} backtests",
-        # click 8.5 serves the deprecated get_text_stream through a module __getattr__ typed `object`
-        file=click.get_text_stream("stderr"),  # pyright: ignore[reportCallIssue]
-    ) as bar:
+    with _progress_bar(total, f"{total} backtests") as bar:
         ranking = run_sweep(
             candles,
             resolved.strategy,
@@ -129,12 +134,7 @@ def walk_forward_cmd(
     parsed = parse_grid(grid)
     total = len(combinations(parsed)) * windows
     settings, config, resolved, params, candles, _ = prepare(build_request(kw))
-    with click.progressbar(
-        length=total,
-        label=f"{total} train backtests",
-        # click 8.5 serves the deprecated get_text_stream through a module __getattr__ typed `object`
-        file=click.get_text_stream("stderr"),  # pyright: ignore[reportCallIssue]
-    ) as bar:
+    with _progress_bar(total, f"{total} train backtests") as bar:
         wf = run_walk_forward(candles, resolved.strategy, parsed, config, base_params=params, metric=metric,
                               windows=windows, train_ratio=train_ratio, anchored=anchored, workers=workers,
                               progress=lambda done, _n: bar.update(1))  # fmt: skip
