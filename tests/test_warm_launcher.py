@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 SWEEP_KEY = ["backtests", "param_sweep"]
 # 9,900 backtests (the limit is 10,000) on one thread: still running when the test stops it
-LONG_SWEEP = {"grid": "fast=2:100:1;slow=101:200:1", "workers": 1}
+# Long enough to be terminated or killed mid-step: a strategy without a kernel-form fast path (the
+# SMA sweep of this grid now ends within a second or two, sometimes before a terminate lands).
+LONG_SWEEP = {"strategy": {"atr_trend": {}}, "grid": "fast=2:100:1;slow=101:200:1", "workers": 1}
 TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename
   ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
 
