@@ -107,13 +107,12 @@ def run_candle_shard(
 
 def _shard_of_execution(ctx: LiveContext, strategy: StrategySettings, close_time: datetime, now: datetime,
                         step: int, deadline: float, shard: int, shards: int) -> ShardReport:  # fmt: skip
+    key = interval_key(close_time, strategy.resolution)
     found = None
     if preferred_shard(strategy.id, shards) != shard:  # the preferred shard runs it unless it is missing
-        found = _await_signal(
-            ctx, strategy.id, interval_key(close_time, strategy.resolution), time.time() + CLAIM_GRACE
-        )
+        found = _await_signal(ctx, strategy.id, key, time.time() + CLAIM_GRACE)
     if found is not None:
-        base = coordinator.ExecutionReport(strategy.id, strategy.code, interval_key(close_time, strategy.resolution),
+        base = coordinator.ExecutionReport(strategy.id, strategy.code, key,
                                            "IN_PROGRESS")  # fmt: skip
     else:
         base = coordinator.execute(ctx, strategy, close_time, now, step, deadline=deadline, signal_only=True)
