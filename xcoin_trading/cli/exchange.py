@@ -61,6 +61,7 @@ def register(main: click.Group) -> None:
         from xcoin_trading.exchange.simulator.app import SimulatorApp
         from xcoin_trading.exchange.simulator.engine import Exchange, SimConfig
         from xcoin_trading.exchange.simulator.faults import Faults, parse_fault_spec
+        from xcoin_trading.exchange.simulator.server import uvicorn_config
 
         try:
             rules = parse_fault_spec(faults)
@@ -94,9 +95,7 @@ def register(main: click.Group) -> None:
             f"xcoin simulator serving on http://{host}:{bound} clock={mode} now_ms={ex.clock.now()}",
             err=False,
         )
-        server = uvicorn.Server(
-            uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off", backlog=4096)
-        )
+        server = uvicorn.Server(uvicorn_config(app))
         server.run(sockets=[sock])
 
     @exchange.command("add-account")

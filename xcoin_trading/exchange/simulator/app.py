@@ -1,7 +1,10 @@
 """The simulator's ASGI app: CoinDCX paths, JSON shapes, error bodies, signature checks, rate
 limits and fault injection, plus the admin API under `/_sim/` (no auth: a local test tool).
 
-One catch-all Starlette route dispatches through a dict (O(1) per request). Error bodies are
+A plain ASGI callable (scope, receive, send) dispatches through a dict (O(1) per request): it
+answers as the Starlette catch-all route it replaced did (same statuses, headers and bodies, 405
+for other methods, a plain-text 500 on a crash) at about half the framework CPU per request — the
+simulator shares the cores with the fan-out it serves. Error bodies are
 `{"code": N, "message": "...", "status": "error"}` with the HTTP status equal to `code`.
 
 Simulator choices (undocumented on the real exchange):
@@ -16,16 +19,12 @@ Simulator choices (undocumented on the real exchange):
 from __future__ import annotations
 
 import asyncio
-import json
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from urllib.parse import parse_qsl
 
 from xcoin_trading.exchange.ratelimit import RateLimiter
 from xcoin_trading.exchange.simulator.accounts import Account, SimError
@@ -34,14 +33,81 @@ from xcoin_trading.exchange.simulator.faults import Decision, FaultRule, Faults
 from xcoin_trading.exchange.simulator.routes_futures import futures_routes
 from xcoin_trading.exchange.simulator.routes_public import PublicRoutes
 from xcoin_trading.exchange.simulator.routes_spot import SpotRoutes
-from xcoin_trading.exchange.simulator.wire import dumps, req_decimal
+from xcoin_trading.exchange.simulator.wire import dumps, fast_dumps, loads, req_decimal
 
 Handler = Callable[..., Any]
-_JSON = "application/json"
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON = b"application/json"
+_TEXT = b"text/plain; charset=utf-8"
+_METHODS = ("GET", "POST", "DELETE", "HEAD")  # HEAD comes with GET, as in Starlette
+_ALLOW = ", ".join(_METHODS)
+_ROUTE_PATH = re.compile("^/(?P<path>.*)$")  # the catch-all route's pattern: no newline inside
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps({"code": status, "message": message, "status": "error"}), status, headers, _JSON)
+class Reply:
+    """Status, body and extra headers of one answer (what a Starlette Response carried here)."""
+
+    __slots__ = ("status", "body", "headers", "media_type")
+
+    def __init__(
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        media_type: bytes = _JSON,
+    ):
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.media_type = media_type
+
+    async def __call__(self, send: Send) -> None:
+        # Header order as Starlette's Response: given headers, content-length, content-type.
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+            if self.headers
+            else []
+        )
+        raw.append((b"content-length", str(len(self.body)).encode()))
+        raw.append((b"content-type", self.media_type))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(dumps({"code": status, "message": message, "status": "error"}), status, headers)
+
+
+class SimRequest:
+    """What the admin handlers read of a request: its method and query parameters."""
+
+    __slots__ = ("method", "_query_string", "_query")
+
+    def __init__(self, method: str, query_string: bytes):
+        self.method = method
+        self._query_string = query_string
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """Last value per name, blanks kept (as Starlette's QueryParams.get answers)."""
+        if self._query is None:
+            self._query = dict(parse_qsl(self._query_string.decode("latin-1"), keep_blank_values=True))
+        return self._query
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client disconnected while sending the body")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class SimulatorApp:
@@ -58,9 +124,7 @@ class SimulatorApp:
             **self._admin_routes(),
             **futures_routes(exchange.futures),
         }
-        self.asgi = Starlette(
-            routes=[Route("/{path:path}", self.dispatch, methods=["GET", "POST", "DELETE"])]
-        )
+        self.asgi = self.__call__
 
     def _make_limiter(self) -> RateLimiter:
         cfg = self.ex.config
@@ -68,14 +132,42 @@ class SimulatorApp:
 
     # ---- dispatch --------------------------------------------------------------------------------
 
-    async def dispatch(self, request: Request) -> Response:
-        path = request.url.path
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":  # no websocket route: closed, as Starlette's router does
+                await send({"type": "websocket.close", "code": 1000, "reason": ""})
+            return
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            reply = await self._answer(scope, receive)
+            await reply(tracked)
+        except Exception:
+            if not started:  # as Starlette's ServerErrorMiddleware; uvicorn logs the re-raised error
+                await Reply(b"Internal Server Error", 500, media_type=_TEXT)(send)
+            raise
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Reply:
+        path: str = scope["path"]
+        if ("\n" in path or not path.startswith("/")) and _ROUTE_PATH.match(path) is None:
+            return Reply(b"Not Found", 404, media_type=_TEXT)
+        if scope["method"] not in _METHODS:
+            return Reply(b"Method Not Allowed", 405, {"Allow": _ALLOW}, _TEXT)
+        return await self.dispatch(path, scope, receive)
+
+    async def dispatch(self, path: str, scope: Scope, receive: Receive) -> Reply:
         route = self.routes.get(path)
         if route is None:
             return error_response(404, "not_found")
         kind, bucket, handler = route
         if kind == "admin":
-            return await self._admin(request, handler)
+            return await self._admin(SimRequest(scope["method"], scope["query_string"]), receive, handler)
         decision = self.faults.decide(path) if self.faults.rules else None
         if decision is not None:
             if decision.latency_s:
@@ -93,7 +185,7 @@ class SimulatorApp:
                 return error_response(504, "Gateway Timeout")
         try:
             if kind == "public":
-                result = handler(request.query_params)
+                result = handler(SimRequest(scope["method"], scope["query_string"]).query_params)
                 if (
                     decision is not None
                     and decision.action == "duplicate_candles"
@@ -106,13 +198,13 @@ class SimulatorApp:
                         {**first, "close": first["close"] * 1.001, "volume": first["volume"] + 1},
                     ]
             else:
-                raw = await request.body()
-                acct, body = self._authenticate(request, raw)
+                raw = await _read_body(receive)
+                acct, request = self._authenticate(scope["headers"], raw)
                 if self.limiter.enabled:
                     wait = self.limiter.check(acct.api_key, bucket)
                     if wait:
                         return error_response(429, "Too Many Requests", {"Retry-After": _retry_after(wait)})
-                result = handler(acct, body)
+                result = handler(acct, request)
         except SimError as exc:
             return error_response(exc.status, exc.message)
         if decision is not None and decision.action == "lost_reply":
@@ -120,14 +212,19 @@ class SimulatorApp:
             if delay_s:
                 await asyncio.sleep(delay_s)
             return error_response(504, "Gateway Timeout")
-        if isinstance(result, Response):
-            return result
-        return Response(result if isinstance(result, bytes) else dumps(result), 200, media_type=_JSON)
+        if isinstance(result, bytes):
+            return Reply(result)
+        # Private answers come from the desks (floats only via jnum): the fast encoder, which
+        # falls back to json wherever its bytes could differ; public ones keep json (feed floats).
+        return Reply(fast_dumps(result) if kind == "private" else dumps(result))
 
-    def _authenticate(self, request: Request, raw: bytes) -> tuple[Account, dict[str, Any]]:
-        headers = request.headers
-        key = headers.get("x-auth-apikey")
-        signature = headers.get("x-auth-signature")
+    def _authenticate(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> tuple[Account, dict[str, Any]]:
+        key = signature = None
+        for name, value in headers:  # the first of each, as Starlette's Headers.get
+            if key is None and name == b"x-auth-apikey":
+                key = value.decode("latin-1")
+            elif signature is None and name == b"x-auth-signature":
+                signature = value.decode("latin-1")
         if not key or not signature:
             raise SimError(
                 401, "Invalid credentials: X-AUTH-APIKEY and X-AUTH-SIGNATURE headers are required"
@@ -136,7 +233,7 @@ class SimulatorApp:
         if acct is None or not acct.verify(raw, signature):
             raise SimError(401, "Invalid credentials")
         try:
-            body = json.loads(raw) if raw else {}
+            body = loads(raw) if raw else {}
         except ValueError:
             raise SimError(400, "Invalid Request: body is not JSON") from None
         if not isinstance(body, dict):
@@ -148,16 +245,16 @@ class SimulatorApp:
             raise SimError(401, "Invalid credentials: timestamp is outside the allowed window")
         return acct, body
 
-    async def _admin(self, request: Request, handler: Handler) -> Response:
-        raw = await request.body()
+    async def _admin(self, request: SimRequest, receive: Receive, handler: Handler) -> Reply:
+        raw = await _read_body(receive)
         try:
-            body = json.loads(raw) if raw else {}
+            body = loads(raw) if raw else {}
             result = handler(request, body)
         except SimError as exc:
             return error_response(exc.status, exc.message)
         except (ValueError, TypeError, KeyError) as exc:
             return error_response(422, f"Invalid Request: {exc}")
-        return Response(dumps(result), 200, media_type=_JSON)
+        return Reply(dumps(result))
 
     # ---- admin -------------------------------------------------------------------------------------
 
@@ -175,25 +272,25 @@ class SimulatorApp:
             "/_sim/config": ("admin", "", self.admin_config),
         }
 
-    def admin_accounts(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_accounts(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         if request.method == "GET":
             return {"accounts": len(self.ex.accounts)}
         acct = self.ex.add_account(body.get("api_key", ""), body.get("api_secret", ""), body.get("balances"))
         return {"api_key": acct.api_key, "created": True}
 
-    def admin_accounts_bulk(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_accounts_bulk(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("accounts") or []
         for item in items:
             self.ex.add_account(item.get("api_key", ""), item.get("api_secret", ""), item.get("balances"))
         return {"created": len(items)}
 
-    def admin_deposit(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_deposit(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.ex.account(body.get("api_key", ""))
         amount = req_decimal(body, "amount")
         acct.change(str(body["currency"]), amount, "deposit", self.ex.clock.now())
         return {"balances": acct.balances_json()}
 
-    def admin_advance(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_advance(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         now = self.ex.clock.now()
         if "to_ms" in body:
             target = int(body["to_ms"])
@@ -203,7 +300,7 @@ class SimulatorApp:
             raise SimError(422, "Invalid Request: to_ms or by_ms is required")
         return self.ex.advance(target)
 
-    def admin_faults(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_faults(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         if request.method == "DELETE":
             self.faults.set([])
         elif request.method == "POST":
@@ -211,16 +308,16 @@ class SimulatorApp:
             self.faults.set(rules, body.get("seed"))
         return self.faults.to_json()
 
-    def admin_ledger(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_ledger(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.ex.account(request.query_params.get("api_key") or body.get("api_key", ""))
         since = int(request.query_params.get("since_seq", 0))
         return {"entries": acct.ledger[since:]}
 
-    def admin_balances(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_balances(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.ex.account(request.query_params.get("api_key") or body.get("api_key", ""))
         return {"balances": acct.balances_json()}
 
-    def admin_config(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    def admin_config(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         if request.method == "POST":
             self.ex.config.update(body)
             self.limiter = self._make_limiter()

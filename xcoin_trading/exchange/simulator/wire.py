@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
+
+import orjson
 
 from xcoin_trading.exchange.simulator.accounts import SimError
 
@@ -15,6 +18,38 @@ SUCCESS = {"message": "success", "status": 200, "code": 200}
 def dumps(value: Any) -> bytes:
     """Compact JSON, as the exchange sends it."""
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+# Where orjson's bytes differ from `dumps`: a float below 1e-4 (orjson 0.00005 / 1.5e-7, json 5e-05 /
+# 1.5e-07), non-ASCII or DEL (json escapes them); a string holding such a pattern only costs the fallback.
+_ORJSON_OWN = re.compile(rb"(?:^|[:,\[])-?(?:0\.0000|\d+(?:\.\d+)?e-\d(?:[,\]}]|$))")
+
+
+def fast_dumps(value: Any) -> bytes:
+    """`dumps`, byte for byte, in a tenth of the CPU when orjson's answer is provably the same.
+
+    For values without NaN/infinity (orjson writes null; the desks' floats come from `jnum`)."""
+    try:
+        out = orjson.dumps(value)
+    except TypeError:  # not orjson's (a Decimal, an int beyond 64 bits, non-str keys): json decides
+        return dumps(value)
+    if out.isascii() and b"\x7f" not in out and _ORJSON_OWN.search(out) is None:
+        return out
+    return dumps(value)
+
+
+# orjson reads integers beyond 64 bits as floats (json: exact ints); long digit runs go to json.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def loads(raw: bytes) -> Any:
+    """`json.loads` of a request body: orjson where it reads the same, json (and its errors) elsewhere."""
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # json.loads decides: its value (NaN, a lone surrogate, a BOM...) or its error
+    return json.loads(raw)
 
 
 def jnum(d: Decimal | None) -> float | str | None:

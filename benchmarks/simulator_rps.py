@@ -1,0 +1,150 @@
+"""The simulator's own CPU per request: what it takes from the cores it shares with the fan-out.
+
+Starts `xcoin exchange serve --no-rate-limits` in its own process (as benchmarks/fanout_shards.py
+does), creates N accounts, then fires the fan-out's request mix from one aiohttp client at a fixed
+concurrency, signed as the CoinDCX client signs:
+
+- LONG: a market buy per account, then a resting limit sell (the take profit) per account;
+- EXIT: the take profit cancelled, then a market sell per account.
+
+Reported per phase: requests, wall seconds, requests/s and the simulator process's CPU seconds
+(/proc/<pid>/stat, user + system) per request — compare CPU, not wall: the host is shared and the
+client runs on the same cores. Every answer must be 200 (the run stops otherwise).
+
+    .venv/bin/python benchmarks/simulator_rps.py [--accounts 2000] [--concurrency 64] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xcoin_trading.exchange.simulator import SimulatorAdmin, SimulatorProcess  # noqa: E402
+
+QTY = "0.001"  # ≈ 42 USDT at a January 2024 BTC price: above the minimum notional
+REPLAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSDT-1m-2024-01.parquet"
+START_MS = 1_704_153_600_000  # 2024-01-02T00:00Z, a day into the replay
+
+
+def _signed(key: str, secret: bytes, body: dict) -> tuple[bytes, dict[str, str]]:
+    payload = json.dumps({**body, "timestamp": int(time.time() * 1000)}, separators=(",", ":")).encode()
+    return payload, {
+        "Content-Type": "application/json",
+        "X-AUTH-APIKEY": key,
+        "X-AUTH-SIGNATURE": hmac.new(secret, payload, hashlib.sha256).hexdigest(),
+    }
+
+
+async def _phase(url: str, calls: list[tuple[str, str, bytes, dict]], concurrency: int, session) -> list:
+    """POST every (path, key, secret, body) with at most `concurrency` in flight; the JSON answers."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(path: str, key: str, secret: bytes, body: dict):
+        payload, headers = _signed(key, secret, body)
+        async with gate, session.post(url + path, data=payload, headers=headers) as resp:
+            text = await resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"{path}: HTTP {resp.status} {text[:200]!r}")
+            return json.loads(text)
+
+    return await asyncio.gather(*(one(*c) for c in calls))
+
+
+async def run(url: str, cpu, accounts: list[tuple[str, bytes]], concurrency: int, rounds: int) -> list[dict]:
+    import aiohttp
+
+    rows = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        create, cancel = "/exchange/v1/orders/create", "/exchange/v1/orders/cancel"
+        tps: dict[str, str] = {}  # account -> its resting take profit's id
+        for _ in range(rounds):
+            phases = [
+                ("LONG market buy", lambda: [(create, k, s, _order("buy", "market_order")) for k, s in accounts]),
+                ("LONG resting TP", lambda: [(create, k, s, _order("sell", "limit_order", "999999"))
+                                             for k, s in accounts]),
+                ("EXIT cancel TP", lambda: [(cancel, k, s, {"id": tps[k]}) for k, s in accounts]),
+                ("EXIT market sell", lambda: [(create, k, s, _order("sell", "market_order")) for k, s in accounts]),
+            ]  # fmt: skip
+            for name, build in phases:
+                calls = build()
+                cpu0, t0 = cpu(), time.perf_counter()
+                answers = await _phase(url, calls, concurrency, session)
+                wall, used = time.perf_counter() - t0, cpu() - cpu0
+                if name == "LONG resting TP":
+                    tps.update((k, a["orders"][0]["id"]) for (k, _), a in zip(accounts, answers, strict=True))
+                rows.append({"phase": name, "requests": len(calls), "wall": wall, "cpu": used})
+    return rows
+
+
+def _order(side: str, order_type: str, price: str | None = None) -> dict:
+    body = {"side": side, "order_type": order_type, "market": "BTCUSDT", "total_quantity": QTY,
+            "client_order_id": str(uuid.uuid4())}  # fmt: skip
+    if price is not None:
+        body["price_per_unit"] = price
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=2000, help="accounts; each sends 4 requests a round")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--rounds", type=int, default=2, help="LONG + EXIT rounds (the first warms up)")
+    parser.add_argument(
+        "--py-spy", metavar="FILE", help="also record the simulator with py-spy (--format raw)"
+    )
+    args = parser.parse_args()
+
+    sim_args = ["--no-rate-limits"]
+    if REPLAY.exists():  # the fan-out benchmarks' simulator; otherwise seeded random walks
+        sim_args += ["--replay", str(REPLAY), "--symbol", "BTCUSDT", "--start-ms", str(START_MS)]
+    with SimulatorProcess(sim_args) as sim, SimulatorAdmin(sim.url, timeout=120) as admin:
+        for _ in range(100):  # "serving on" is printed just before uvicorn listens
+            try:
+                admin.now_ms()
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.1)
+        accounts = [(f"rps-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex.encode()) for _ in range(args.accounts)]
+        for i in range(0, len(accounts), 1000):
+            admin.add_accounts([{"api_key": k, "api_secret": s.decode(), "balances": {"USDT": "100000", "BTC": "1"}}
+                                for k, s in accounts[i : i + 1000]])  # fmt: skip
+        spy = None
+        if args.py_spy:  # where the simulator's CPU goes (needs py-spy and ptrace rights)
+            import subprocess
+
+            pid = str(sim.pid)
+            spy = subprocess.Popen(["py-spy", "record", "--pid", pid, "--format", "raw", "-o", args.py_spy, "-r", "200"],
+                                   stdout=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(1)
+        rows = asyncio.run(run(sim.url, sim.cpu_seconds, accounts, args.concurrency, args.rounds))
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+
+    measured = rows[4:] if args.rounds > 1 else rows  # round 1 warms caches, the JIT-less interpreter's too
+    print(f"\nSimulator CPU per request ({args.accounts} accounts, {args.concurrency} in flight, "
+          f"aiohttp client on the same {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})\n")  # fmt: skip
+    print(f"{'phase':<18} {'requests':>8} {'wall s':>7} {'req/s':>7} {'sim CPU s':>9} {'sim CPU µs/req':>14}")
+    for r in measured:
+        print(f"{r['phase']:<18} {r['requests']:>8} {r['wall']:>7.2f} {r['requests'] / r['wall']:>7.0f} "
+              f"{r['cpu']:>9.2f} {1e6 * r['cpu'] / r['requests']:>14.0f}")  # fmt: skip
+    total_n, total_cpu = sum(r["requests"] for r in measured), sum(r["cpu"] for r in measured)
+    print(f"{'all':<18} {total_n:>8} {'':>7} {'':>7} {total_cpu:>9.2f} {1e6 * total_cpu / total_n:>14.0f}")
+    print(
+        "\nsim CPU: the simulator process's user + system CPU over the phase (/proc/<pid>/stat; 10 ms ticks)."
+    )
+
+
+if __name__ == "__main__":
+    main()
