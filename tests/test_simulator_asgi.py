@@ -1,5 +1,6 @@
-"""The simulator's plain ASGI app answers as the Starlette route it replaced: statuses, headers,
-bodies byte for byte (json's compact form), 405/404/500 and the fast JSON paths' equivalence."""
+"""The simulator's per-request fast paths answer as before: the plain ASGI app as the Starlette route
+it replaced (statuses, headers, bodies byte for byte, 405/404), orjson only where it equals json,
+order ids still uuid4, the price kept per instant still follows the clock."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.fixtures.exchange import funded_account
-from xcoin_trading.exchange.simulator.wire import dumps, fast_dumps, loads
+from xcoin_trading.exchange.simulator.wire import dumps, fast_dumps, loads, new_id
 
 
 def _signed_post(sim, account, path: str, body: dict) -> httpx.Response:
@@ -85,8 +86,12 @@ def test_other_methods_405_and_head_answers_without_a_body(simulator):
 def test_admin_reads_query_parameters_and_reports_bad_json_as_json_does(simulator, sim_admin):
     account = funded_account(simulator, {"USDT": "123.5"})
     try:
-        last_wins = httpx.get(simulator.url + "/_sim/balances", params=[("api_key", "x"), ("api_key", account.api_key)])
-        assert last_wins.json()["balances"] == [{"currency": "USDT", "balance": "123.5", "locked_balance": "0"}]
+        last_wins = httpx.get(
+            simulator.url + "/_sim/balances", params=[("api_key", "x"), ("api_key", account.api_key)]
+        )
+        assert last_wins.json()["balances"] == [
+            {"currency": "USDT", "balance": "123.5", "locked_balance": "0"}
+        ]
         broken = httpx.post(simulator.url + "/_sim/deposit", content=b'{"api_key": ')
         assert broken.status_code == 422
         try:
@@ -106,7 +111,7 @@ def _random_value(rng: random.Random, depth: int = 0):
     if kind == 1:
         return rng.choice([rng.randint(-(10**6), 10**6), rng.randint(-(2**70), 2**70)])
     if kind == 2:
-        pool = "abcdef0123456789e-.:,[]{}\"\\/ \x00\x1f\x7f\u00e9\u2028\U0001f600"
+        pool = 'abcdef0123456789e-.:,[]{}"\\/ \x00\x1f\x7f\u00e9\u2028\U0001f600'
         return "".join(rng.choice(pool) for _ in range(rng.randint(0, 12)))
     if kind == 3:
         return rng.choice([None, True, False, 0.0, -0.0, -1e-7, 5e-05, 1e16])
@@ -137,3 +142,28 @@ def test_loads_reads_or_fails_as_json_loads_does(raw):
             return f"{type(exc).__name__}: {exc}"
 
     assert outcome(loads) == outcome(json.loads)
+
+
+def test_order_ids_are_random_version_4_uuids():
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_price_kept_per_instant_follows_the_clock_and_each_markets_tick():
+    from xcoin_trading.exchange.simulator.engine import Exchange
+    from xcoin_trading.exchange.simulator.wire import to_decimal
+
+    ex = Exchange.random_walk(seed=7, coins=("BTC",))
+    spot, futures = ex.spot_markets["BTCUSDT"], ex.futures_markets["B-BTC_USDT"]
+    feed = ex.feed_for(spot)
+    seen = set()
+    for _ in range(5):
+        now = ex.now()
+        for market in (spot, futures, spot):  # the two markets share a coin, not a tick
+            assert ex.price(market) == market.round_price(to_decimal(feed.price_at(now)))
+        seen.add(ex.price(spot))
+        ex.advance(now + 3_600_000)
+    assert len(seen) > 1  # an hour of random walk moves the price: the kept one was not reused

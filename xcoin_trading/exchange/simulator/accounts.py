@@ -50,7 +50,7 @@ class Account:
     leverage: dict[str, Decimal] = field(default_factory=dict)  # by pair
 
     def verify(self, payload: bytes, signature: str) -> bool:
-        expected = hmac.new(self.secret, payload, "sha256").hexdigest()
+        expected = hmac.digest(self.secret, payload, "sha256").hex()  # one C call; hmac.new(...) was ~4x
         return hmac.compare_digest(expected, signature)
 
     def wallet(self, currency: str) -> Wallet:

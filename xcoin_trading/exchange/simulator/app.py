@@ -66,13 +66,9 @@ class Reply:
 
     async def __call__(self, send: Send) -> None:
         # Header order as Starlette's Response: given headers, content-length, content-type.
-        raw = (
-            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-            if self.headers
-            else []
-        )
-        raw.append((b"content-length", str(len(self.body)).encode()))
-        raw.append((b"content-type", self.media_type))
+        raw = [(b"content-length", b"%d" % len(self.body)), (b"content-type", self.media_type)]
+        if self.headers:
+            raw[:0] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
 
@@ -138,20 +134,12 @@ class SimulatorApp:
             if kind == "websocket":  # no websocket route: closed, as Starlette's router does
                 await send({"type": "websocket.close", "code": 1000, "reason": ""})
             return
-        started = False
-
-        async def tracked(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             reply = await self._answer(scope, receive)
-            await reply(tracked)
-        except Exception:
-            if not started:  # as Starlette's ServerErrorMiddleware; uvicorn logs the re-raised error
-                await Reply(b"Internal Server Error", 500, media_type=_TEXT)(send)
-            raise
+        except Exception:  # nothing sent yet: a plain 500, as Starlette's ServerErrorMiddleware
+            await Reply(b"Internal Server Error", 500, media_type=_TEXT)(send)
+            raise  # uvicorn logs it
+        await reply(send)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Reply:
         path: str = scope["path"]

@@ -90,6 +90,7 @@ class Exchange:
         }
         self.pair_to_spot: dict[str, Market] = {m.pair: m for m in self.spot_markets.values()}
         self.accounts: dict[str, Account] = {}
+        self._prices: dict[str, tuple[Market, int, Decimal]] = {}  # symbol -> (market, at, price)
         self.spot = SpotDesk(self)
         self.futures = FuturesDesk(self)
         self._processed: dict[str, int] = {c: f.closed_count(clock.now()) for c, f in feeds.items()}
@@ -221,8 +222,17 @@ class Exchange:
         return self.feeds[market.target]
 
     def price(self, market: Market) -> Decimal:
-        """Current price on the market's tick (close of the newest closed base candle)."""
-        return market.round_price(to_decimal(self.feed_for(market).price_at(self.now())))
+        """Current price on the market's tick (close of the newest closed base candle).
+
+        Kept per market until the clock moves: a fan-out asks thousands of times at one instant
+        (a numpy search and Decimal rounding each)."""
+        now = self.now()
+        cached = self._prices.get(market.symbol)
+        if cached is not None and cached[0] is market and cached[1] == now:
+            return cached[2]
+        price = market.round_price(to_decimal(self.feed_for(market).price_at(now)))
+        self._prices[market.symbol] = (market, now, price)
+        return price
 
     def market_by_pair(self, pair: str) -> Market:
         market = self.pair_to_spot.get(pair) or self.futures_markets.get(pair)

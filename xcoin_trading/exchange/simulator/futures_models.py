@@ -6,20 +6,15 @@ Compared by identity (`eq=False`): the desk finds an order's trigger legs with `
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.simulator.accounts import ZERO, Account
-from xcoin_trading.exchange.simulator.wire import jnum
+from xcoin_trading.exchange.simulator.wire import jnum, new_id
 
 MARGIN = "USDT"
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclass(slots=True, eq=False)
@@ -45,7 +40,7 @@ class FuturesOrder(_OnMarket):
     client_order_id: str | None = None
     stage: str = "default"
     status: str = "open"
-    id: str = field(init=False, default_factory=_new_id)
+    id: str = field(init=False, default_factory=new_id)
     remaining: Decimal = field(init=False)
     updated_at: int = field(init=False)
     cancelled: Decimal = field(init=False, default=ZERO)
@@ -99,7 +94,7 @@ class Position(_OnMarket):
 
     leverage: Decimal
     updated_at: int
-    id: str = field(init=False, default_factory=_new_id)
+    id: str = field(init=False, default_factory=new_id)
     active_pos: Decimal = field(init=False, default=ZERO)
     avg_price: Decimal = field(init=False, default=ZERO)
     locked_margin: Decimal = field(init=False, default=ZERO)

@@ -17,7 +17,6 @@ Simulator choices (real behaviour undocumented or unobservable here):
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +26,7 @@ from xcoin_trading.exchange.simulator.venue import Venue
 from xcoin_trading.exchange.simulator.wire import (
     iso_ms,
     jnum,
+    new_id,
     req_decimal,
     req_order,
     to_decimal,
@@ -53,7 +53,7 @@ class SpotOrder:
         now: int,
         lock_rate: Decimal,
     ):
-        self.id = str(uuid.uuid4())
+        self.id = new_id()
         self.client_order_id = client_order_id
         self.account = account
         self.market = market
@@ -72,6 +72,7 @@ class SpotOrder:
 
     def to_json(self, fee_pct: Decimal, iso: bool = False) -> dict[str, Any]:
         stamp = iso_ms if iso else int
+        fee = jnum(fee_pct)
         return {
             "id": self.id,
             "client_order_id": self.client_order_id,
@@ -80,9 +81,9 @@ class SpotOrder:
             "side": self.side,
             "status": self.status,
             "fee_amount": jnum(self.fee_amount),
-            "fee": jnum(fee_pct),
-            "maker_fee": jnum(fee_pct),
-            "taker_fee": jnum(fee_pct),
+            "fee": fee,
+            "maker_fee": fee,
+            "taker_fee": fee,
             "total_quantity": jnum(self.total),
             "remaining_quantity": jnum(self.remaining),
             "source": "api",
