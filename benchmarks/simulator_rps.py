@@ -78,12 +78,13 @@ async def run(url: str, cpu, accounts: list[tuple[str, bytes]], concurrency: int
             ]  # fmt: skip
             for name, build in phases:
                 calls = build()
-                cpu0, t0 = cpu(), time.perf_counter()
+                (user0, sys0), t0 = cpu(), time.perf_counter()
                 answers = await _phase(url, calls, concurrency, session)
-                wall, used = time.perf_counter() - t0, cpu() - cpu0
+                (user1, sys1), wall = cpu(), time.perf_counter() - t0
                 if name == "LONG resting TP":
                     tps.update((k, a["orders"][0]["id"]) for (k, _), a in zip(accounts, answers, strict=True))
-                rows.append({"phase": name, "requests": len(calls), "wall": wall, "cpu": used})
+                rows.append({"phase": name, "requests": len(calls), "wall": wall, "user": user1 - user0,
+                             "sys": sys1 - sys0, "cpu": user1 - user0 + sys1 - sys0})  # fmt: skip
     return rows
 
 
@@ -127,7 +128,7 @@ def main() -> None:
             spy = subprocess.Popen(["py-spy", "record", "--pid", pid, "--format", "raw", "-o", args.py_spy, "-r", "200"],
                                    stdout=subprocess.DEVNULL)  # fmt: skip
             time.sleep(1)
-        rows = asyncio.run(run(sim.url, sim.cpu_seconds, accounts, args.concurrency, args.rounds))
+        rows = asyncio.run(run(sim.url, sim.cpu_times, accounts, args.concurrency, args.rounds))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -135,12 +136,15 @@ def main() -> None:
     measured = rows[4:] if args.rounds > 1 else rows  # round 1 warms caches, the JIT-less interpreter's too
     print(f"\nSimulator CPU per request ({args.accounts} accounts, {args.concurrency} in flight, "
           f"aiohttp client on the same {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})\n")  # fmt: skip
-    print(f"{'phase':<18} {'requests':>8} {'wall s':>7} {'req/s':>7} {'sim CPU s':>9} {'sim CPU µs/req':>14}")
+    print(f"{'phase':<18} {'requests':>8} {'wall s':>7} {'req/s':>7} {'user s':>7} {'sys s':>6} {'sim CPU s':>9} "
+          f"{'sim CPU µs/req':>14}")  # fmt: skip
+    total = {"phase": "all", "requests": 0, "wall": 0.0, "user": 0.0, "sys": 0.0, "cpu": 0.0}
     for r in measured:
-        print(f"{r['phase']:<18} {r['requests']:>8} {r['wall']:>7.2f} {r['requests'] / r['wall']:>7.0f} "
-              f"{r['cpu']:>9.2f} {1e6 * r['cpu'] / r['requests']:>14.0f}")  # fmt: skip
-    total_n, total_cpu = sum(r["requests"] for r in measured), sum(r["cpu"] for r in measured)
-    print(f"{'all':<18} {total_n:>8} {'':>7} {'':>7} {total_cpu:>9.2f} {1e6 * total_cpu / total_n:>14.0f}")
+        for k in ("requests", "wall", "user", "sys", "cpu"):
+            total[k] += r[k]
+    for r in [*measured, total]:
+        print(f"{r['phase']:<18} {r['requests']:>8} {r['wall']:>7.2f} {r['requests'] / r['wall']:>7.0f} {r['user']:>7.2f} "
+              f"{r['sys']:>6.2f} {r['cpu']:>9.2f} {1e6 * r['cpu'] / r['requests']:>14.0f}")  # fmt: skip
     print(
         "\nsim CPU: the simulator process's user + system CPU over the phase (/proc/<pid>/stat; 10 ms ticks)."
     )

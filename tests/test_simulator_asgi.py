@@ -167,3 +167,23 @@ def test_price_kept_per_instant_follows_the_clock_and_each_markets_tick():
         seen.add(ex.price(spot))
         ex.advance(now + 3_600_000)
     assert len(seen) > 1  # an hour of random walk moves the price: the kept one was not reused
+
+
+def test_keep_alive_pipelining_and_connection_close_on_one_socket(simulator):
+    """Responses leave joined per event-loop step: each still arrives whole and in order, and a
+    `Connection: close` answer is flushed before the socket closes."""
+    import socket
+
+    host, port = simulator.url.removeprefix("http://").split(":")
+    request = b"GET /_sim/clock HTTP/1.1\r\nHost: x\r\n\r\n"
+    closing = b"GET /exchange/v1/markets HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request + request + closing)
+        received = b""
+        while chunk := sock.recv(65536):  # ends when the server closes after the third answer
+            received += chunk
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 3 and all(a.startswith(b"200 OK\r\n") for a in answers)
+    clock = json.dumps({"now_ms": simulator.now_ms}, separators=(",", ":")).encode()
+    assert answers[0].endswith(b"\r\n\r\n" + clock) and answers[1].endswith(b"\r\n\r\n" + clock)
+    assert b"connection: close" in answers[2] and answers[2].endswith(b'"]')
