@@ -299,7 +299,7 @@ class SimulatorApp:
     def admin_ledger(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.ex.account(request.query_params.get("api_key") or body.get("api_key", ""))
         since = int(request.query_params.get("since_seq", 0))
-        return {"entries": acct.ledger[since:]}
+        return {"entries": acct.ledger_json(since)}
 
     def admin_balances(self, request: SimRequest, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.ex.account(request.query_params.get("api_key") or body.get("api_key", ""))
