@@ -12,6 +12,8 @@ Reported per phase: requests, wall seconds, requests/s and the simulator process
 client runs on the same cores. Every answer must be 200 (the run stops otherwise).
 
     .venv/bin/python benchmarks/simulator_rps.py [--accounts 2000] [--concurrency 64] [--rounds 2]
+    git worktree add /tmp/before <commit> && .venv/bin/python benchmarks/simulator_rps.py \\
+        --peer-tree /tmp/before --repeat 3        # the same run measures an older simulator too
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ import hashlib
 import hmac
 import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -96,55 +101,101 @@ def _order(side: str, order_type: str, price: str | None = None) -> dict:
     return body
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--accounts", type=int, default=2000, help="accounts; each sends 4 requests a round")
-    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    parser.add_argument("--rounds", type=int, default=2, help="LONG + EXIT rounds (the first warms up)")
-    parser.add_argument(
-        "--py-spy", metavar="FILE", help="also record the simulator with py-spy (--format raw)"
-    )
-    args = parser.parse_args()
+@contextmanager
+def _tree(path: Path | None):
+    """Start the simulator process from another checkout (its code imported first) when given."""
+    if path is None:
+        yield
+        return
+    cwd, pythonpath = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.chdir(path)  # `python -c` puts the working directory first on sys.path
+    os.environ["PYTHONPATH"] = str(path)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
 
+
+def measure(args: argparse.Namespace, tree: Path | None) -> list[dict]:
+    """One simulator process (from `tree`, else this checkout), N accounts, `rounds` LONG + EXIT."""
     sim_args = ["--no-rate-limits"]
     if REPLAY.exists():  # the fan-out benchmarks' simulator; otherwise seeded random walks
         sim_args += ["--replay", str(REPLAY), "--symbol", "BTCUSDT", "--start-ms", str(START_MS)]
-    with SimulatorProcess(sim_args) as sim, SimulatorAdmin(sim.url, timeout=120) as admin:
-        for _ in range(100):  # "serving on" is printed just before uvicorn listens
-            try:
-                admin.now_ms()
-                break
-            except Exception:  # noqa: BLE001
-                time.sleep(0.1)
-        accounts = [(f"rps-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex.encode()) for _ in range(args.accounts)]
-        for i in range(0, len(accounts), 1000):
-            admin.add_accounts([{"api_key": k, "api_secret": s.decode(), "balances": {"USDT": "100000", "BTC": "1"}}
-                                for k, s in accounts[i : i + 1000]])  # fmt: skip
+    with _tree(tree):
+        sim = SimulatorProcess(sim_args).start()
+    try:
+        with SimulatorAdmin(sim.url, timeout=120) as admin:
+            for _ in range(100):  # "serving on" is printed just before uvicorn listens
+                try:
+                    admin.now_ms()
+                    break
+                except Exception:  # noqa: BLE001
+                    time.sleep(0.1)
+            accounts = [
+                (f"rps-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex.encode()) for _ in range(args.accounts)
+            ]
+            for i in range(0, len(accounts), 1000):
+                admin.add_accounts([{"api_key": k, "api_secret": s.decode(), "balances": {"USDT": "100000", "BTC": "1"}}
+                                    for k, s in accounts[i : i + 1000]])  # fmt: skip
         spy = None
-        if args.py_spy:  # where the simulator's CPU goes (needs py-spy and ptrace rights)
-            import subprocess
-
-            pid = str(sim.pid)
-            spy = subprocess.Popen(["py-spy", "record", "--pid", pid, "--format", "raw", "-o", args.py_spy, "-r", "200"],
-                                   stdout=subprocess.DEVNULL)  # fmt: skip
+        if args.py_spy and tree is None:  # where the simulator's CPU goes (needs py-spy and ptrace rights)
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(sim.pid), "--format", "raw", "-o", args.py_spy,
+                                    "-r", "200"], stdout=subprocess.DEVNULL)  # fmt: skip
             time.sleep(1)
         rows = asyncio.run(run(sim.url, sim.cpu_times, accounts, args.concurrency, args.rounds))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
-
-    measured = rows[4:] if args.rounds > 1 else rows  # round 1 warms caches, the JIT-less interpreter's too
-    print(f"\nSimulator CPU per request ({args.accounts} accounts, {args.concurrency} in flight, "
-          f"aiohttp client on the same {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})\n")  # fmt: skip
-    print(f"{'phase':<18} {'requests':>8} {'wall s':>7} {'req/s':>7} {'user s':>7} {'sys s':>6} {'sim CPU s':>9} "
-          f"{'sim CPU µs/req':>14}")  # fmt: skip
+    finally:
+        sim.stop()
+    measured = rows[4:] if args.rounds > 1 else rows  # round 1 warms caches
     total = {"phase": "all", "requests": 0, "wall": 0.0, "user": 0.0, "sys": 0.0, "cpu": 0.0}
     for r in measured:
         for k in ("requests", "wall", "user", "sys", "cpu"):
             total[k] += r[k]
-    for r in [*measured, total]:
-        print(f"{r['phase']:<18} {r['requests']:>8} {r['wall']:>7.2f} {r['requests'] / r['wall']:>7.0f} {r['user']:>7.2f} "
-              f"{r['sys']:>6.2f} {r['cpu']:>9.2f} {1e6 * r['cpu'] / r['requests']:>14.0f}")  # fmt: skip
+    return [*measured, total]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=2000, help="accounts; each sends 4 requests a round")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--rounds", type=int, default=2, help="LONG + EXIT rounds (the first warms up)")
+    parser.add_argument("--peer-tree", type=Path, help="another checkout (e.g. `git worktree add /tmp/before "
+                        "<commit>`): its simulator measured in the same run, alternating, as the peer")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each simulator (alternating)")
+    parser.add_argument("--py-spy", metavar="FILE", help="also record this checkout's simulator with py-spy")
+    args = parser.parse_args()
+
+    trees: list[tuple[str, Path | None]] = [("this", None)]
+    if args.peer_tree is not None:
+        trees.append(("peer", args.peer_tree.resolve()))
+    results: dict[str, list[list[dict]]] = {name: [] for name, _ in trees}
+    for _ in range(args.repeat):
+        for name, tree in trees:
+            results[name].append(measure(args, tree))
+
+    print(f"\nSimulator CPU per request ({args.accounts} accounts, {args.concurrency} in flight, aiohttp client "
+          f"on the same {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})\n")  # fmt: skip
+    print(f"{'simulator':<9} {'run':>3} {'phase':<18} {'requests':>8} {'wall s':>7} {'req/s':>7} {'user s':>7} "
+          f"{'sys s':>6} {'sim CPU s':>9} {'sim CPU µs/req':>14}")  # fmt: skip
+    for name, runs in results.items():
+        for i, rows in enumerate(runs, 1):
+            for r in rows:
+                print(f"{name:<9} {i:>3} {r['phase']:<18} {r['requests']:>8} {r['wall']:>7.2f} "
+                      f"{r['requests'] / r['wall']:>7.0f} {r['user']:>7.2f} {r['sys']:>6.2f} {r['cpu']:>9.2f} "
+                      f"{1e6 * r['cpu'] / r['requests']:>14.0f}")  # fmt: skip
+    if args.peer_tree is not None:
+        per_request = {
+            n: [rows[-1]["cpu"] / rows[-1]["requests"] for rows in runs] for n, runs in results.items()
+        }
+        this, peer = statistics.median(per_request["this"]), statistics.median(per_request["peer"])
+        print(f"\nmedian sim CPU per request: this {1e6 * this:.0f} µs, peer ({args.peer_tree}) {1e6 * peer:.0f} µs: "
+              f"peer / this = {peer / this:.2f}x")  # fmt: skip
     print(
         "\nsim CPU: the simulator process's user + system CPU over the phase (/proc/<pid>/stat; 10 ms ticks)."
     )
