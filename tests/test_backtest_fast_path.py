@@ -178,3 +178,19 @@ def test_indicators_beyond_the_memo_budget_are_computed_but_not_kept():
     assert memo.get("a", 80, compute) is first and len(calls) == 1
     memo.get("b", 80, compute), memo.get("b", 80, compute)
     assert len(calls) == 3  # "b" would pass the budget: computed each time
+
+
+def test_a_backtest_builds_its_frames_when_read_and_they_survive_pickling(btc):
+    """The trade and equity frames are built on first read (the metrics are what a sweep of single
+    backtests reads): built once, the same as the frame path's, and a pickled result (before or
+    after the read) carries them."""
+    import pickle
+
+    params = SMA.resolve_params({"fast": 5, "slow": 30, "sl_pct": 0.01, "tp_pct": 0.02})
+    result = run_backtest(btc, SMA, params, CFG)
+    copy = pickle.loads(pickle.dumps(result))  # before any read
+    by_frame = simulate(btc, compute_signals(SMA, btc, params), CFG)
+    assert result.trades is result.trades and result.equity is result.equity
+    for r in (result, copy, pickle.loads(pickle.dumps(result))):
+        assert r.trades.equals(by_frame.trades) and r.equity.equals(by_frame.equity)
+        assert r.metrics == by_frame.metrics

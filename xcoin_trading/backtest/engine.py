@@ -131,8 +131,9 @@ class SimulationConfig:
 
 class _BuiltOnRead:
     """A frame field that may be given as a function that builds it: built on the first read and
-    kept. A backtest's per-candle curves (~2 ms at 1M candles) are then only paid for by a caller
-    that reads them (reports, stored results), not by one that wants the metrics."""
+    kept. A backtest's per-candle curves and trade frame (~2 and ~1 ms at 1M candles) are then only
+    paid for by a caller that reads them (reports, stored results), not by one that wants the
+    metrics (a sweep of single backtests, the benchmark)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_" + name
@@ -177,6 +178,18 @@ class _EquityCurves:
         return equity_frame(self.candles, (equity, drawdown, drawdown_pct, position))
 
 
+@dataclass(frozen=True)
+class _TradesFrame:
+    """Builds a backtest's trade frame from the kernel's trade matrix (`trades_frame`); picklable."""
+
+    trades: np.ndarray
+    open_time: np.ndarray
+    candle_ms: int
+
+    def __call__(self) -> pl.DataFrame:
+        return trades_frame(self.trades, self.open_time, self.candle_ms)
+
+
 def equity_frame(candles: pl.DataFrame, curves: tuple[np.ndarray, ...]) -> pl.DataFrame:
     equity, drawdown, drawdown_pct, position = curves
     return pl.DataFrame(
@@ -196,7 +209,8 @@ class BacktestResult:
     strategy: str
     params: dict[str, Any]
     config: SimulationConfig
-    trades: pl.DataFrame  # TRADE_SCHEMA
+    # TRADE_SCHEMA; or a function building it on read (as for `equity`)
+    trades: pl.DataFrame = _BuiltOnRead()  # type: ignore[assignment]
     # open_time, close, equity, drawdown, drawdown_pct, position; or a function building it on read
     equity: pl.DataFrame = _BuiltOnRead()  # type: ignore[assignment]
     metrics: dict[str, Any]
@@ -411,7 +425,7 @@ def simulate(
         strategy=strategy,
         params=dict(params or {}),
         config=config,
-        trades=trades_frame(trades, open_time, candle_ms),
+        trades=_TradesFrame(trades, open_time, candle_ms),  # built when read
         equity=_EquityCurves(candles, trades, float(config.initial_capital)),  # built when read
         metrics=metrics,
         span=(int(open_time[0]), int(open_time[-1])),
