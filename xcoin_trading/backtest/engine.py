@@ -165,17 +165,11 @@ class _EquityCurves:
 
     def __call__(self) -> pl.DataFrame:
         n = self.candles.height
-        equity, drawdown, drawdown_pct, position = (
-            np.empty(n),
-            np.empty(n),
-            np.empty(n),
-            np.empty(n, np.int8),
-        )
-        close = self.candles.get_column("close")
-        k.curves_nb(
-            close.to_numpy(), self.trades, self.initial_capital, equity, drawdown, drawdown_pct, position
-        )
-        return equity_frame(self.candles, (equity, drawdown, drawdown_pct, position))
+        # From Arrow's pool, as the walk's curves were: fresh numpy arrays fault on every page.
+        curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
+        close = self.candles.get_column("close").to_numpy()
+        k.curves_nb(close, self.trades, self.initial_capital, *curves)
+        return equity_frame(self.candles, curves)
 
 
 @dataclass(frozen=True)
