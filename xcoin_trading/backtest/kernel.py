@@ -184,9 +184,9 @@ def simulate_nb(
     """Walk the candles. Returns (k, refused[4], stats[N_STATS], ok): the trades are trades[:, :k].
 
     With `sma` the signals are not read from `action`/levels but computed candle by candle in this
-    pass (the same bits as `sma_crossover`'s signal pass; the action arrays may be empty): no signal arrays written and read back, and the running sums' add chains overlap the
-    walk's. Numba compiles that form separately (`sma is None` is pruned), so the array form pays
-    nothing for it. `ok` is False when an entry row's levels break the signal contract (the caller
+    pass (the same bits as `sma_crossover`'s signal pass; the action arrays may be empty): no
+    signal pass over the closes, no signal arrays written and read back. Numba compiles that form
+    separately (`sma is None` is pruned), so the array form pays nothing for it. `ok` is False when an entry row's levels break the signal contract (the caller
     then takes the frame path, which names the row); always True without `sma`. More trades than
     `trades` holds (only possible with `sma`, whose entry count is not known up front) are counted
     in k but not written: the caller runs again with room for k.
