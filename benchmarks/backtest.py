@@ -129,7 +129,7 @@ def main() -> None:
     for n in sizes:
         candles_file(n)
     rows = []
-    singles = ("xcoin", "xcoin-fresh-frame", "xcoin-kernel", "bare-loop", "vectorbt") if args.research else (
+    singles = ("xcoin", "xcoin-fresh-frame", "xcoin+frames", "xcoin-kernel", "bare-loop", "vectorbt") if args.research else (
         "xcoin", "xcoin-kernel", "bare-loop", "vectorbt", "vectorbt-rust", "backtesting.py")  # fmt: skip
     for n in sizes:
         for engine in singles:
@@ -167,7 +167,15 @@ def profile(path: Path, runs: int = 30) -> None:
     import polars as pl
 
     from xcoin_trading.backtest import SimulationConfig
-    from xcoin_trading.backtest.engine import kernel_signals, normalized, run_kernel, simulate, trades_frame
+    from xcoin_trading.backtest.engine import (
+        _EquityCurves,
+        kernel_rule,
+        kernel_signals,
+        normalized,
+        run_kernel,
+        simulate,
+        trades_frame,
+    )
     from xcoin_trading.backtest.metrics import compute_metrics
     from xcoin_trading.strategy import compute_signals, load_strategy
     from xcoin_trading.strategy.builtin._common import IndicatorMemo
@@ -181,6 +189,7 @@ def profile(path: Path, runs: int = 30) -> None:
     cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
     memo = IndicatorMemo()
     signals = kernel_signals(strategy, candles, params, cfg)
+    rule = kernel_rule(strategy, params, cfg)
     trades, refused, stats, _ = run_kernel(candles, signals, cfg)
     open_time = candles.get_column("open_time").to_numpy()
     bare = bare_loop()
@@ -189,12 +198,13 @@ def profile(path: Path, runs: int = 30) -> None:
         "bare loop (the floor)": lambda: bare(o, h, lo, c, FAST, SLOW, SL, TP, FEE, 0.02, 10_000.0),
         "candle checks (normalize_candles)": lambda: normalized(raw.clone()),
         "signals: frame + validate_signals": lambda: compute_signals(strategy, candles, params),
-        "signals: kernel form (backtest)": lambda: kernel_signals(strategy, candles, params, cfg),
+        "signals: kernel form": lambda: kernel_signals(strategy, candles, params, cfg),
         "signals: kernel form, sums shared (sweep)": lambda: kernel_signals(
             strategy, candles, params, cfg, memo
         ),
-        "kernel with curves (backtest)": lambda: run_kernel(candles, signals, cfg),
-        "kernel without curves (sweep cell)": lambda: run_kernel(candles, signals, cfg, keep_curves=False),
+        "kernel on signal arrays, with curves": lambda: run_kernel(candles, signals, cfg),
+        "kernel on signal arrays (sweep cell)": lambda: run_kernel(candles, signals, cfg, keep_curves=False),
+        "kernel computing the signals (backtest)": lambda: run_kernel(candles, rule, cfg, keep_curves=False),
         "metrics": lambda: compute_metrics(
             trades,
             stats,
@@ -203,8 +213,9 @@ def profile(path: Path, runs: int = 30) -> None:
             candle_ms=60_000,
             refused=refused,
         ),  # fmt: skip
-        "trades frame": lambda: trades_frame(trades, open_time, 60_000),
-        "simulate (kernel, metrics, frames)": lambda: simulate(candles, signals, cfg),
+        "trades frame (on read)": lambda: trades_frame(trades, open_time, 60_000),
+        "equity frame (on read)": lambda: _EquityCurves(candles, trades, 10_000.0)(),
+        "simulate (kernel, metrics)": lambda: simulate(candles, rule, cfg),
     }
     best = dict.fromkeys(stages, float("inf"))
     for fn in stages.values():

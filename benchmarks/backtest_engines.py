@@ -68,6 +68,16 @@ def run_xcoin(candles):
     return r.metrics["totalTrades"], r.metrics["finalCapital"]
 
 
+def run_xcoin_frames(candles):
+    """As `run_xcoin`, then reading the result's trade and equity frames (built on first read)."""
+    from xcoin_trading.backtest import SimulationConfig, run_backtest
+
+    cfg = SimulationConfig(initial_capital=10_000, risk_per_trade="0.02", commission=str(FEE))
+    r = run_backtest(candles, "sma_crossover", {"fast": FAST, "slow": SLOW, "sl_pct": SL, "tp_pct": TP,
+                                                "mode": "long_only"}, cfg)  # fmt: skip
+    return r.trades.height, float(r.equity.get_column("equity")[-1])
+
+
 def run_xcoin_fresh(candles):
     """As `run_xcoin` on a new frame object every call (the same buffers): the candle checks run
     every time, as for a backtest of freshly loaded candles."""
@@ -230,8 +240,9 @@ _PREPARED = {}
 
 
 def run_xcoin_walk(candles):
-    """The kernel alone (the candle walk with its fused statistics and the per-candle curves) on
-    signals computed once: the part of a backtest the bare loop is the floor of."""
+    """The kernel alone, reading signal arrays computed once (the candle walk with its fused
+    statistics and the per-candle curves): what a backtest of any strategy's signals runs. (A
+    single sma_crossover backtest computes its signals inside the walk instead: `run_xcoin`.)"""
     from xcoin_trading.backtest import SimulationConfig
     from xcoin_trading.backtest.engine import run_kernel
     from xcoin_trading.strategy import compute_signals, load_strategy, normalize_candles
@@ -262,6 +273,7 @@ def run_xcoin_walk_forward(candles):
 ENGINES = {
     "xcoin": run_xcoin,
     "xcoin-fresh-frame": run_xcoin_fresh,
+    "xcoin+frames": run_xcoin_frames,
     "bare-loop": run_bare,
     "xcoin-kernel": run_xcoin_walk,
     "xcoin-walk-forward": run_xcoin_walk_forward,

@@ -10,7 +10,16 @@ import pytest
 
 from tests.conftest import shared_data_file
 from xcoin_trading.backtest import SimulationConfig, run_backtest, simulate
-from xcoin_trading.backtest.engine import KernelSignals, kernel_signals, normalized, run_kernel, slice_signals
+from xcoin_trading.backtest.engine import (
+    KernelSignals,
+    LevelsOutsideContract,
+    SmaRule,
+    kernel_rule,
+    kernel_signals,
+    normalized,
+    run_kernel,
+    slice_signals,
+)
 from xcoin_trading.backtest.sweep import run_sweep
 from xcoin_trading.backtest.walkforward import run_walk_forward
 from xcoin_trading.errors import ValidationError
@@ -47,6 +56,48 @@ def test_kernel_form_signals_trade_exactly_what_the_validated_frame_trades(btc, 
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[2], b[2]) and np.array_equal(a[3][0], b[3][0])
 
 
+CONFIGS = {
+    "fees": CFG,
+    "slipped, tp first, levels at the gap": SimulationConfig(
+        commission="0.001", slippage="0.0005", slippage_range="0.1", intrabar="tp_first", gap_fill="level"
+    ),
+    "spot market, leveraged": SimulationConfig(
+        commission="0.0004", leverage=3, risk_per_trade="0.05", market=SPOT_MARKETS["BTCUSDT"]
+    ),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("mode", ["long_only", "long_short"])
+@pytest.mark.parametrize(("fast", "slow"), [(2, 3), (20, 50), (45, 240)])
+def test_the_walk_computing_the_signals_itself_trades_exactly_what_the_signal_arrays_trade(
+    btc, config, mode, fast, slow
+):
+    """A single backtest of sma_crossover computes its signals inside the kernel's walk: the same
+    trades, statistics and curves, bit for bit, as the kernel reading the signal pass's arrays;
+    and a walk with more trades than its first trade buffer holds (2/3 trades every few candles)
+    runs again with room for all of them."""
+    params = SMA.resolve_params({"fast": fast, "slow": slow, "mode": mode, "sl_pct": 0.01, "tp_pct": 0.02})
+    rule = kernel_rule(SMA, params, config)
+    assert isinstance(rule, SmaRule)
+    arrays = kernel_signals(SMA, btc, params, config)
+    for keep_curves in (True, False):
+        a = run_kernel(btc, rule, config, keep_curves=keep_curves)
+        b = run_kernel(btc, arrays, config, keep_curves=keep_curves)
+        assert a[0].shape[1] > 0 and np.array_equal(a[0], b[0], equal_nan=True)
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+        if keep_curves:
+            assert all(np.array_equal(x, y) for x, y in zip(a[3], b[3], strict=True))
+    if (fast, slow) == (2, 3):
+        assert a[0].shape[1] > btc.height // 16 + 64  # more than the fused walk's first buffer
+    # The backtest's equity frame, built on read from the trades, is the kernel's own curves.
+    result = run_backtest(btc, SMA, params, config)
+    curves = run_kernel(btc, arrays, config)[3]
+    assert curves is not None
+    for name, curve in zip(("equity", "drawdown", "drawdown_pct", "position"), curves, strict=True):
+        assert np.array_equal(result.equity.get_column(name).to_numpy(), curve)
+
+
 def test_every_sweep_row_equals_a_backtest_of_the_validated_frame(btc):
     grid = {"fast": [5, 20], "slow": [30, 120], "mode": ["long_only", "long_short"]}
     base = {"sl_pct": 0.01, "tp_pct": 0.02}
@@ -70,6 +121,10 @@ def test_a_level_the_contract_refuses_is_refused_on_the_fast_path_too(btc):
         StrategyError, match=r"returned a stop_loss/take_profit <= 0 at row \d+"
     ) as frame_error:
         compute_signals(SMA, btc, params)
+    rule = kernel_rule(SMA, params, CFG)
+    assert rule is not None
+    with pytest.raises(LevelsOutsideContract):  # the walk computing the signals sees it too
+        run_kernel(btc, rule, CFG)
     with pytest.raises(StrategyError) as fast_error:
         run_backtest(btc, SMA, params, CFG)
     assert str(fast_error.value) == str(frame_error.value)
@@ -123,3 +178,19 @@ def test_indicators_beyond_the_memo_budget_are_computed_but_not_kept():
     assert memo.get("a", 80, compute) is first and len(calls) == 1
     memo.get("b", 80, compute), memo.get("b", 80, compute)
     assert len(calls) == 3  # "b" would pass the budget: computed each time
+
+
+def test_a_backtest_builds_its_frames_when_read_and_they_survive_pickling(btc):
+    """The trade and equity frames are built on first read (the metrics are what a sweep of single
+    backtests reads): built once, the same as the frame path's, and a pickled result (before or
+    after the read) carries them."""
+    import pickle
+
+    params = SMA.resolve_params({"fast": 5, "slow": 30, "sl_pct": 0.01, "tp_pct": 0.02})
+    result = run_backtest(btc, SMA, params, CFG)
+    copy = pickle.loads(pickle.dumps(result))  # before any read
+    by_frame = simulate(btc, compute_signals(SMA, btc, params), CFG)
+    assert result.trades is result.trades and result.equity is result.equity
+    for r in (result, copy, pickle.loads(pickle.dumps(result))):
+        assert r.trades.equals(by_frame.trades) and r.equity.equals(by_frame.equity)
+        assert r.metrics == by_frame.metrics

@@ -6,15 +6,17 @@ Fill, sizing, stop and slippage rules: docs/backtesting.md ("Strategies and rule
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import polars as pl
 
 from xcoin_trading.backtest import kernel as k
 from xcoin_trading.backtest.inputs import (  # noqa: F401 - kernel_signals, slice_signals: imported from here too
+    kernel_rule,
     kernel_signals,
     normalized,
     on_tick,
@@ -27,7 +29,7 @@ from xcoin_trading.exchange.markets import Market
 from xcoin_trading.money import to_decimal
 from xcoin_trading.risk import market_rounding_args
 from xcoin_trading.strategy import Strategy, load_strategy, normalize_candles
-from xcoin_trading.strategy.builtin._common import KernelSignals
+from xcoin_trading.strategy.builtin._common import KernelSignals, SmaRule
 from xcoin_trading.strategy.contract import pooled_empty
 from xcoin_trading.timeframes import MINUTE_MS, RESOLUTION_MS, resolution_ms
 
@@ -127,13 +129,84 @@ class SimulationConfig:
         return out
 
 
+class _BuiltOnRead:
+    """A frame field that may be given as a function that builds it: built on the first read and
+    kept. A backtest's per-candle curves and trade frame (~2 and ~1 ms at 1M candles) are then only
+    paid for by a caller that reads them (reports, stored results), not by one that wants the
+    metrics (a sweep of single backtests, the benchmark)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _BuiltOnRead: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> pl.DataFrame: ...
+    def __get__(self, obj: object | None, owner: type) -> pl.DataFrame | _BuiltOnRead:
+        if obj is None:
+            raise AttributeError(self._slot)  # no default for the dataclass
+        value = obj.__dict__[self._slot]
+        if not isinstance(value, pl.DataFrame):
+            value = obj.__dict__[self._slot] = value()
+        return value
+
+    def __set__(self, obj: object, value: pl.DataFrame | Callable[[], pl.DataFrame]) -> None:
+        obj.__dict__[self._slot] = value
+
+
+@dataclass(frozen=True)
+class _EquityCurves:
+    """Builds a backtest's equity frame from its trades (`kernel.curves_nb`); picklable, as the
+    result is."""
+
+    candles: pl.DataFrame
+    trades: np.ndarray
+    initial_capital: float
+
+    def __call__(self) -> pl.DataFrame:
+        n = self.candles.height
+        # From Arrow's pool, as the walk's curves were: fresh numpy arrays fault on every page.
+        curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
+        close = self.candles.get_column("close").to_numpy()
+        k.curves_nb(close, self.trades, self.initial_capital, *curves)
+        return equity_frame(self.candles, curves)
+
+
+@dataclass(frozen=True)
+class _TradesFrame:
+    """Builds a backtest's trade frame from the kernel's trade matrix (`trades_frame`); picklable."""
+
+    trades: np.ndarray
+    open_time: np.ndarray
+    candle_ms: int
+
+    def __call__(self) -> pl.DataFrame:
+        return trades_frame(self.trades, self.open_time, self.candle_ms)
+
+
+def equity_frame(candles: pl.DataFrame, curves: tuple[np.ndarray, ...]) -> pl.DataFrame:
+    equity, drawdown, drawdown_pct, position = curves
+    return pl.DataFrame(
+        {
+            "open_time": candles.get_column("open_time").cast(pl.Datetime("ms", "UTC")),
+            "close": candles.get_column("close"),
+            "equity": equity,
+            "drawdown": drawdown,
+            "drawdown_pct": drawdown_pct,
+            "position": position,
+        }
+    )
+
+
 @dataclass
 class BacktestResult:
     strategy: str
     params: dict[str, Any]
     config: SimulationConfig
-    trades: pl.DataFrame  # TRADE_SCHEMA
-    equity: pl.DataFrame  # open_time, close, equity, drawdown, drawdown_pct, position
+    # TRADE_SCHEMA; or a function building it on read (as for `equity`)
+    trades: pl.DataFrame = _BuiltOnRead()  # type: ignore[assignment]
+    # open_time, close, equity, drawdown, drawdown_pct, position; or a function building it on read
+    equity: pl.DataFrame = _BuiltOnRead()  # type: ignore[assignment]
     metrics: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
     span: tuple[int, int] = (0, 0)  # first and last candle open_time (ms)
@@ -191,17 +264,28 @@ def _intrabar_bounds(
     )
 
 
+class LevelsOutsideContract(Exception):
+    """A fused rule's (`SmaRule`) entry levels break the signal contract: take the frame path,
+    which names the row."""
+
+
+def _trade_room(n: int) -> int:
+    """Trade columns for a fused walk, whose entry count is unknown up front: a trade every 16
+    candles (SMA 20/50 on 1m candles trades about every 85); a walk with more runs again."""
+    return n // 16 + 64
+
+
 def run_kernel(
     candles: pl.DataFrame,
-    signals: pl.DataFrame | KernelSignals,
+    signals: pl.DataFrame | KernelSignals | SmaRule,
     config: SimulationConfig,
     intrabar_candles: pl.DataFrame | None = None,
     candle_ms: int | None = None,
     *,
     keep_curves: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
-    """The kernel on normalised candles and validated signals (a frame, or `kernel_signals`'
-    kernel form): raw arrays, no shaping.
+    """The kernel on normalised candles and validated signals (a frame, `kernel_signals`' kernel
+    form, or a built-in's rule the kernel computes them with): raw arrays, no shaping.
 
     Returns (trades, refused, stats, curves): curves are (equity, drawdown, drawdown_pct,
     position) per candle, or None without `keep_curves` (sweeps need only the statistics).
@@ -215,7 +299,12 @@ def run_kernel(
         if config.intrabar == "1m"
         else (empty, empty, empty, np.empty(0, np.int64))
     )
-    if isinstance(signals, KernelSignals):
+    sma = None
+    if isinstance(signals, SmaRule):
+        sma = tuple(signals)
+        action, no_levels = np.empty(0, np.uint8), (empty, np.empty(0, np.uint8), 0)
+        stop, take, entries = no_levels, no_levels, _trade_room(open_time.shape[0])
+    elif isinstance(signals, KernelSignals):
         action, stop, take, entries = signals
     else:
         action, stop, take = signal_arrays(signals)
@@ -224,8 +313,7 @@ def run_kernel(
         stop, take = on_tick(stop, config.market), on_tick(take, config.market)
     n = open_time.shape[0] if keep_curves else 0
     curves = (pooled_empty(n), pooled_empty(n), pooled_empty(n), pooled_empty(n, np.int8))
-    trades = pooled_empty(k.N_TRADE_FIELDS * entries).reshape(k.N_TRADE_FIELDS, -1)
-    count, refused, stats = k.simulate_nb(
+    args = (
         candles.get_column("open").to_numpy(),
         candles.get_column("high").to_numpy(),
         candles.get_column("low").to_numpy(),
@@ -245,9 +333,15 @@ def run_kernel(
         float(config.market.tick) if config.levels_on_tick and config.market else 0.0,
         *m1,
         *curves,
-        trades,
     )
-    return trades[:, :count], refused, stats, curves if keep_curves else None
+    while True:
+        trades = pooled_empty(k.N_TRADE_FIELDS * entries).reshape(k.N_TRADE_FIELDS, -1)
+        count, refused, stats, ok = k.simulate_nb(*args, trades, sma)
+        if not ok:
+            raise LevelsOutsideContract
+        if count <= entries:
+            return trades[:, :count], refused, stats, curves if keep_curves else None
+        entries = count  # a fused walk with more trades than room: again, with room for all
 
 
 def _labels(codes: np.ndarray, labels: tuple[str, ...]) -> pl.Series:
@@ -297,7 +391,7 @@ def trades_frame(trades: np.ndarray, open_time: np.ndarray, candle_ms: int) -> p
 
 def simulate(
     candles: pl.DataFrame,
-    signals: pl.DataFrame | KernelSignals,
+    signals: pl.DataFrame | KernelSignals | SmaRule,
     config: SimulationConfig,
     *,
     strategy: str = "signals",
@@ -308,7 +402,9 @@ def simulate(
     t0 = time.perf_counter()
     open_time = candles.get_column("open_time").to_numpy()
     candle_ms = infer_candle_ms(open_time, config.resolution)
-    trades, refused, stats, curves = run_kernel(candles, signals, config, intrabar_candles, candle_ms)
+    trades, refused, stats, _ = run_kernel(
+        candles, signals, config, intrabar_candles, candle_ms, keep_curves=False
+    )
     t1 = time.perf_counter()
     metrics = compute_metrics(
         trades,
@@ -319,23 +415,12 @@ def simulate(
         refused=refused,
     )
     metrics["resolution"] = config.resolution or _resolution_name(candle_ms)
-    equity, drawdown, drawdown_pct, position = curves
-    equity_frame = pl.DataFrame(
-        {
-            "open_time": candles.get_column("open_time").cast(pl.Datetime("ms", "UTC")),
-            "close": candles.get_column("close"),
-            "equity": equity,
-            "drawdown": drawdown,
-            "drawdown_pct": drawdown_pct,
-            "position": position,
-        }
-    )
     result = BacktestResult(
         strategy=strategy,
         params=dict(params or {}),
         config=config,
-        trades=trades_frame(trades, open_time, candle_ms),
-        equity=equity_frame,
+        trades=_TradesFrame(trades, open_time, candle_ms),  # built when read
+        equity=_EquityCurves(candles, trades, float(config.initial_capital)),  # built when read
         metrics=metrics,
         span=(int(open_time[0]), int(open_time[-1])),
         candle_ms=candle_ms,
@@ -360,11 +445,17 @@ def run_backtest(
     resolved = strat.resolve_params(params)
     candles = normalized(candles)
     t1 = time.perf_counter()
-    signals = kernel_signals(strat, candles, resolved, config)
+    signals = kernel_rule(strat, resolved, config) or kernel_signals(strat, candles, resolved, config)
     t2 = time.perf_counter()
-    result = simulate(
-        candles, signals, config, strategy=strat.code, params=resolved, intrabar_candles=intrabar_candles
-    )
+    try:
+        result = simulate(
+            candles, signals, config, strategy=strat.code, params=resolved, intrabar_candles=intrabar_candles
+        )
+    except LevelsOutsideContract:  # the frame path names the row (and raises)
+        signals = kernel_signals(strat, candles, resolved, config)
+        result = simulate(
+            candles, signals, config, strategy=strat.code, params=resolved, intrabar_candles=intrabar_candles
+        )
     result.timings_ms = {"prepare": (t1 - t0) * 1000, "signals": (t2 - t1) * 1000, **result.timings_ms}
     result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
     return result

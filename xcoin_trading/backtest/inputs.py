@@ -16,7 +16,7 @@ import polars as pl
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.money import to_decimal
 from xcoin_trading.strategy import Strategy, compute_signals, normalize_candles
-from xcoin_trading.strategy.builtin._common import IndicatorMemo, KernelSignals
+from xcoin_trading.strategy.builtin._common import IndicatorMemo, KernelSignals, SmaRule
 from xcoin_trading.strategy.contract import ACTION_DTYPE, float_buffers
 
 
@@ -98,7 +98,7 @@ def kernel_signals(
     """The signals a backtest feeds the kernel: a built-in's own kernel-form signals when it has
     them (no frame, no re-validation of what it guarantees; `memo` shares indicators between the
     combinations of a sweep on these candles), else `compute_signals`' validated frame."""
-    fast = _builtin_kernel_signals(strategy)
+    fast = _builtin_attr(strategy, "kernel_signals")
     if fast is not None and not config.levels_on_tick:
         out = fast(candles, params, memo)
         if out is not None:
@@ -106,7 +106,17 @@ def kernel_signals(
     return compute_signals(strategy, candles, params)  # also what names a contract breach
 
 
-def _builtin_kernel_signals(strategy: Strategy):
+def kernel_rule(strategy: Strategy, params: dict[str, Any], config: _LevelRule) -> SmaRule | None:
+    """A built-in's signals as a rule the kernel computes inside its walk (no signal pass), when it
+    has one: a single backtest's fast path. The kernel raises `LevelsOutsideContract` for levels
+    the contract refuses; the caller then takes `kernel_signals`, whose frame path names the row."""
+    if config.levels_on_tick:
+        return None
+    rule = _builtin_attr(strategy, "kernel_rule")
+    return None if rule is None else rule(params)
+
+
+def _builtin_attr(strategy: Strategy, name: str):
     if strategy.kind != "builtin":
         return None
     module = sys.modules.get(getattr(strategy.signals_fn, "__module__", ""))
@@ -114,7 +124,7 @@ def _builtin_kernel_signals(strategy: Strategy):
         return None
     if getattr(module, "signals", None) is not strategy.signals_fn:
         return None  # a Strategy built around some other function under a built-in's name
-    return getattr(module, "kernel_signals", None)
+    return getattr(module, name, None)
 
 
 def slice_signals(signals: pl.DataFrame | KernelSignals, start: int) -> pl.DataFrame | KernelSignals:

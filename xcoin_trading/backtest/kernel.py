@@ -21,6 +21,7 @@ from numba.extending import intrinsic
 
 from xcoin_trading.risk import SIZE_OK, size_position_float
 from xcoin_trading.store.lifecycle import BACKTEST_REASONS, REASON_END, REASON_SIGNAL, REASON_SL, REASON_TP
+from xcoin_trading.strategy.builtin.sma_crossover import cross_levels
 from xcoin_trading.strategy.contract import HOLD, LONG, SHORT
 
 # A trade's exit reason code indexes REASONS, the labels a backtest's trades carry (`exit_reason`).
@@ -177,9 +178,18 @@ def simulate_nb(
     drawdown: np.ndarray,  # out, float64[n] (or empty)
     drawdown_pct: np.ndarray,  # out, float64[n] (or empty)
     position: np.ndarray,  # out, int8[n] (or empty)
-    trades: np.ndarray,  # out, float64[N_TRADE_FIELDS, count_entries(action)]: a column per trade
+    trades: np.ndarray,  # out, float64[N_TRADE_FIELDS, capacity]: a column per trade
+    sma=None,  # (fast, slow, sl_pct, tp_pct, short code): the SMA crossover's signals computed in the walk
 ):
-    """Walk the candles. Returns (k, refused[4], stats[N_STATS]): the trades are trades[:, :k].
+    """Walk the candles. Returns (k, refused[4], stats[N_STATS], ok): the trades are trades[:, :k].
+
+    With `sma` the signals are not read from `action`/levels but computed candle by candle in this
+    pass (the same bits as `sma_crossover`'s signal pass; the action arrays may be empty): no
+    signal pass over the closes, no signal arrays written and read back. Numba compiles that form
+    separately (`sma is None` is pruned), so the array form pays nothing for it. `ok` is False when an entry row's levels break the signal contract (the caller
+    then takes the frame path, which names the row); always True without `sma`. More trades than
+    `trades` holds (only possible with `sma`, whose entry count is not known up front) are counted
+    in k but not written: the caller runs again with room for k.
 
     The per-candle curves go to the `out` arrays when they have n rows; sweeps pass empty ones.
     The equity statistics (`S_*`) are accumulated in the same pass: per-candle simple returns of
@@ -207,9 +217,57 @@ def simulate_nb(
     dd = ddp = max_dd = max_dd_pct = 0.0
     dur = max_dur = 0
     exposed = 0
+    # The fused signal state (see `sma`): running sums, the previous candle's side, this candle's
+    # code and whether every entry row's levels keep the contract.
+    sf = ss = 0.0
+    was_above = was_below = False
+    code = 0
+    ok = True
+    e = init_capital
+    capacity = trades.shape[1]
 
     i = 0
     while i < n:
+        if sma is not None:
+            # Candle i of `sma_crossover._kernel_signals_nb`, the same operations in the same order
+            # (written out here: called as a jitted helper, the step ran ~7x slower).
+            fast, slow = sma[0], sma[1]
+            c = close[i]
+            sf += c
+            ss += c
+            if i >= fast:
+                sf -= close[i - fast]
+            if i >= slow:
+                ss -= close[i - slow]
+            gap = sf * slow - ss * fast
+            tol = 1e-12 * sf * slow
+            above, below = gap > tol, gap < -tol
+            if not (above or below):
+                above, below = sf / fast > ss / slow, sf / fast < ss / slow
+            code = 0
+            if i >= slow:
+                if above and not was_above:
+                    code = 1
+                elif below and not was_below:
+                    code = sma[4]
+            was_above, was_below = above, below
+            if code == 1 or code == 2:
+                ok = ok and cross_levels(c, code, sma[2], sma[3])[2]
+            elif side == 0 and 0 < i < n - 1:
+                # Flat and no entry: only the statistics' running sums and the drawdown duration
+                # move (a return of exactly 0), as in the array form's jump over flat candles.
+                d = 0.0 - shift
+                sum_d += d
+                sum_d2 += d * d
+                dur = (dur + 1) * (e < peak)
+                max_dur = max(max_dur, dur)
+                if keep:
+                    equity[i] = e
+                    drawdown[i] = dd
+                    drawdown_pct[i] = ddp
+                    position[i] = 0
+                i += 1
+                continue
         exit_price = math.nan
         reason = -1
         ambiguous = False
@@ -245,7 +303,7 @@ def simulate_nb(
                 elif hit == _TP:
                     exit_price, reason = price, REASON_TP
             if reason < 0:
-                a = action[i]
+                a = code if sma is not None else action[i]
                 if i == n - 1:
                     reason = REASON_END  # what is still open closes at the last close
                 elif a != HOLD and a != (LONG if side == 1 else SHORT):  # EXIT, or the opposite side
@@ -257,20 +315,21 @@ def simulate_nb(
             exit_fee = fee_rate * qty * exit_price
             pnl = side * qty * (exit_price - entry) - entry_fee - exit_fee
             realised += pnl
-            trades[T_ENTRY_IDX, k] = entry_i
-            trades[T_EXIT_IDX, k] = i
-            trades[T_SIDE, k] = side
-            trades[T_ENTRY_PRICE, k] = entry
-            trades[T_EXIT_PRICE, k] = exit_price
-            trades[T_QTY, k] = qty
-            trades[T_ENTRY_FEE, k] = entry_fee
-            trades[T_EXIT_FEE, k] = exit_fee
-            trades[T_PNL, k] = pnl
-            trades[T_REASON, k] = reason
-            trades[T_AMBIGUOUS, k] = ambiguous
-            trades[T_INTRABAR, k] = intrabar
-            trades[T_STOP, k] = sl
-            trades[T_TAKE, k] = tp
+            if k < capacity:
+                trades[T_ENTRY_IDX, k] = entry_i
+                trades[T_EXIT_IDX, k] = i
+                trades[T_SIDE, k] = side
+                trades[T_ENTRY_PRICE, k] = entry
+                trades[T_EXIT_PRICE, k] = exit_price
+                trades[T_QTY, k] = qty
+                trades[T_ENTRY_FEE, k] = entry_fee
+                trades[T_EXIT_FEE, k] = exit_fee
+                trades[T_PNL, k] = pnl
+                trades[T_REASON, k] = reason
+                trades[T_AMBIGUOUS, k] = ambiguous
+                trades[T_INTRABAR, k] = intrabar
+                trades[T_STOP, k] = sl
+                trades[T_TAKE, k] = tp
             k += 1
             # Flat again (the entry below may reopen on this same candle): nothing held, no levels.
             side = 0
@@ -278,20 +337,23 @@ def simulate_nb(
             sl = tp = math.nan
 
         if side == 0 and i < n - 1:
-            a = action[i]
+            a = code if sma is not None else action[i]
             if a == LONG or a == SHORT:  # noqa: SIM109 (numba)
-                bit = i + stop_offset
-                stop = (
-                    stop_loss[i]
-                    if stop_valid.shape[0] == 0 or (stop_valid[bit >> 3] >> (bit & 7)) & 1
-                    else math.nan
-                )
-                bit = i + take_offset
-                take = (
-                    take_profit[i]
-                    if take_valid.shape[0] == 0 or (take_valid[bit >> 3] >> (bit & 7)) & 1
-                    else math.nan
-                )
+                if sma is not None:
+                    stop, take, _ = cross_levels(cl, a, sma[2], sma[3])
+                else:
+                    bit = i + stop_offset
+                    stop = (
+                        stop_loss[i]
+                        if stop_valid.shape[0] == 0 or (stop_valid[bit >> 3] >> (bit & 7)) & 1
+                        else math.nan
+                    )
+                    bit = i + take_offset
+                    take = (
+                        take_profit[i]
+                        if take_valid.shape[0] == 0 or (take_valid[bit >> 3] >> (bit & 7)) & 1
+                        else math.nan
+                    )
                 direction = 1 if a == LONG else -1
                 fill = market_fill(cl, direction, h, lo, slip_frac, slip_range, slip_tick)
                 q, code = size_position_float(
@@ -317,17 +379,20 @@ def simulate_nb(
                     sl = stop
                     tp = take
                     entry_i = i
-                    # The next entry signal: its row is fetched from memory while this position
-                    # runs, and the walk jumps there once flat again (see below).
-                    next_entry = i + 1
-                    while next_entry < n - 1 and action[next_entry] != LONG and action[next_entry] != SHORT:  # noqa: SIM109 (numba)
-                        next_entry += 1
-                    _prefetch(open_, next_entry)
-                    _prefetch(high, next_entry)
-                    _prefetch(low, next_entry)
-                    _prefetch(close, next_entry)
-                    _prefetch(stop_loss, next_entry)
-                    _prefetch(take_profit, next_entry)
+                    if sma is None:
+                        # The next entry signal: its row is fetched from memory while this position
+                        # runs, and the walk jumps there once flat again (see below).
+                        next_entry = i + 1
+                        while (
+                            next_entry < n - 1 and action[next_entry] != LONG and action[next_entry] != SHORT
+                        ):  # noqa: SIM109 (numba)
+                            next_entry += 1
+                        _prefetch(open_, next_entry)
+                        _prefetch(high, next_entry)
+                        _prefetch(low, next_entry)
+                        _prefetch(close, next_entry)
+                        _prefetch(stop_loss, next_entry)
+                        _prefetch(take_profit, next_entry)
 
         e = realised - entry_fee + side * qty * (cl - entry)  # flat: qty and entry_fee are 0
         # Branch-free where the data decides (new peak or not, under water or not): those branches
@@ -364,7 +429,7 @@ def simulate_nb(
             drawdown_pct[i] = ddp
             position[i] = side
         i += 1
-        if side == 0 and i < n - 1:
+        if sma is None and side == 0 and i < n - 1:
             # Flat until the next entry signal: those candles change nothing but the statistics'
             # running sums (a return of 0 each) and the drawdown duration, so they are accounted
             # for here in a tight loop instead of a full candle each (half the candles, typically).
@@ -405,4 +470,43 @@ def simulate_nb(
     stats[S_MAX_DD_PCT] = max_dd_pct
     stats[S_MAX_DD_CANDLES] = max_dur
     stats[S_EXPOSED_CANDLES] = exposed
-    return k, refused, stats
+    return k, refused, stats, ok
+
+
+@njit(cache=True, nogil=True)
+def curves_nb(
+    close: np.ndarray,
+    trades: np.ndarray,
+    init_capital: float,
+    equity: np.ndarray,
+    drawdown: np.ndarray,
+    drawdown_pct: np.ndarray,
+    position: np.ndarray,
+) -> None:
+    """The per-candle curves `simulate_nb` writes when kept, replayed from its trades with the same
+    operations in the same order (the same bits): a backtest builds them only when they are read."""
+    n = close.shape[0]
+    count = trades.shape[1]
+    realised = init_capital
+    side = 0
+    qty = entry = entry_fee = 0.0
+    peak = init_capital
+    t = 0
+    for i in range(n):
+        if side != 0 and trades[T_EXIT_IDX, t] == i:
+            realised += trades[T_PNL, t]
+            side = 0
+            qty = entry_fee = 0.0  # `entry` stays, as in the walk (it is multiplied by 0 while flat)
+            t += 1
+        if side == 0 and t < count and trades[T_ENTRY_IDX, t] == i:
+            side = int(trades[T_SIDE, t])
+            qty = trades[T_QTY, t]
+            entry = trades[T_ENTRY_PRICE, t]
+            entry_fee = trades[T_ENTRY_FEE, t]
+        e = realised - entry_fee + side * qty * (close[i] - entry)
+        peak = e if e > peak else peak
+        dd = peak - e
+        equity[i] = e
+        drawdown[i] = dd
+        drawdown_pct[i] = dd / peak * 100.0
+        position[i] = side

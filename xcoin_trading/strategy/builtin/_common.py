@@ -148,6 +148,17 @@ class KernelSignals(NamedTuple):
     entries: int
 
 
+class SmaRule(NamedTuple):
+    """The SMA crossover's signals as a rule the backtest kernel computes inside its walk
+    (`sma_crossover.cross_step`): no signal arrays at all. A single backtest's fast path."""
+
+    fast: int
+    slow: int
+    sl_pct: float
+    tp_pct: float
+    short_code: int  # what a downward cross gives: SHORT (2), or EXIT (3) in long_only mode
+
+
 class IndicatorMemo:
     """Indicator arrays of ONE candle frame shared by the combinations of a sweep (e.g. each SMA
     length's running sum once, not once per combination), up to `budget` bytes; beyond that they

@@ -17,6 +17,7 @@ from xcoin_trading.errors import ValidationError
 from xcoin_trading.strategy.builtin._common import (
     IndicatorMemo,
     KernelSignals,
+    SmaRule,
     check_pct_exits,
     check_positive_int,
     frame_from_buffers,
@@ -43,6 +44,25 @@ def _running_sum_nb(close, n, out):
         if i >= n:
             s -= close[i - n]
         out[i] = s
+
+
+@njit(cache=True, nogil=True)
+def cross_levels(c, code, sl_pct, tp_pct):
+    """An entry row's (stop, take, within the contract) exactly as `_kernel_signals_nb` sets them,
+    for the backtest kernel's walk that computes these signals itself (`kernel.simulate_nb`'s
+    `sma`, whose candle step mirrors `_kernel_signals_nb`'s: that one must call no jitted function)."""
+    sl = c * (1 - sl_pct) if code == 1 else c * (1 + sl_pct)
+    tp = c * (1 + tp_pct) if code == 1 else c * (1 - tp_pct)
+    fine = sl > 0.0 and tp > 0.0 and sl < math.inf and tp < math.inf
+    fine = fine and ((sl < c < tp) if code == 1 else (tp < c < sl))
+    return sl, tp, fine
+
+
+def kernel_rule(params: dict) -> SmaRule:
+    """These signals as the rule the backtest kernel computes inside its walk (`simulate_nb`)."""
+    short_code = 3 if params["mode"] == "long_only" else 2
+    return SmaRule(int(params["fast"]), int(params["slow"]), float(params["sl_pct"]), float(params["tp_pct"]),
+                   short_code)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
