@@ -68,12 +68,12 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     sys.stdin.readline()
     collected = {"count": 0, "seconds": 0.0, "since": 0.0}
 
-    def collector(phase: str, _info: dict) -> None:  # the cyclic GC's share of the candle
+    def collector(phase: str, _info: dict) -> None:  # the cyclic GC's CPU share of the candle
         if phase == "start":
-            collected["since"] = time.perf_counter()
+            collected["since"] = time.process_time()
         else:
             collected["count"] += 1
-            collected["seconds"] += time.perf_counter() - collected["since"]
+            collected["seconds"] += time.process_time() - collected["since"]
 
     gc.callbacks.append(collector)
     started, cpu = time.time(), time.process_time()
