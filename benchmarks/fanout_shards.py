@@ -24,6 +24,7 @@ database on XCOIN_TEST_POSTGRES_URL's server (required).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -65,6 +66,16 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
         prepare_shard(ctx, "BTCUSDT", "1m", shard, shards)
     print("ready", flush=True)
     sys.stdin.readline()
+    collected = {"count": 0, "seconds": 0.0, "since": 0.0}
+
+    def collector(phase: str, _info: dict) -> None:  # the cyclic GC's CPU share of the candle
+        if phase == "start":
+            collected["since"] = time.process_time()
+        else:
+            collected["count"] += 1
+            collected["seconds"] += time.process_time() - collected["since"]
+
+    gc.callbacks.append(collector)
     started, cpu = time.time(), time.process_time()
     now = close + timedelta(seconds=1)
     profile_dir = os.environ.get("XCOIN_BENCH_PROFILE")
@@ -78,6 +89,7 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     else:
         reports = run_candle_shard(ctx, "BTCUSDT", "1m", close, shard, shards, now=now)
     ended = time.time()
+    gc.callbacks.remove(collector)
     if profile_dir:
         profiler.disable()
         profiler.dump_stats(Path(profile_dir) / f"{close:%H%M}-{shard}of{shards}.prof")
@@ -89,8 +101,9 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
                 "reasons": sorted({str(o.get("reason"))[:120] for o in r.outcomes.values()
                                    if o["status"] not in ("PLACED", "CLOSED")})[:3]} for r in reports]  # fmt: skip
     print(
-        json.dumps({"started": started, "ended": ended, "cpu": time.process_time() - cpu, "reports": summary})
-    )
+        json.dumps({"started": started, "ended": ended, "cpu": time.process_time() - cpu, "reports": summary,
+                    "gc": [collected["count"], collected["seconds"]]})
+    )  # fmt: skip
 
 
 def _rows_written(settings) -> int:
@@ -167,6 +180,9 @@ def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datet
         raise SystemExit(f"N={n} {shards} shard(s) {action}: execution {status}: {reports}")
     if served != n:  # reported, not fatal: on a saturated host some answers time out (UNKNOWN)
         print(f"  N={n} {shards} shard(s) {action}: {served}/{n} served: {reports}", file=sys.stderr)
+    gc_runs = [r["gc"] for r in results]
+    print(f"  N={n} {shards} process(es) {action}: garbage collections per worker "
+          f"{', '.join(f'{c} ({1000 * t:.0f} ms)' for c, t in gc_runs)}", file=sys.stderr)  # fmt: skip
     return {"served": served, "n": n, "shards": shards, "action": action, "wall": wall, "orders": acked, "rows": rows,
             "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load, "timings": timings}  # fmt: skip
 

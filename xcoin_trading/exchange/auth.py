@@ -14,15 +14,20 @@ from decimal import Decimal
 from typing import Any
 
 
-def compact_json(body: dict[str, Any]) -> bytes:
-    """The bytes to sign and send: `{"a":1,"b":"x"}` with key order kept."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, default=_json_default).encode()
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
     raise TypeError(f"cannot serialise {type(value).__name__} into a CoinDCX request body")
+
+
+# Built once: `json.dumps` with options builds a new encoder per call, and a candle signs tens of
+# thousands of bodies. Same options, so the same bytes.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=_json_default)
+
+
+def compact_json(body: dict[str, Any]) -> bytes:
+    """The bytes to sign and send: `{"a":1,"b":"x"}` with key order kept."""
+    return _ENCODER.encode(body).encode()
 
 
 def sign(secret: str | bytes, payload: bytes) -> str:

@@ -15,13 +15,13 @@ the close, after the first one's orders.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from xcoin_trading.exchange.client import AiohttpPool
+from xcoin_trading.live import event_loop
 from xcoin_trading.live.dispatch import KeyRing, free_balances
 from xcoin_trading.store.models import BrokerCredential
 from xcoin_trading.vault import Vault
@@ -66,4 +66,4 @@ def read_now(api_url: str, public_url: str, vault: Vault, credentials: list[Brok
         finally:
             await pool.aclose()
 
-    return asyncio.run(read()) if credentials else {}
+    return event_loop.run(read()) if credentials else {}

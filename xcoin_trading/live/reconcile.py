@@ -21,7 +21,6 @@ Transitions (`lifecycle.advance_trade`):
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.models import Order as ExchangeOrder
-from xcoin_trading.live import fanout
+from xcoin_trading.live import event_loop, fanout
 from xcoin_trading.live.accounts import AccountWork, ReconcileReport, ask_all, load_work, ticker
 from xcoin_trading.live.futures_sync import (
     adopt_positions,
@@ -210,7 +209,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
         work = list(load_work(session, subscription_ids, audit).values())
     report.accounts = len(work)
     if work:
-        report.api_calls += asyncio.run(
+        report.api_calls += event_loop.run(
             ask_all(ctx.api_url, ctx.public_url, ctx.vault, work, audit, ctx.concurrency)
         )
     protection: list[tuple[BrokerCredential, int, str, Any, Any]] = []
@@ -234,7 +233,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
             _close_dead_flattens(session, report)
     if protection:
         report.api_calls += len(protection)
-        for trade_id, error in asyncio.run(
+        for trade_id, error in event_loop.run(
             send_protection(ctx.api_url, ctx.public_url, ctx.vault, protection)
         ).items():
             with session_scope(ctx.settings) as session:
@@ -253,7 +252,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
     if needs_price is not None:
         report.api_calls += 1
         try:
-            prices = asyncio.run(ticker(ctx.api_url, ctx.public_url))
+            prices = event_loop.run(ticker(ctx.api_url, ctx.public_url))
         except ExchangeError:  # no price is not "not crossed" either: the stops are watched next pass
             report.count("ticker_unavailable")
             prices = {}
@@ -265,7 +264,7 @@ def reconcile_once(ctx: LiveContext, now: datetime | None = None, *, audit: bool
             fanout.mark_sending(session, jobs)
         if jobs:
             report.api_calls += 2 * len(jobs)
-            asyncio.run(fanout.send_and_record(ctx, jobs, now, fanout.FanoutResult(),
+            event_loop.run(fanout.send_and_record(ctx, jobs, now, fanout.FanoutResult(),
                                                then=lambda session, closed: note_outcomes(session, jobs, closed, report)))  # fmt: skip
     report.duration_ms = int((time.perf_counter() - started) * 1000)
     return report

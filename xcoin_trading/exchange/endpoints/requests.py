@@ -61,11 +61,16 @@ class Sleep:
 Plan = Generator[Call | Sleep, Any, T]
 
 
+_EXACT = json.JSONDecoder(parse_float=Decimal)  # floats as exact decimals
+_PLAIN = json.JSONDecoder()
+
+
 def decode_reply(status: int, headers: Mapping[str, str], content: bytes, call: Call) -> Any:
     """The reply's JSON, or its typed error: one decoding for every transport (`headers`
     looked up case-insensitively, as httpx and aiohttp both do)."""
-    try:
-        body = json.loads(content, parse_float=Decimal) if call.exact else json.loads(content)
+    try:  # as json.loads(content) decodes bytes, with a decoder built once
+        text = content.decode(json.detect_encoding(content), "surrogatepass")
+        body = (_EXACT if call.exact else _PLAIN).decode(text)
     except ValueError:
         body = content.decode(errors="replace")
     if status >= 400:
