@@ -20,6 +20,7 @@ from xcoin_trading.backtest.engine import (
     run_kernel,
     slice_signals,
 )
+from xcoin_trading.backtest.inputs import rule_sums
 from xcoin_trading.backtest.sweep import run_sweep
 from xcoin_trading.backtest.walkforward import run_walk_forward
 from xcoin_trading.errors import ValidationError
@@ -76,18 +77,24 @@ def test_the_walk_computing_the_signals_itself_trades_exactly_what_the_signal_ar
     """A single backtest of sma_crossover computes its signals inside the kernel's walk: the same
     trades, statistics and curves, bit for bit, as the kernel reading the signal pass's arrays;
     and a walk with more trades than its first trade buffer holds (2/3 trades every few candles)
-    runs again with room for all of them."""
+    runs again with room for all of them. A sweep cell's walk reads the running sums its
+    combinations share instead of accumulating them: the same bits again."""
     params = SMA.resolve_params({"fast": fast, "slow": slow, "mode": mode, "sl_pct": 0.01, "tp_pct": 0.02})
     rule = kernel_rule(SMA, params, config)
     assert isinstance(rule, SmaRule)
     arrays = kernel_signals(SMA, btc, params, config)
+    sums = rule_sums(SMA, btc, params, IndicatorMemo())
+    assert sums is not None
     for keep_curves in (True, False):
-        a = run_kernel(btc, rule, config, keep_curves=keep_curves)
         b = run_kernel(btc, arrays, config, keep_curves=keep_curves)
-        assert a[0].shape[1] > 0 and np.array_equal(a[0], b[0], equal_nan=True)
-        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
-        if keep_curves:
-            assert all(np.array_equal(x, y) for x, y in zip(a[3], b[3], strict=True))
+        for a in (
+            run_kernel(btc, rule, config, keep_curves=keep_curves),
+            run_kernel(btc, rule, config, keep_curves=keep_curves, sma_sums=sums),
+        ):
+            assert a[0].shape[1] > 0 and np.array_equal(a[0], b[0], equal_nan=True)
+            assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+            if keep_curves:
+                assert all(np.array_equal(x, y) for x, y in zip(a[3], b[3], strict=True))
     if (fast, slow) == (2, 3):
         assert a[0].shape[1] > btc.height // 16 + 64  # more than the fused walk's first buffer
     # The backtest's equity frame, built on read from the trades, is the kernel's own curves.

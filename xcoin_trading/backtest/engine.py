@@ -283,12 +283,14 @@ def run_kernel(
     candle_ms: int | None = None,
     *,
     keep_curves: bool = True,
+    sma_sums: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...] | None]:
     """The kernel on normalised candles and validated signals (a frame, `kernel_signals`' kernel
     form, or a built-in's rule the kernel computes them with): raw arrays, no shaping.
 
     Returns (trades, refused, stats, curves): curves are (equity, drawdown, drawdown_pct,
     position) per candle, or None without `keep_curves` (sweeps need only the statistics).
+    `sma_sums`: with a rule, its running sums precomputed on these candles (`inputs.rule_sums`).
     """
     open_time = candles.get_column("open_time").to_numpy()
     if candle_ms is None:
@@ -336,7 +338,7 @@ def run_kernel(
     )
     while True:
         trades = pooled_empty(k.N_TRADE_FIELDS * entries).reshape(k.N_TRADE_FIELDS, -1)
-        count, refused, stats, ok = k.simulate_nb(*args, trades, sma)
+        count, refused, stats, ok = k.simulate_nb(*args, trades, sma, sma_sums if sma is not None else None)
         if not ok:
             raise LevelsOutsideContract
         if count <= entries:

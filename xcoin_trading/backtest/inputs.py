@@ -116,6 +116,16 @@ def kernel_rule(strategy: Strategy, params: dict[str, Any], config: _LevelRule) 
     return None if rule is None else rule(params)
 
 
+def rule_sums(
+    strategy: Strategy, candles: pl.DataFrame, params: dict[str, Any], memo: IndicatorMemo
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The running sums `kernel_rule`'s rule would accumulate in its walk, from `memo` (computed
+    once per length for all of a sweep's combinations on these candles): same bits, one dependent
+    add chain fewer per candle. None for a strategy without them."""
+    sums = _builtin_attr(strategy, "kernel_sums")
+    return None if sums is None else sums(candles, params, memo)
+
+
 def _builtin_attr(strategy: Strategy, name: str):
     if strategy.kind != "builtin":
         return None

@@ -180,6 +180,7 @@ def simulate_nb(
     position: np.ndarray,  # out, int8[n] (or empty)
     trades: np.ndarray,  # out, float64[N_TRADE_FIELDS, capacity]: a column per trade
     sma=None,  # (fast, slow, sl_pct, tp_pct, short code): the SMA crossover's signals computed in the walk
+    sma_sums=None,  # (fast sums, slow sums): with `sma`, its running sums precomputed (a sweep shares them)
 ):
     """Walk the candles. Returns (k, refused[4], stats[N_STATS], ok): the trades are trades[:, :k].
 
@@ -233,12 +234,15 @@ def simulate_nb(
             # (written out here: called as a jitted helper, the step ran ~7x slower).
             fast, slow = sma[0], sma[1]
             c = close[i]
-            sf += c
-            ss += c
-            if i >= fast:
-                sf -= close[i - fast]
-            if i >= slow:
-                ss -= close[i - slow]
+            if sma_sums is not None:
+                sf, ss = sma_sums[0][i], sma_sums[1][i]
+            else:
+                sf += c
+                ss += c
+                if i >= fast:
+                    sf -= close[i - fast]
+                if i >= slow:
+                    ss -= close[i - slow]
             gap = sf * slow - ss * fast
             tol = 1e-12 * sf * slow
             above, below = gap > tol, gap < -tol

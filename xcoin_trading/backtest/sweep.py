@@ -3,13 +3,15 @@ optionally on an in-sample part with the rest held out (`oos_fraction`).
 
 Threads, not processes: the kernel releases the GIL (`nogil=True`) and polars computes outside
 it, so both cores work without copying the candles into worker processes. Each combination's
-signals are what a backtest of it would trade (`engine.kernel_signals`: a built-in's kernel-form
-signals, sharing indicators between combinations through one `IndicatorMemo` per candle frame;
-any other strategy through `compute_signals`, as live runs it).
+signals are what a backtest of it would trade: a built-in with a kernel rule has them computed in
+the walk from indicators shared between combinations (one `IndicatorMemo` per candle frame), one
+with kernel-form signals gets those (`engine.kernel_signals`), any other strategy goes through
+`compute_signals`, as live runs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,13 +21,16 @@ from typing import Any
 import polars as pl
 
 from xcoin_trading.backtest.engine import (
+    LevelsOutsideContract,
     SimulationConfig,
     infer_candle_ms,
+    kernel_rule,
     kernel_signals,
     normalized,
     run_kernel,
     slice_signals,
 )
+from xcoin_trading.backtest.inputs import rule_sums
 from xcoin_trading.backtest.metrics import compute_metrics
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.strategy import Strategy
@@ -136,9 +141,19 @@ def score(
     memo: IndicatorMemo | None = None,
 ) -> dict[str, Any]:
     """One backtest's metrics, without curves: what every sweep and walk-forward cell runs
-    (`memo`: indicators shared by the cells on these same candles)."""
-    signals = kernel_signals(strategy, candles, dict(params), config, memo)
-    trades, refused, stats, _ = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
+    (`memo`: indicators shared by the cells on these same candles). A built-in with a kernel rule
+    computes its signals in the walk, from the memo's shared sums; the frame path otherwise (and
+    to name a row whose levels break the contract)."""
+    rule = kernel_rule(strategy, dict(params), config)
+    out = None
+    if rule is not None:
+        sums = rule_sums(strategy, candles, dict(params), memo) if memo is not None else None
+        with contextlib.suppress(LevelsOutsideContract):  # the frame path below names the row
+            out = run_kernel(candles, rule, config, None, candle_ms, keep_curves=False, sma_sums=sums)
+    if out is None:
+        signals = kernel_signals(strategy, candles, dict(params), config, memo)
+        out = run_kernel(candles, signals, config, None, candle_ms, keep_curves=False)
+    trades, refused, stats, _ = out
     return compute_metrics(
         trades,
         stats,

@@ -160,8 +160,7 @@ def kernel_signals(
         fast_sums = slow_sums = np.empty(0)
         codes, stop, take = pooled_empty(n, np.uint8), pooled_empty(n), pooled_empty(n)
     else:
-        fast_sums = memo.get(("sma_sum", fast), n * 8, lambda: _sums(close, fast))
-        slow_sums = memo.get(("sma_sum", slow), n * 8, lambda: _sums(close, slow))
+        fast_sums, slow_sums = kernel_sums(candles, params, memo)
         codes, stop, take = memo.scratch(n)
     entries, ok = jit_for(_kernel_signals_nb, n)(
         close, fast_sums, slow_sums, fast, slow, float(params["sl_pct"]), float(params["tp_pct"]),
@@ -171,6 +170,17 @@ def kernel_signals(
         return None
     no_bits = np.empty(0, np.uint8)
     return KernelSignals(codes, (stop, no_bits, 0), (take, no_bits, 0), int(entries))
+
+
+def kernel_sums(candles: pl.DataFrame, params: dict, memo: IndicatorMemo) -> tuple[np.ndarray, np.ndarray]:
+    """The fast and slow running sums `kernel_rule`'s walk accumulates, shared through `memo`."""
+    close = candles.get_column("close").to_numpy()
+    n = close.shape[0]
+    fast, slow = int(params["fast"]), int(params["slow"])
+    return (
+        memo.get(("sma_sum", fast), n * 8, lambda: _sums(close, fast)),
+        memo.get(("sma_sum", slow), n * 8, lambda: _sums(close, slow)),
+    )
 
 
 def _sums(close: np.ndarray, n: int) -> np.ndarray:
