@@ -232,6 +232,8 @@ def infer_candle_ms(open_time: np.ndarray, resolution: str | None) -> int:
     if open_time.shape[0] < 2:
         raise ValidationError("resolution", "cannot be inferred from a single candle; give it explicitly")
     diffs = np.diff(open_time[: min(open_time.shape[0], 10_001)])
+    if (diffs == diffs[0]).all():  # no gap in the sample: no need to count (np.unique sorts)
+        return int(diffs[0])
     values, counts = np.unique(diffs, return_counts=True)
     return int(values[np.argmax(counts)])
 

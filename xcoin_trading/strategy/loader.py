@@ -7,6 +7,7 @@ sandboxed subprocess behind this same function, so nothing else may call `signal
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 import types
@@ -145,14 +146,21 @@ def load_source(code: str, source: str, *, path: Path | None = None) -> Strategy
                     None, path, digest, source)  # fmt: skip
 
 
+@functools.cache
+def _builtin_source(ref: str) -> str | None:
+    """A built-in's source, read once per process: the code imported is what runs, whatever the
+    file says later (and a backtest does not re-read and re-hash it on every call)."""
+    module = importlib.import_module(f"xcoin_trading.strategy.builtin.{ref}")
+    return Path(module.__file__).read_text() if module.__file__ else None
+
+
 def load_strategy(ref: str) -> Strategy:
     """A built-in strategy by name, or a user strategy from a `.py` file path."""
     if not ref or not isinstance(ref, str):
         raise ValidationError("strategy", f"must be a built-in name or a .py file, got {ref!r}")
     if ref in BUILTIN_STRATEGIES:
         module = importlib.import_module(f"xcoin_trading.strategy.builtin.{ref}")
-        source = Path(module.__file__).read_text() if module.__file__ else None
-        return _from_module(ref, "builtin", module, None, source)
+        return _from_module(ref, "builtin", module, None, _builtin_source(ref))
     path = Path(ref).expanduser()
     if path.suffix == ".py" or "/" in ref:
         if not path.is_file():
