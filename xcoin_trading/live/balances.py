@@ -23,7 +23,7 @@ from decimal import Decimal
 from xcoin_trading.exchange.client import AiohttpPool
 from xcoin_trading.live import event_loop
 from xcoin_trading.live.dispatch import KeyRing, free_balances
-from xcoin_trading.store.models import BrokerCredential
+from xcoin_trading.services.credentials import AccountKeys
 from xcoin_trading.vault import Vault
 
 MAX_AGE = 60.0  # seconds; runs are launched 20 s ahead of their candle (live sensor PRELAUNCH_MS)
@@ -54,7 +54,7 @@ class ReadAhead:
         return out
 
 
-def read_now(api_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
+def read_now(api_url: str, public_url: str, vault: Vault, credentials: list[AccountKeys], currency: str,
              concurrency: int) -> dict[int, Decimal]:  # fmt: skip
     """Every account's free `currency`, read now (outside an event loop)."""
 

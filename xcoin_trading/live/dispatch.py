@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from xcoin_trading.errors import XcoinError
@@ -18,9 +19,9 @@ from xcoin_trading.exchange.client import AiohttpPool, AsyncCoinDCXClient
 from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
-from xcoin_trading.services.credentials import decrypt
+from xcoin_trading.services.credentials import AccountKeys, decrypt
 from xcoin_trading.store.lifecycle import Leg, OrderStatus
-from xcoin_trading.store.models import BrokerCredential, Order
+from xcoin_trading.store.models import Order
 from xcoin_trading.vault import Vault
 
 
@@ -58,12 +59,14 @@ class Intent:
 
     def answered(self) -> dict[str, Any]:
         """The columns an answer sets, by id (for a bulk UPDATE)."""
-        return {name: getattr(self, name) for name in ("id", "status", *_ANSWERED)}
+        return dict(zip(_ANSWER_COLUMNS, _answer_values(self), strict=True))
 
 
 _PLANNED = ("id", "subscription_id", "trade_id", "leg", "client_order_id", "market", "side", "order_type",
             "quantity", "price", "status")  # fmt: skip
 _ANSWERED = ("exchange_order_id", "quantity", "filled_quantity", "avg_price", "fee", "raw_last_response")
+_ANSWER_COLUMNS = ("id", "status", *_ANSWERED)
+_answer_values = attrgetter(*_ANSWER_COLUMNS)
 
 
 class KeyRing:
@@ -74,7 +77,7 @@ class KeyRing:
         self.vault = vault
         self._keys: dict[int, Credentials] = {}
 
-    def credentials(self, credential: BrokerCredential) -> Credentials:
+    def credentials(self, credential: AccountKeys) -> Credentials:
         keys = self._keys.get(credential.id)
         if keys is None:
             plain = decrypt(self.vault, credential)
@@ -88,7 +91,7 @@ class Job:
 
     order: Intent
     kind: str  # spot / futures
-    credential: BrokerCredential
+    credential: AccountKeys
     leverage: Decimal | None = None  # futures entry: set on the pair first
     take_profit: Decimal | None = None  # futures entry: attached TP
     stop_loss: Decimal | None = None  # futures entry: attached SL
@@ -248,7 +251,7 @@ async def send_all(
 
 
 async def free_balances(
-    base_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
+    base_url: str, public_url: str, vault: Vault, credentials: list[AccountKeys], currency: str,
     concurrency: int, pool: AiohttpPool, keyring: KeyRing | None = None,
 ) -> dict[int, Decimal]:  # fmt: skip
     """Free `currency` per account, one balances call each, all at once. An account whose call fails
@@ -259,7 +262,7 @@ async def free_balances(
 
     base = AsyncCoinDCXClient(base_url, public_url, http_client=pool)
 
-    async def ask(cred: BrokerCredential) -> None:
+    async def ask(cred: AccountKeys) -> None:
         async with sem:
             try:
                 client = base.with_credentials(keyring.credentials(cred))

@@ -33,6 +33,7 @@ from xcoin_trading.live.intents import PlanInput, mark_sending, plan, spot_take_
 from xcoin_trading.live.record import FanoutResult, record
 from xcoin_trading.live.registry import StrategySettings
 from xcoin_trading.live.runner import Signal
+from xcoin_trading.services.credentials import SEALED_COLUMNS, SealedKeys
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.lifecycle import OPEN_TRADE, UNRESOLVED, order_status_of
 from xcoin_trading.store.models import BrokerCredential, Subscription
@@ -95,11 +96,12 @@ def fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, sig
             )
 
 
-def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[BrokerCredential]:
-    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard)."""
+def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[SealedKeys]:
+    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard),
+    in id order, once each."""
     with session_scope(ctx.settings) as session:
         query = (
-            select(BrokerCredential)
+            select(*SEALED_COLUMNS)
             .join(Subscription, Subscription.broker_credential_id == BrokerCredential.id)
             .where(
                 Subscription.strategy_id == strategy_id,
@@ -109,9 +111,11 @@ def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> l
             )
             .order_by(BrokerCredential.id)
         )
-        rows = session.scalars(query if only is None else query.where(only)).all()
-        session.expunge_all()
-    return list({c.id: c for c in rows}.values())
+        out: dict[int, SealedKeys] = {}
+        for row in session.execute(query if only is None else query.where(only)):
+            if row[0] not in out:
+                out[row[0]] = SealedKeys(*row)
+    return list(out.values())
 
 
 _account_locks: dict[int, threading.Lock] = {}

@@ -25,6 +25,9 @@ _engines: dict[str, sa.Engine] = {}
 
 def _json_default(value):
     # Exchange replies arrive with Decimal numbers and datetimes: keep them exact as strings.
+    if value.__class__ is Decimal:  # tens of thousands per candle: str is 4x cheaper than format
+        text = str(value)  # the digits format(value, "f") gives, unless written with an exponent
+        return text if "E" not in text else format(value, "f")
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -110,6 +113,17 @@ def owned_row(
     if row is None or row.user_id != user_id:
         raise NotFound(f"{label} {row_id} not found")
     return row
+
+
+def among(session: Session, column: Any, values: list[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on Postgres as `= ANY(<one array parameter>)`, which Postgres plans as it
+    plans IN (…), without SQLAlchemy rendering one bound parameter per value (thousands per candle:
+    ~1 µs each)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def bulk_json(rows: list[dict[str, Any]]) -> str:
