@@ -71,18 +71,26 @@ _answer_values = attrgetter(*_ANSWER_COLUMNS)
 
 class KeyRing:
     """Each account's keys decrypted once per fan-out (balance, entry and take profit share them), not
-    once per request; held only for the fan-out's lifetime, never logged (Credentials masks itself)."""
+    once per request; never logged (Credentials masks itself). `ahead`: a ring filled by the balance
+    read-ahead before the close (live/balances.py), whose keys are used while their ciphertext is
+    still the account's, so the close decrypts none of them again."""
 
-    def __init__(self, vault: Vault):
+    def __init__(self, vault: Vault, ahead: KeyRing | None = None):
         self.vault = vault
-        self._keys: dict[int, Credentials] = {}
+        self._keys: dict[int, tuple[tuple[str, str], Credentials]] = {}
+        self._ahead = ahead._keys if ahead is not None else {}
 
     def credentials(self, credential: AccountKeys) -> Credentials:
-        keys = self._keys.get(credential.id)
-        if keys is None:
+        known = self._keys.get(credential.id)
+        if known is not None:
+            return known[1]
+        sealed = (credential.api_key_encrypted, credential.api_secret_encrypted)
+        known = self._ahead.get(credential.id)
+        if known is None or known[0] != sealed:
             plain = decrypt(self.vault, credential)
-            keys = self._keys[credential.id] = Credentials(plain.api_key.reveal(), plain.api_secret.reveal())
-        return keys
+            known = (sealed, Credentials(plain.api_key.reveal(), plain.api_secret.reveal()))
+        self._keys[credential.id] = known
+        return known[1]
 
 
 @dataclass

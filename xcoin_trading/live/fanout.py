@@ -186,7 +186,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
     clock = _Phases(result.timings)
     credentials = options.pop("credentials", None) or []
     balances = None
-    keyring = KeyRing(ctx.vault)
+    keyring = ctx.balances_ahead.keyring(ctx.vault)  # keys decrypted ahead, if the run read balances
     if credentials:  # an entry: each account's free balance bounds what its subscriptions may spend
         with clock("balances_ms"):
             balances = ctx.balances_ahead.take([c.id for c in credentials], market.base)
