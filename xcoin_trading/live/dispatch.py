@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from xcoin_trading.errors import XcoinError
@@ -55,7 +55,7 @@ class Intent:
     @classmethod
     def inserted(cls, order_id: int, row: dict[str, Any]) -> Intent:
         """The intent of a row just inserted by `insert_returning_ids` as `order_id`."""
-        return cls(id=order_id, **{name: row[name] for name in _PLANNED if name != "id"})
+        return cls(order_id, *_planned_fields(row))
 
     def answered(self) -> dict[str, Any]:
         """The columns an answer sets, by id (for a bulk UPDATE)."""
@@ -65,6 +65,7 @@ class Intent:
 _PLANNED = ("id", "subscription_id", "trade_id", "leg", "client_order_id", "market", "side", "order_type",
             "quantity", "price", "status")  # fmt: skip
 _ANSWERED = ("exchange_order_id", "quantity", "filled_quantity", "avg_price", "fee", "raw_last_response")
+_planned_fields = itemgetter(*_PLANNED[1:])  # a row's values in Intent's field order, after its id
 _ANSWER_COLUMNS = ("id", "status", *_ANSWERED)
 _answer_values = attrgetter(*_ANSWER_COLUMNS)
 

@@ -68,17 +68,19 @@ async def send_and_record(
 ) -> dict[int, Decimal]:  # fmt: skip
     """Send jobs already marked SENDING (committed), then record every answer in one transaction.
     Returns {trade id: realised P&L} of the trades the answers closed. `timings` gets the wall ms of
-    each phase as `<prefix>send_ms` / `<prefix>record_ms`; `then(session, closed)` runs in the
+    each phase as `<prefix>send_ms` / `<prefix>record_ms` (and this thread's CPU ms in it as
+    `<prefix>send_cpu_ms` / `<prefix>record_cpu_ms`); `then(session, closed)` runs in the
     recording transaction."""
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.thread_time()
     await send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool, keyring)
-    sent = time.perf_counter()
+    sent, sent_cpu = time.perf_counter(), time.thread_time()
     with session_scope(ctx.settings) as session:
         closed = record(session, jobs, now, result)
         if then is not None:
             then(session, closed)
     if timings is not None:
-        for name, ms in (("send_ms", sent - clock), ("record_ms", time.perf_counter() - sent)):
+        for name, ms in (("send_ms", sent - clock), ("record_ms", time.perf_counter() - sent),
+                         ("send_cpu_ms", sent_cpu - cpu), ("record_cpu_ms", time.thread_time() - sent_cpu)):  # fmt: skip
             timings[prefix + name] = timings.get(prefix + name, 0) + int(ms * 1000)
     return closed
 
@@ -229,15 +231,19 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
 
 
 class _Phases:
-    """Wall time per fan-out phase, kept on the execution row (`details.timings`)."""
+    """Wall time per fan-out phase, and the CPU time of the fan-out's thread in it (`<name>_cpu_ms`:
+    what the phase itself cost, whatever else the host ran), kept on the execution row
+    (`details.timings`)."""
 
     def __init__(self, into: dict[str, int]):
         self.into = into
 
     @contextmanager
     def __call__(self, name: str):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
+            cpu_name = name.removesuffix("_ms") + "_cpu_ms"
             self.into[name] = self.into.get(name, 0) + int((time.perf_counter() - started) * 1000)
+            self.into[cpu_name] = self.into.get(cpu_name, 0) + int((time.thread_time() - cpu) * 1000)

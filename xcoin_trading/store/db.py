@@ -162,19 +162,24 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
     if dialect.name != "postgresql":
         return list(session.scalars(sa.insert(model).returning(model.id, sort_by_parameter_order=True), rows))
     table = model.__table__
-    defaults = {}
+    # Python-side defaults: one value per column for every row, bound once (not copied into each row).
+    defaults: dict[str, sa.BindParameter] = {}
     for column in table.c:
         if column.name not in rows[0] and column.default is not None and not column.primary_key:
             arg = column.default.arg
-            defaults[column.name] = arg(None) if column.default.is_callable else arg
-    columns = (*rows[0], *defaults)
+            value = arg(None) if column.default.is_callable else arg
+            defaults[column.name] = sa.bindparam(f"default_{len(defaults)}", value, type_=column.type)
+    columns = tuple(rows[0])
     names = ", ".join(f'"{c}"' for c in columns)
-    payload = [{**row, **defaults, "_n": n} for n, row in enumerate(rows)]
+    targets = ", ".join([names, *(f'"{c}"' for c in defaults)])
+    values = ", ".join([names, *(f"CAST(:{p.key} AS {table.c[c].type.compile(dialect=dialect)})"
+                                 for c, p in defaults.items())])  # fmt: skip
+    payload = [{**row, "_n": n} for n, row in enumerate(rows)]
     ids = session.scalars(
         sa.text(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {jsonb_recordset(table, columns, dialect, ", _n bigint")} '
-            f"ORDER BY v._n RETURNING id"
-        ).bindparams(rows=bulk_json(payload))
+            f'INSERT INTO "{table.name}" ({targets}) SELECT {values} '
+            f"FROM {jsonb_recordset(table, columns, dialect, ', _n bigint')} ORDER BY v._n RETURNING id"
+        ).bindparams(*defaults.values(), rows=bulk_json(payload))
     ).all()
     return sorted(ids)
 
