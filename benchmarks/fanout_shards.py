@@ -187,6 +187,12 @@ def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datet
             "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load, "timings": timings}  # fmt: skip
 
 
+def phase_cpu(timings: dict, phase: str) -> int:
+    """The fan-out thread's CPU ms in one phase (`<phase>_cpu_ms`), summed over the shards."""
+    shards = [t for k, t in timings.items() if k.startswith("shard_")] or [timings]
+    return sum(int(t.get(f"{phase}_cpu_ms", 0)) for t in shards)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000])
@@ -233,17 +239,21 @@ def main() -> None:
     print(f"\nSharded fan-out: candle close → last ack recorded (Postgres store, simulator in its own process, "
           f"rate limits off, {os.cpu_count()} cores shared with other work)\n")  # fmt: skip
     print(f"{'N':>6} {'processes':>9} {'candle':>6} {'served':>6} {'wall s':>7} {'orders':>7} {'orders/s':>9} "
-          f"{'PG rows':>8} {'PG rows/s':>9} {'client CPU s':>12} {'CPU ms/order':>12} {'sim CPU s':>9} {'load':>5} "
-          f"{'vs 1 proc':>9}")  # fmt: skip
+          f"{'PG rows':>8} {'PG rows/s':>9} {'client CPU s':>12} {'CPU ms/order':>12} {'plan/send/record CPU ms':>23} "
+          f"{'sim CPU s':>9} {'load':>5} {'vs 1 proc':>9}")  # fmt: skip
     single = {(r["n"], r["action"]): r["wall"] for r in rows if r["shards"] == 1}
     for r in rows:
         ratio = single.get((r["n"], r["action"]), float("nan")) / r["wall"]
         print(f"{r['n']:>6} {r['shards']:>9} {r['action']:>6} {r['served']:>6} {r['wall']:>7.2f} {r['orders']:>7} "
               f"{r['orders'] / r['wall']:>9.0f} {r['rows']:>8} {r['rows'] / r['wall']:>9.0f} {r['cpu']:>12.2f} "
-              f"{1000 * r['cpu'] / max(1, r['orders']):>12.2f} {r['sim_cpu']:>9.2f} {r['load']:>5.1f} "
-              f"{ratio:>8.2f}x")  # fmt: skip
+              f"{1000 * r['cpu'] / max(1, r['orders']):>12.2f} "
+              f"{'/'.join(str(phase_cpu(r['timings'], p)) for p in ('plan', 'send', 'record')):>23} "
+              f"{r['sim_cpu']:>9.2f} {r['load']:>5.1f} {ratio:>8.2f}x")  # fmt: skip
     print(
         f"\nTarget: {TARGET}. 'vs 1 proc': the one-process wall time of the same N and candle kind / this one's."
+    )
+    print(
+        "plan/send/record CPU ms: the fan-out threads' CPU in each phase (details.timings), summed over shards."
     )
     print(
         f"load: 1-minute load average when the candle started (os.getloadavg); now {os.getloadavg()[0]:.1f}."

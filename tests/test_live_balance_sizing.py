@@ -165,3 +165,60 @@ def test_a_balance_read_too_long_before_the_close_is_not_trusted():
     ahead.put("INR", {3: Decimal(300)})
     assert ahead.take([1, 2, 3], "USDT") == {2: Decimal(200)}  # 1 too old, 3 another currency
     assert ahead.take([2], "USDT") == {}  # used once: its orders changed it
+
+
+def test_keys_decrypted_for_the_balances_read_ahead_serve_the_close(live_world_factory, monkeypatch):
+    """The read ahead decrypts every account's keys before the close; the close's fan-out signs its
+    orders with those (no decryption on the candle's critical path) and every entry is accepted."""
+    from xcoin_trading.live import dispatch
+    from xcoin_trading.live.coordinator import prepare_candle
+
+    world = live_world_factory(3, servers=True)
+    ctx = live_context(world.settings)
+    prepare_candle(ctx, "BTCUSDT", "1m")
+    decrypted: list[int] = []
+    real = dispatch.decrypt
+
+    def counted(vault, credential):
+        decrypted.append(credential.id)
+        return real(vault, credential)
+
+    monkeypatch.setattr(dispatch, "decrypt", counted)
+    world.admin.advance(to_ms=int(CLOSE.timestamp() * 1000))
+    [report] = run_candle_close(ctx, "BTCUSDT", "1m", CLOSE, now=CLOSE + timedelta(seconds=2))
+    assert report.status == "COMPLETED", report.error
+    assert decrypted == []
+    with session_scope(world.settings) as session:
+        entries = session.scalars(sa.select(Order).where(Order.leg == "ENTRY")).all()
+        assert [o.status for o in entries] == ["FILLED"] * 3
+
+
+def test_keys_decrypted_ahead_are_not_used_once_stale_or_once_the_ciphertext_changed(monkeypatch):
+    import base64
+    import os
+    import time
+
+    from xcoin_trading.live import dispatch
+    from xcoin_trading.live.balances import MAX_AGE, ReadAhead
+    from xcoin_trading.services.credentials import SealedKeys, _context
+    from xcoin_trading.vault import Vault, parse_master_keys
+
+    vault = Vault(parse_master_keys(base64.b64encode(os.urandom(32)).decode()))
+
+    def sealed(key: str) -> SealedKeys:
+        return SealedKeys(5, 9, "coindcx", vault.encrypt(key, _context(9, "coindcx", "api_key")),
+                          vault.encrypt(f"{key}-secret", _context(9, "coindcx", "api_secret")))  # fmt: skip
+
+    before = sealed("key-one")
+    ahead = ReadAhead()
+    ring = dispatch.KeyRing(vault)
+    ring.credentials(before)
+    ahead.put_keys(ring)
+    decrypted: list[int] = []
+    real = dispatch.decrypt
+    monkeypatch.setattr(dispatch, "decrypt", lambda v, c: decrypted.append(c.id) or real(v, c))
+    assert ahead.keyring(vault).credentials(before).api_key == "key-one" and decrypted == []
+    rewritten = sealed("key-two")  # same account id, other ciphertext: what the ring holds is not used
+    assert ahead.keyring(vault).credentials(rewritten).api_key == "key-two" and decrypted == [5]
+    ahead.put_keys(ring, at=time.monotonic() - MAX_AGE - 1)
+    assert ahead.keyring(vault).credentials(before).api_key == "key-one" and decrypted == [5, 5]

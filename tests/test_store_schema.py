@@ -169,3 +169,40 @@ def test_bulk_insert_returns_each_rows_own_id_and_applies_defaults(store):
     mixed = [{**rows[0], "client_order_id": "ins-x"}, {**rows[1], "client_order_id": "ins-y", "error": "e"}]
     with pytest.raises(ValueError, match="same columns"), session_scope(store) as session:
         insert_returning_ids(session, Order, mixed)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["42000.50", "0.000001", "1e-7", "1E+2", "-0.00", "0E-18", "123456789012345678.123456789012345678"],
+)
+def test_exchange_numbers_are_stored_as_their_plain_digits(value):
+    """Answers' Decimals go into jsonb as the digits format(…, "f") writes (never "1E+2"), on the
+    fast path (str) and the exponent path alike."""
+    import json
+
+    from xcoin_trading.store.db import _dumps, bulk_json
+
+    number = Decimal(value)
+    expected = format(number, "f")
+    assert json.loads(bulk_json([{"n": number}])) == [{"n": expected}]
+    assert json.loads(_dumps({"n": number})) == {"n": expected}
+
+
+def test_among_selects_exactly_the_rows_of_the_ids_given(store):
+    """The fan-out filters thousands of rows by id with one array parameter on Postgres (IN elsewhere)."""
+    from xcoin_trading.store.db import among
+
+    with session_scope(store) as session:
+        _user_and_strategy(session)
+        orders = [Order(leg="ENTRY", client_order_id=f"a-{i}", market="BTCUSDT", side="buy",
+                        order_type="market_order", quantity=Decimal(1), status="SENDING") for i in range(5)]  # fmt: skip
+        session.add_all(orders)
+        session.flush()
+        ids = [o.id for o in orders]
+        wanted = [ids[3], ids[0], ids[3]]
+        assert sorted(session.scalars(sa.select(Order.id).where(among(session, Order.id, wanted)))) == sorted(
+            {ids[0], ids[3]}
+        )
+        by_text = sa.select(Order.client_order_id).where(among(session, Order.client_order_id, ["a-1", "zz"]))
+        assert list(session.scalars(by_text)) == ["a-1"]
+        assert list(session.scalars(sa.select(Order.id).where(among(session, Order.id, [])))) == []

@@ -42,6 +42,28 @@ def test_decrypted_secret_never_prints_itself():
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret) and "hunter2" not in f"{secret}"
 
 
+def test_keys_read_in_bulk_decrypt_like_the_row_and_never_print_their_ciphertext():
+    """The fan-out reads accounts' keys as plain `SealedKeys` rows: same plaintext as the stored row,
+    and neither the ciphertext nor the plaintext shows in their repr (a log line, a traceback)."""
+    vault = Vault(parse_master_keys(_key()))
+    key, secret = "api-key-12345678", "hunter2-secret"
+    sealed = credentials.SealedKeys(
+        id=7, user_id=3, broker="coindcx",
+        api_key_encrypted=vault.encrypt(key, credentials._context(3, "coindcx", "api_key")),
+        api_secret_encrypted=vault.encrypt(secret, credentials._context(3, "coindcx", "api_secret")),
+    )  # fmt: skip
+    plain = credentials.decrypt(vault, sealed)
+    assert (plain.api_key.reveal(), plain.api_secret.reveal()) == (key, secret)
+    shown = f"{sealed!r} {sealed}"
+    assert sealed.api_key_encrypted not in shown and sealed.api_secret_encrypted not in shown
+    assert "hunter2" not in shown and key not in shown
+    other_user = credentials.SealedKeys(
+        8, 4, "coindcx", sealed.api_key_encrypted, sealed.api_secret_encrypted
+    )
+    with pytest.raises(VaultError):  # the ciphertext is bound to its user: copied to another, it is refused
+        credentials.decrypt(vault, other_user)
+
+
 def test_tampered_ciphertext_is_refused_without_echoing_it():
     vault = Vault(parse_master_keys(_key()))
     token = vault.encrypt("secret-value", "c")

@@ -23,7 +23,7 @@ from decimal import Decimal
 from xcoin_trading.exchange.client import AiohttpPool
 from xcoin_trading.live import event_loop
 from xcoin_trading.live.dispatch import KeyRing, free_balances
-from xcoin_trading.store.models import BrokerCredential
+from xcoin_trading.services.credentials import AccountKeys
 from xcoin_trading.vault import Vault
 
 MAX_AGE = 60.0  # seconds; runs are launched 20 s ahead of their candle (live sensor PRELAUNCH_MS)
@@ -35,6 +35,19 @@ class ReadAhead:
 
     _reads: dict[tuple[int, str], tuple[Decimal, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: tuple[KeyRing, float] | None = None  # the accounts' keys decrypted for the reads
+
+    def put_keys(self, keyring: KeyRing, at: float | None = None) -> None:
+        """Keep the keys the reads decrypted for the close's fan-outs (replacing an older ring)."""
+        self._keys = (keyring, time.monotonic() if at is None else at)
+
+    def keyring(self, vault: Vault, max_age: float = MAX_AGE) -> KeyRing:
+        """A fan-out's key ring, starting from the keys decrypted ahead if they are fresh (shared by
+        the candle's strategies: a key, unlike a balance, is not used up). Stale ones are dropped."""
+        kept = self._keys
+        if kept is not None and kept[1] < time.monotonic() - max_age:
+            self._keys = kept = None
+        return KeyRing(vault, ahead=kept[0] if kept is not None else None)
 
     def put(self, currency: str, balances: dict[int, Decimal], at: float | None = None) -> None:
         at = time.monotonic() if at is None else at
@@ -54,15 +67,15 @@ class ReadAhead:
         return out
 
 
-def read_now(api_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
-             concurrency: int) -> dict[int, Decimal]:  # fmt: skip
-    """Every account's free `currency`, read now (outside an event loop)."""
+def read_now(api_url: str, public_url: str, vault: Vault, credentials: list[AccountKeys], currency: str,
+             concurrency: int, keyring: KeyRing | None = None) -> dict[int, Decimal]:  # fmt: skip
+    """Every account's free `currency`, read now (outside an event loop); `keyring` keeps the keys."""
 
     async def read() -> dict[int, Decimal]:
         pool = AiohttpPool(concurrency)
         try:
             return await free_balances(api_url, public_url, vault, credentials, currency, concurrency, pool,
-                                       KeyRing(vault))  # fmt: skip
+                                       keyring or KeyRing(vault))  # fmt: skip
         finally:
             await pool.aclose()
 

@@ -31,6 +31,7 @@ from xcoin_trading.exchange.errors import (
 from xcoin_trading.live import fanout
 from xcoin_trading.live.balances import read_now
 from xcoin_trading.live.context import LiveContext, live_context, market_of  # noqa: F401 - live_context: callers import it from here
+from xcoin_trading.live.dispatch import KeyRing
 from xcoin_trading.live.locks import holder_is_dead
 from xcoin_trading.live.registry import StrategySettings, candle_key
 from xcoin_trading.live.runner import Signal, last_signal, run_strategy
@@ -86,9 +87,11 @@ def prepare_candle(
         try:
             accounts = {c.id: c for s in strategies for c in fanout.entry_credentials(ctx, s.id, only)}
             currency, started = market_of(ctx, symbol).base, time.monotonic()
+            keyring = KeyRing(ctx.vault)  # the keys decrypted for the reads serve the close too
             read = read_now(ctx.api_url, ctx.public_url, ctx.vault, list(accounts.values()), currency,
-                            ctx.concurrency)  # fmt: skip
+                            ctx.concurrency, keyring)  # fmt: skip
             ctx.balances_ahead.put(currency, read, at=started)  # aged from when the reads began
+            ctx.balances_ahead.put_keys(keyring, at=started)
             log.info("read %d of %d accounts' balances ahead of the %s %s close", len(read), len(accounts),
                      symbol, resolution)  # fmt: skip
         except Exception:  # noqa: BLE001 - a failed read ahead costs latency only: the close reads them

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from xcoin_trading.errors import XcoinError
@@ -18,9 +19,9 @@ from xcoin_trading.exchange.client import AiohttpPool, AsyncCoinDCXClient
 from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.markets import Market
 from xcoin_trading.exchange.models import Order as ExchangeOrder
-from xcoin_trading.services.credentials import decrypt
+from xcoin_trading.services.credentials import AccountKeys, decrypt
 from xcoin_trading.store.lifecycle import Leg, OrderStatus
-from xcoin_trading.store.models import BrokerCredential, Order
+from xcoin_trading.store.models import Order
 from xcoin_trading.vault import Vault
 
 
@@ -54,32 +55,43 @@ class Intent:
     @classmethod
     def inserted(cls, order_id: int, row: dict[str, Any]) -> Intent:
         """The intent of a row just inserted by `insert_returning_ids` as `order_id`."""
-        return cls(id=order_id, **{name: row[name] for name in _PLANNED if name != "id"})
+        return cls(order_id, *_planned_fields(row))
 
     def answered(self) -> dict[str, Any]:
         """The columns an answer sets, by id (for a bulk UPDATE)."""
-        return {name: getattr(self, name) for name in ("id", "status", *_ANSWERED)}
+        return dict(zip(_ANSWER_COLUMNS, _answer_values(self), strict=True))
 
 
 _PLANNED = ("id", "subscription_id", "trade_id", "leg", "client_order_id", "market", "side", "order_type",
             "quantity", "price", "status")  # fmt: skip
 _ANSWERED = ("exchange_order_id", "quantity", "filled_quantity", "avg_price", "fee", "raw_last_response")
+_planned_fields = itemgetter(*_PLANNED[1:])  # a row's values in Intent's field order, after its id
+_ANSWER_COLUMNS = ("id", "status", *_ANSWERED)
+_answer_values = attrgetter(*_ANSWER_COLUMNS)
 
 
 class KeyRing:
     """Each account's keys decrypted once per fan-out (balance, entry and take profit share them), not
-    once per request; held only for the fan-out's lifetime, never logged (Credentials masks itself)."""
+    once per request; never logged (Credentials masks itself). `ahead`: a ring filled by the balance
+    read-ahead before the close (live/balances.py), whose keys are used while their ciphertext is
+    still the account's, so the close decrypts none of them again."""
 
-    def __init__(self, vault: Vault):
+    def __init__(self, vault: Vault, ahead: KeyRing | None = None):
         self.vault = vault
-        self._keys: dict[int, Credentials] = {}
+        self._keys: dict[int, tuple[tuple[str, str], Credentials]] = {}
+        self._ahead = ahead._keys if ahead is not None else {}
 
-    def credentials(self, credential: BrokerCredential) -> Credentials:
-        keys = self._keys.get(credential.id)
-        if keys is None:
+    def credentials(self, credential: AccountKeys) -> Credentials:
+        known = self._keys.get(credential.id)
+        if known is not None:
+            return known[1]
+        sealed = (credential.api_key_encrypted, credential.api_secret_encrypted)
+        known = self._ahead.get(credential.id)
+        if known is None or known[0] != sealed:
             plain = decrypt(self.vault, credential)
-            keys = self._keys[credential.id] = Credentials(plain.api_key.reveal(), plain.api_secret.reveal())
-        return keys
+            known = (sealed, Credentials(plain.api_key.reveal(), plain.api_secret.reveal()))
+        self._keys[credential.id] = known
+        return known[1]
 
 
 @dataclass
@@ -88,7 +100,7 @@ class Job:
 
     order: Intent
     kind: str  # spot / futures
-    credential: BrokerCredential
+    credential: AccountKeys
     leverage: Decimal | None = None  # futures entry: set on the pair first
     take_profit: Decimal | None = None  # futures entry: attached TP
     stop_loss: Decimal | None = None  # futures entry: attached SL
@@ -248,7 +260,7 @@ async def send_all(
 
 
 async def free_balances(
-    base_url: str, public_url: str, vault: Vault, credentials: list[BrokerCredential], currency: str,
+    base_url: str, public_url: str, vault: Vault, credentials: list[AccountKeys], currency: str,
     concurrency: int, pool: AiohttpPool, keyring: KeyRing | None = None,
 ) -> dict[int, Decimal]:  # fmt: skip
     """Free `currency` per account, one balances call each, all at once. An account whose call fails
@@ -259,7 +271,7 @@ async def free_balances(
 
     base = AsyncCoinDCXClient(base_url, public_url, http_client=pool)
 
-    async def ask(cred: BrokerCredential) -> None:
+    async def ask(cred: AccountKeys) -> None:
         async with sem:
             try:
                 client = base.with_credentials(keyring.credentials(cred))

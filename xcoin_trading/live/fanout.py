@@ -33,6 +33,7 @@ from xcoin_trading.live.intents import PlanInput, mark_sending, plan, spot_take_
 from xcoin_trading.live.record import FanoutResult, record
 from xcoin_trading.live.registry import StrategySettings
 from xcoin_trading.live.runner import Signal
+from xcoin_trading.services.credentials import SEALED_COLUMNS, SealedKeys
 from xcoin_trading.store.db import session_scope
 from xcoin_trading.store.lifecycle import OPEN_TRADE, UNRESOLVED, order_status_of
 from xcoin_trading.store.models import BrokerCredential, Subscription
@@ -67,17 +68,19 @@ async def send_and_record(
 ) -> dict[int, Decimal]:  # fmt: skip
     """Send jobs already marked SENDING (committed), then record every answer in one transaction.
     Returns {trade id: realised P&L} of the trades the answers closed. `timings` gets the wall ms of
-    each phase as `<prefix>send_ms` / `<prefix>record_ms`; `then(session, closed)` runs in the
+    each phase as `<prefix>send_ms` / `<prefix>record_ms` (and this thread's CPU ms in it as
+    `<prefix>send_cpu_ms` / `<prefix>record_cpu_ms`); `then(session, closed)` runs in the
     recording transaction."""
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.thread_time()
     await send_all(ctx.api_url, ctx.public_url, ctx.vault, jobs, ctx.concurrency, pool, keyring)
-    sent = time.perf_counter()
+    sent, sent_cpu = time.perf_counter(), time.thread_time()
     with session_scope(ctx.settings) as session:
         closed = record(session, jobs, now, result)
         if then is not None:
             then(session, closed)
     if timings is not None:
-        for name, ms in (("send_ms", sent - clock), ("record_ms", time.perf_counter() - sent)):
+        for name, ms in (("send_ms", sent - clock), ("record_ms", time.perf_counter() - sent),
+                         ("send_cpu_ms", sent_cpu - cpu), ("record_cpu_ms", time.thread_time() - sent_cpu)):  # fmt: skip
             timings[prefix + name] = timings.get(prefix + name, 0) + int(ms * 1000)
     return closed
 
@@ -95,11 +98,12 @@ def fan_out(ctx: LiveContext, strategy: StrategySettings, execution_id: int, sig
             )
 
 
-def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[BrokerCredential]:
-    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard)."""
+def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> list[SealedKeys]:
+    """The accounts (active broker keys) of the strategy's active, unpaused subscribers (of a shard),
+    in id order, once each."""
     with session_scope(ctx.settings) as session:
         query = (
-            select(BrokerCredential)
+            select(*SEALED_COLUMNS)
             .join(Subscription, Subscription.broker_credential_id == BrokerCredential.id)
             .where(
                 Subscription.strategy_id == strategy_id,
@@ -109,9 +113,11 @@ def entry_credentials(ctx: LiveContext, strategy_id: int, only: Any = None) -> l
             )
             .order_by(BrokerCredential.id)
         )
-        rows = session.scalars(query if only is None else query.where(only)).all()
-        session.expunge_all()
-    return list({c.id: c for c in rows}.values())
+        out: dict[int, SealedKeys] = {}
+        for row in session.execute(query if only is None else query.where(only)):
+            if row[0] not in out:
+                out[row[0]] = SealedKeys(*row)
+    return list(out.values())
 
 
 _account_locks: dict[int, threading.Lock] = {}
@@ -182,7 +188,7 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
     clock = _Phases(result.timings)
     credentials = options.pop("credentials", None) or []
     balances = None
-    keyring = KeyRing(ctx.vault)
+    keyring = ctx.balances_ahead.keyring(ctx.vault)  # keys decrypted ahead, if the run read balances
     if credentials:  # an entry: each account's free balance bounds what its subscriptions may spend
         with clock("balances_ms"):
             balances = ctx.balances_ahead.take([c.id for c in credentials], market.base)
@@ -225,15 +231,19 @@ async def _phases(ctx: LiveContext, strategy: StrategySettings, execution_id: in
 
 
 class _Phases:
-    """Wall time per fan-out phase, kept on the execution row (`details.timings`)."""
+    """Wall time per fan-out phase, and the CPU time of the fan-out's thread in it (`<name>_cpu_ms`:
+    what the phase itself cost, whatever else the host ran), kept on the execution row
+    (`details.timings`)."""
 
     def __init__(self, into: dict[str, int]):
         self.into = into
 
     @contextmanager
     def __call__(self, name: str):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
+            cpu_name = name.removesuffix("_ms") + "_cpu_ms"
             self.into[name] = self.into.get(name, 0) + int((time.perf_counter() - started) * 1000)
+            self.into[cpu_name] = self.into.get(cpu_name, 0) + int((time.thread_time() - cpu) * 1000)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -26,7 +26,8 @@ from xcoin_trading.live.record import FanoutResult
 from xcoin_trading.live.runner import Signal
 from xcoin_trading.live.trades import client_order_id
 from xcoin_trading.risk import check_entry_limits, entry_cost, fit_to_balance, size_position
-from xcoin_trading.store.db import insert_returning_ids
+from xcoin_trading.services.credentials import SEALED_COLUMNS, SealedKeys
+from xcoin_trading.store.db import among, insert_returning_ids
 from xcoin_trading.store.lifecycle import (
     OPEN_TRADE,
     PENDING,
@@ -57,12 +58,32 @@ class PlanInput:
     only: Any = None
 
 
+class _Subscriber(NamedTuple):
+    """What planning reads of a subscription (thousands per candle: plain rows, not ORM instances)."""
+
+    id: int
+    user_id: int
+    capital: Decimal
+    risk_per_trade: Decimal
+    leverage: Decimal
+    max_positions: int
+    max_daily_loss: Decimal | None
+
+
+_SUBSCRIBER_COLUMNS = [getattr(Subscription, name) for name in _Subscriber._fields]
+
+
 def _subscribers(
     session: Session, strategy_id: int, every: bool = False, only: Any = None
-) -> list[tuple[Subscription, BrokerCredential | None]]:
+) -> list[tuple[_Subscriber, SealedKeys | None]]:
+    """The subscribers in id order with their account's active keys (None: no active keys). One
+    `SealedKeys` per account, shared by its subscriptions."""
     query = (
-        select(Subscription, BrokerCredential)
-        .outerjoin(BrokerCredential, BrokerCredential.id == Subscription.broker_credential_id)
+        select(*_SUBSCRIBER_COLUMNS, *SEALED_COLUMNS)
+        .outerjoin(
+            BrokerCredential,
+            (BrokerCredential.id == Subscription.broker_credential_id) & BrokerCredential.is_active.is_(True),
+        )
         .where(Subscription.strategy_id == strategy_id)
         .order_by(Subscription.id)
     )
@@ -70,14 +91,36 @@ def _subscribers(
         query = query.where(Subscription.is_active.is_(True), Subscription.is_paused.is_(False))
     if only is not None:
         query = query.where(only)
-    rows = session.execute(query).all()
-    return [(s, c) for s, c in rows]
+    width = len(_SUBSCRIBER_COLUMNS)
+    accounts: dict[int, SealedKeys] = {}
+    out: list[tuple[_Subscriber, SealedKeys | None]] = []
+    for row in session.execute(query):
+        keys = None
+        if row[width] is not None:
+            keys = accounts.get(row[width])
+            if keys is None:
+                keys = accounts[row[width]] = SealedKeys(*row[width:])
+        out.append((_Subscriber(*row[:width]), keys))
+    return out
 
 
-def _grouped(session: Session, query) -> dict[int, list[Any]]:
-    out: dict[int, list[Any]] = {}
-    for row in session.scalars(query):
-        out.setdefault(row.subscription_id, []).append(row)
+class _OpenTrade(NamedTuple):
+    id: int
+    subscription_id: int
+    side: str
+    quantity: Decimal
+
+
+def _open_trades(session: Session, strategy_id: int) -> dict[int, list[_OpenTrade]]:
+    """The strategy's open trades per subscription, in id order (plain rows)."""
+    out: dict[int, list[_OpenTrade]] = {}
+    query = (
+        select(Trade.id, Trade.subscription_id, Trade.side, Trade.quantity)
+        .where(Trade.strategy_id == strategy_id, Trade.status == TradeStatus.OPEN)
+        .order_by(Trade.id)
+    )
+    for row in session.execute(query):
+        out.setdefault(row[1], []).append(_OpenTrade(*row))
     return out
 
 
@@ -85,7 +128,7 @@ def _pnl_today(session: Session, subscription_ids: list[int], day_start: datetim
     out: dict[int, Decimal] = {}
     for sub_id, pnl in session.execute(
         select(Trade.subscription_id, Trade.pnl).where(
-            Trade.subscription_id.in_(subscription_ids),
+            among(session, Trade.subscription_id, subscription_ids),
             Trade.status == TradeStatus.CLOSED,
             Trade.exit_time >= day_start,
         )
@@ -97,7 +140,7 @@ def _pnl_today(session: Session, subscription_ids: list[int], day_start: datetim
 def _open_counts(session: Session, subscription_ids: list[int]) -> dict[int, int]:
     rows = session.execute(
         select(Trade.subscription_id, func.count())
-        .where(Trade.subscription_id.in_(subscription_ids), Trade.status.in_(OPEN_TRADE))
+        .where(among(session, Trade.subscription_id, subscription_ids), Trade.status.in_(OPEN_TRADE))
         .group_by(Trade.subscription_id)
     ).all()
     return dict(rows)
@@ -118,7 +161,7 @@ def take_profits_of(session: Session, strategy_id: int, trade_ids: list[int] | N
     elif not trade_ids:
         return {}
     else:
-        query = query.where(Order.trade_id.in_(trade_ids))
+        query = query.where(among(session, Order.trade_id, trade_ids))
     out: dict[int, str] = {}
     for trade_id, cid in session.execute(query.order_by(Order.id)):
         if trade_id is not None:  # joined to or filtered by its trade: always set
@@ -131,7 +174,7 @@ class _NewOrder:
     """An order planned this candle, inserted with the others once every subscriber is planned."""
 
     row: dict[str, Any]
-    credential: BrokerCredential
+    credential: SealedKeys
     job_kwargs: dict[str, Any]
     trade: dict[str, Any] | None = None  # the trade it opens (its id is known after the insert)
 
@@ -146,12 +189,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
         mine = mine.where(Order.subscription_id.in_(select(Subscription.id).where(p.only)))
     existing = {o.client_order_id: o for o in session.scalars(mine)}
     result.resumed = result.resumed or bool(existing)
-    open_trades = _grouped(
-        session,
-        select(Trade)
-        .where(Trade.strategy_id == p.strategy_id, Trade.status == TradeStatus.OPEN)
-        .order_by(Trade.id),
-    )
+    open_trades = _open_trades(session, p.strategy_id)
     counts = _open_counts(session, sub_ids)
     take_profits = (
         take_profits_of(session, p.strategy_id, [t.id for ts in open_trades.values() for t in ts])
@@ -164,16 +202,18 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     new: list[_NewOrder] = []  # per subscriber: its exits, then its entry
     new_take_profits: list[tuple[_NewOrder, _NewOrder]] = []  # a spot take profit, the entry it protects
     remaining = dict(p.free_balances or {})  # what this candle's entries have not yet taken, per account
+    levels = {k: None if v is None else market.round_price(v) for k, v in
+              (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
 
     def new_order(
-        cid: str, fields: dict[str, Any], cred: BrokerCredential, job_kwargs: dict[str, Any]
+        cid: str, fields: dict[str, Any], cred: SealedKeys, job_kwargs: dict[str, Any]
     ) -> _NewOrder:
         """Plan the new order `cid` (inserted with the others, sent after commit)."""
         planned = _NewOrder(_order_row(p, market, cid, "market_order", fields), cred, job_kwargs)
         new.append(planned)
         return planned
 
-    def intent(cid: str, fields: dict[str, Any], cred: BrokerCredential, job_kwargs: dict[str, Any]) -> None:
+    def intent(cid: str, fields: dict[str, Any], cred: SealedKeys, job_kwargs: dict[str, Any]) -> None:
         """Plan the order `cid` if new; resolve it if left unresolved."""
         order = existing.get(cid)
         if order is None:
@@ -182,7 +222,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
             jobs.append(Job(Intent.of(order), kind, cred, **job_kwargs))
 
     for sub, cred in subs:
-        if cred is None or not cred.is_active:
+        if cred is None:
             result.note(sub.id, "REFUSED", "no active broker keys")
             continue
         # EXIT, or an entry opposite to an open trade, closes that trade first (as the backtest does).
@@ -261,8 +301,6 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
                     f"{free} {market.base} free on the account"
                 )
             remaining[cred.id] = free - entry_cost(quantity, signal.price, leverage, p.fee_rate)
-        levels = {k: None if v is None else market.round_price(v) for k, v in
-                  (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
         entry = new_order(  # not in `existing` (resumed above): always new
             cid,
             {"subscription_id": sub.id, "leg": Leg.ENTRY, "side": entry_side, "quantity": quantity,

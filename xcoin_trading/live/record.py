@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from xcoin_trading.live.dispatch import Job
 from xcoin_trading.live.trades import close_trades
-from xcoin_trading.store.db import update_by_id
+from xcoin_trading.store.db import among, update_by_id
 from xcoin_trading.store.lifecycle import (
     Exit,
     ExitReason,
@@ -56,18 +57,23 @@ class TradeState:
     flags: list[str]
 
     def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return _TRADE_VALUES(self)
 
     def row(self, now: datetime) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in self.__slots__}, "updated_at": now}
+        return {**dict(zip(self.__slots__, _TRADE_VALUES(self), strict=True)), "updated_at": now}
+
+
+_TRADE_VALUES = attrgetter(*TradeState.__slots__)  # one C call per trade, twice per answer
 
 
 def _trade_states(session: Session, trade_ids: set[int]) -> dict[int, TradeState]:
     ids, out = sorted(trade_ids), {}
     columns = [getattr(Trade, name) for name in TradeState.__slots__]
     for start in range(0, len(ids), 5000):
-        for row in session.execute(select(*columns).where(Trade.id.in_(ids[start : start + 5000]))):
-            out[row.id] = TradeState(*row)
+        for row in session.execute(
+            select(*columns).where(among(session, Trade.id, ids[start : start + 5000]))
+        ):
+            out[row[0]] = TradeState(*row)
     return out
 
 
@@ -104,10 +110,10 @@ def record(session: Session, jobs: list[Job], now: datetime, result: FanoutResul
         sub_id = exits[trade_id][0]
         if result.outcomes.get(sub_id, {}).get("status") != "PLACED":  # a reversal reports its new entry
             result.note(sub_id, "CLOSED", trade_id=trade_id, pnl=str(pnl))
-    for start in range(0, len(cancelled), 500):
+    for start in range(0, len(cancelled), 5000):
         session.execute(
             update(Order)
-            .where(Order.client_order_id.in_(cancelled[start : start + 500]))
+            .where(among(session, Order.client_order_id, cancelled[start : start + 5000]))
             .values(status=OrderStatus.CANCELLED, updated_at=now)
             .execution_options(synchronize_session=False)
         )

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from xcoin_trading.store.db import bulk_json, jsonb_recordset
+from xcoin_trading.store.db import among, bulk_json, jsonb_recordset
 from xcoin_trading.store.lifecycle import Exit, ExitReason, Leg, TradeStatus
 from xcoin_trading.store.models import Subscription, Trade
 
@@ -128,7 +128,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
         for trade_id, subscription_id, side, entry_price, quantity, entry_fee, leverage in session.execute(
             select(Trade.id, Trade.subscription_id, Trade.side, Trade.entry_price, Trade.quantity, Trade.entry_fee,
                    Trade.leverage)
-            .where(Trade.id.in_(ids[start : start + 5000]), Trade.status != TradeStatus.CLOSED)
+            .where(among(session, Trade.id, ids[start : start + 5000]), Trade.status != TradeStatus.CLOSED)
         ):  # fmt: skip
             subscription_ids.add(subscription_id)
             e = exits[trade_id]
@@ -143,7 +143,7 @@ def close_trades(session: Session, exits: dict[int, Exit], now: datetime) -> dic
     for start in range(0, len(ordered), 5000):
         session.execute(
             select(Subscription.id)
-            .where(Subscription.id.in_(ordered[start : start + 5000]))
+            .where(among(session, Subscription.id, ordered[start : start + 5000]))
             .order_by(Subscription.id)
             .with_for_update()
         ).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -25,6 +25,23 @@ def _context(user_id: int, broker: str, field: str) -> str:
 
 def mask(api_key: str) -> str:
     return ("****" + api_key[-4:]) if len(api_key) > 8 else "****"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedKeys:
+    """An account's keys, still encrypted, as the fan-out reads them for thousands of accounts at once
+    (plain rows, not ORM instances): what `decrypt` needs of a `BrokerCredential`."""
+
+    id: int
+    user_id: int
+    broker: str
+    api_key_encrypted: str = field(repr=False)
+    api_secret_encrypted: str = field(repr=False)
+
+
+# The columns of a SealedKeys, in its field order: `SealedKeys(*row)` of a select of these.
+SEALED_COLUMNS = tuple(getattr(BrokerCredential, name) for name in SealedKeys.__slots__)
+AccountKeys = BrokerCredential | SealedKeys  # an account's keys as stored, either way read
 
 
 @dataclass(frozen=True)
@@ -121,7 +138,7 @@ def revoke_credential(session: Session, user_id: int, credential_id: int) -> Bro
     return credential
 
 
-def decrypt(vault: Vault, credential: BrokerCredential) -> DecryptedKeys:
+def decrypt(vault: Vault, credential: AccountKeys) -> DecryptedKeys:
     """Plaintext keys for one exchange call; the Secret wrappers never print themselves."""
     return DecryptedKeys(
         api_key=vault.decrypt(

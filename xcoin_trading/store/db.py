@@ -25,6 +25,9 @@ _engines: dict[str, sa.Engine] = {}
 
 def _json_default(value):
     # Exchange replies arrive with Decimal numbers and datetimes: keep them exact as strings.
+    if value.__class__ is Decimal:  # tens of thousands per candle: str is 4x cheaper than format
+        text = str(value)  # the digits format(value, "f") gives, unless written with an exponent
+        return text if "E" not in text else format(value, "f")
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -112,6 +115,17 @@ def owned_row(
     return row
 
 
+def among(session: Session, column: Any, values: list[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on Postgres as `= ANY(<one array parameter>)`, which Postgres plans as it
+    plans IN (…), without SQLAlchemy rendering one bound parameter per value (thousands per candle:
+    ~1 µs each)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
+
+
 def bulk_json(rows: list[dict[str, Any]]) -> str:
     return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -148,19 +162,24 @@ def insert_returning_ids(session: Session, model: type, rows: list[dict[str, Any
     if dialect.name != "postgresql":
         return list(session.scalars(sa.insert(model).returning(model.id, sort_by_parameter_order=True), rows))
     table = model.__table__
-    defaults = {}
+    # Python-side defaults: one value per column for every row, bound once (not copied into each row).
+    defaults: dict[str, sa.BindParameter] = {}
     for column in table.c:
         if column.name not in rows[0] and column.default is not None and not column.primary_key:
             arg = column.default.arg
-            defaults[column.name] = arg(None) if column.default.is_callable else arg
-    columns = (*rows[0], *defaults)
+            value = arg(None) if column.default.is_callable else arg
+            defaults[column.name] = sa.bindparam(f"default_{len(defaults)}", value, type_=column.type)
+    columns = tuple(rows[0])
     names = ", ".join(f'"{c}"' for c in columns)
-    payload = [{**row, **defaults, "_n": n} for n, row in enumerate(rows)]
+    targets = ", ".join([names, *(f'"{c}"' for c in defaults)])
+    values = ", ".join([names, *(f"CAST(:{p.key} AS {table.c[c].type.compile(dialect=dialect)})"
+                                 for c, p in defaults.items())])  # fmt: skip
+    payload = [{**row, "_n": n} for n, row in enumerate(rows)]
     ids = session.scalars(
         sa.text(
-            f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM {jsonb_recordset(table, columns, dialect, ", _n bigint")} '
-            f"ORDER BY v._n RETURNING id"
-        ).bindparams(rows=bulk_json(payload))
+            f'INSERT INTO "{table.name}" ({targets}) SELECT {values} '
+            f"FROM {jsonb_recordset(table, columns, dialect, ', _n bigint')} ORDER BY v._n RETURNING id"
+        ).bindparams(*defaults.values(), rows=bulk_json(payload))
     ).all()
     return sorted(ids)
 
