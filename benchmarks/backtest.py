@@ -166,7 +166,7 @@ def profile(path: Path, runs: int = 30) -> None:
     inflates wall time, far less the CPU time of a thread."""
     import polars as pl
 
-    from xcoin_trading.backtest import SimulationConfig
+    from xcoin_trading.backtest import SimulationConfig, run_backtest
     from xcoin_trading.backtest.engine import (
         _EquityCurves,
         kernel_rule,
@@ -216,6 +216,7 @@ def profile(path: Path, runs: int = 30) -> None:
         "trades frame (on read)": lambda: trades_frame(trades, open_time, 60_000),
         "equity frame (on read)": lambda: _EquityCurves(candles, trades, 10_000.0)(),
         "simulate (kernel, metrics)": lambda: simulate(candles, rule, cfg),
+        "run_backtest (end to end, as 'xcoin')": lambda: run_backtest(raw, strategy, params, cfg),
     }
     best = dict.fromkeys(stages, float("inf"))
     for fn in stages.values():
