@@ -147,11 +147,10 @@ def load_source(code: str, source: str, *, path: Path | None = None) -> Strategy
 
 
 @functools.cache
-def _builtin_source(ref: str) -> str | None:
+def _read_once(path: str) -> str:
     """A built-in's source, read once per process: the code imported is what runs, whatever the
-    file says later (and a backtest does not re-read and re-hash it on every call)."""
-    module = importlib.import_module(f"xcoin_trading.strategy.builtin.{ref}")
-    return Path(module.__file__).read_text() if module.__file__ else None
+    file says later (and a backtest does not read the file on every call)."""
+    return Path(path).read_text()
 
 
 def load_strategy(ref: str) -> Strategy:
@@ -160,7 +159,8 @@ def load_strategy(ref: str) -> Strategy:
         raise ValidationError("strategy", f"must be a built-in name or a .py file, got {ref!r}")
     if ref in BUILTIN_STRATEGIES:
         module = importlib.import_module(f"xcoin_trading.strategy.builtin.{ref}")
-        return _from_module(ref, "builtin", module, None, _builtin_source(ref))
+        source = _read_once(module.__file__) if module.__file__ else None
+        return _from_module(ref, "builtin", module, None, source)
     path = Path(ref).expanduser()
     if path.suffix == ".py" or "/" in ref:
         if not path.is_file():
