@@ -112,6 +112,15 @@ def test_client_order_id_is_unique(store):
     )
 
 
+def _sending_orders(session, prefix: str, count: int) -> list[int]:
+    """`count` market buy intents marked SENDING (client ids `<prefix>-<i>`): their ids, in order."""
+    orders = [Order(leg="ENTRY", client_order_id=f"{prefix}-{i}", market="BTCUSDT", side="buy",
+                    order_type="market_order", quantity=Decimal(1), status="SENDING") for i in range(count)]  # fmt: skip
+    session.add_all(orders)
+    session.flush()
+    return [o.id for o in orders]
+
+
 def test_bulk_update_by_id_keeps_money_time_and_json_exact(store):
     """The fan-out records thousands of answers per candle in one UPDATE: nothing may be rounded,
     shifted in time or mixed up between rows on the way."""
@@ -119,11 +128,7 @@ def test_bulk_update_by_id_keeps_money_time_and_json_exact(store):
 
     with session_scope(store) as session:
         _user_and_strategy(session)
-        orders = [Order(leg="ENTRY", client_order_id=f"b-{i}", market="BTCUSDT", side="buy",
-                        order_type="market_order", quantity=Decimal(1), status="SENDING") for i in range(3)]  # fmt: skip
-        session.add_all(orders)
-        session.flush()
-        ids = [o.id for o in orders]
+        ids = _sending_orders(session, "b", 3)
     filled_at = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
     answers = [
         {"id": ids[0], "status": "FILLED", "avg_price": Decimal("65432.123456789012345678"),
@@ -194,11 +199,7 @@ def test_among_selects_exactly_the_rows_of_the_ids_given(store):
 
     with session_scope(store) as session:
         _user_and_strategy(session)
-        orders = [Order(leg="ENTRY", client_order_id=f"a-{i}", market="BTCUSDT", side="buy",
-                        order_type="market_order", quantity=Decimal(1), status="SENDING") for i in range(5)]  # fmt: skip
-        session.add_all(orders)
-        session.flush()
-        ids = [o.id for o in orders]
+        ids = _sending_orders(session, "a", 5)
         wanted = [ids[3], ids[0], ids[3]]
         assert sorted(session.scalars(sa.select(Order.id).where(among(session, Order.id, wanted)))) == sorted(
             {ids[0], ids[3]}
