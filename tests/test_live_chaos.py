@@ -103,6 +103,26 @@ def _unprotected(world, sim_url: str) -> set[int]:
     return out
 
 
+def _open_trades_story(settings, sim_url: str, world) -> str:
+    """What the store and the exchange say about each trade still open (for a failure message)."""
+    lines = []
+    with session_scope(settings) as session:
+        for trade in session.scalars(sa.select(Trade).where(Trade.status.in_(("OPEN", "PENDING")))):
+            lines.append(f"trade {trade.id} sub {trade.subscription_id} {trade.status} {trade.side} q={trade.quantity} "
+                         f"entry_time={trade.entry_time} flags={trade.flags}")  # fmt: skip
+            for o in session.scalars(sa.select(Order).where(Order.subscription_id == trade.subscription_id)):
+                lines.append(f"  store order {o.id} trade={o.trade_id} {o.leg} {o.status} {o.client_order_id} "
+                             f"ex={o.exchange_order_id} q={o.quantity} f={o.filled_quantity} err={o.error}")  # fmt: skip
+            keys = world.keys.get(trade.subscription_id)
+            if keys is not None and trade.market_type == "futures":
+                with CoinDCXClient(sim_url, sim_url, keys) as client:
+                    for o in _all_futures_orders(client):
+                        lines.append(f"  exchange {o.id} {o.client_order_id} {o.side} {o.order_type} {o.stage} "
+                                     f"{o.status} q={o.total_quantity} f={o.filled_quantity} "
+                                     f"created={o.created_at} updated={o.updated_at}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _all_futures_orders(client):
     out, page = [], 1
     while True:
@@ -185,7 +205,9 @@ def test_chaos_every_money_path_heals(master_key_env, postgres_url, redis_url, m
         reconcile_once(ctx, audit=True)
         done = subprocess.run([_xcoin(), "live", "flatten", "--all"], env=spot.env(), capture_output=True,
                               text=True, timeout=300)  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.returncode == 0, (
+            done.stdout + done.stderr + _open_trades_story(settings, sim.url, futures)
+        )
         for _ in range(3):
             reconcile_once(ctx, audit=True)
 
