@@ -262,3 +262,46 @@ def test_an_unknown_futures_exit_is_resolved_and_its_pnl_recorded(live_world_fac
     reconcile_once(live_context(world.settings))
     assert {(t.status, t.exit_type) for t in _rows(world, Trade)} == {("CLOSED", "SIGNAL")}
     _assert_pnl_is_ledger(world)
+
+
+def test_a_reversal_whose_exit_is_not_confirmed_never_sends_its_entry(live_world_factory):
+    """Found by the chaos test (seed 337081301): a SHORT signal on an open LONG sent its exit and,
+    when the exit failed (503 on both sends, never executed), sent the SHORT entry anyway. On a
+    futures pair that sell closed the LONG: the exchange was flat while the store held the LONG and
+    the SHORT open, neither ever closed (FLAT_WITHOUT_CLOSE). Now the entry waits for a confirmed
+    exit: the LONG stays open and protected, the SHORT fails unsent, and a flatten closes the LONG."""
+    world = live_world_factory(1, symbol=PAIR)
+    [sub_id] = world.keys
+    _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
+    [long] = _rows(world, Trade)
+    assert _positions(world, sub_id) == {PAIR: long.quantity}
+    world.admin.set_faults(
+        error_5xx=1, count=2, endpoints=["futures/orders/create"]
+    )  # both sends of the exit
+    world.set_action("SHORT")
+    moment = CLOSE + timedelta(minutes=1)
+    world.admin.advance(to_ms=_ms(moment))
+    [report] = run_candle_close(
+        live_context(world.settings), PAIR, "1m", moment, now=moment + timedelta(seconds=1)
+    )
+    world.admin.clear_faults()
+    assert world.admin.faults()["injected"]["5xx"] == 2
+    outcome = report.outcomes[sub_id]
+    assert outcome["status"] == "UNKNOWN" and "its reversing entry not sent" in outcome["reason"], outcome
+    assert _positions(world, sub_id) == {PAIR: long.quantity}  # the LONG is untouched on the exchange
+    trades = {t.id: t for t in _rows(world, Trade)}
+    assert trades[long.id].status == "OPEN"
+    [short] = [t for t in trades.values() if t.id != long.id]
+    assert short.status == "FAILED"
+    [entry] = _rows(world, Order, Order.trade_id == short.id)
+    assert (entry.status, entry.exchange_order_id) == ("CANCELLED", None)
+    with _client(world, sub_id) as client:
+        assert entry.client_order_id not in {o.client_order_id for o in client.futures_orders()}
+    for _ in range(3):  # the exchange never had the exit: LOST once it says so three passes running
+        reconcile_once(live_context(world.settings))
+    [exit_order] = _rows(world, Order, Order.leg == "EXIT")
+    assert exit_order.status == "LOST" and _rows(world, Trade, Trade.id == long.id)[0].status == "OPEN"
+    report = _flatten(world)
+    assert report.status == "COMPLETED" and report.error is None, report.outcomes
+    assert _positions(world, sub_id) == {}
+    _assert_pnl_is_ledger(world)

@@ -117,6 +117,7 @@ class Job:
     take_profit_seen: ExchangeOrder | None = None  # the take profit as the exchange showed it after cancel
     on_defer: str = OrderStatus.CANCELLED  # the status of a deferred order: a watched stop stays INTENT
     retry_refused: bool = False  # a watched stop: an order the exchange refused is deferred, not failed
+    held_back: str | None = None  # an entry not sent: the exit before it did not confirm the close
 
     # Decided from the row as loaded, before `mark_sending`: only an intent that may already have been
     # sent (a dead worker's SENDING, an UNKNOWN) is looked up first. A fresh one costs 1 request, not 3.
@@ -145,6 +146,8 @@ async def _send_one(base: AsyncCoinDCXClient, keyring: KeyRing, job: Job, sem: a
                 if found is not None:
                     job.result = found
                     return
+            if job.held_back is not None:
+                return
             if job.cancel_first:
                 try:
                     cancelled, tp = await _cancel_confirmed(client, job.cancel_first, order.market)
@@ -238,7 +241,10 @@ async def send_all(
     """Send every job, at most `concurrency` at once, over `pool` (else a pool of its own).
 
     One subscriber's jobs go one after the other, in plan order: the exit that closes a trade is
-    answered before the reversing entry sets leverage on the same pair."""
+    answered before the reversing entry sets leverage on the same pair. An entry after an exit the
+    exchange did not confirm filled is held back: on a futures pair it would net against the
+    position still open (a SHORT entry closing the LONG), leaving the store with two open trades
+    and the exchange flat."""
     own = pool is None
     pool = pool or AiohttpPool(concurrency)
     base = AsyncCoinDCXClient(api_url, public_url, http_client=pool)
@@ -249,14 +255,36 @@ async def send_all(
         per_subscriber.setdefault(job.order.subscription_id, []).append(job)
 
     async def in_order(own_jobs: list[Job]) -> None:
+        unconfirmed: Job | None = None  # an exit of this subscriber whose close is not confirmed
         for job in own_jobs:
+            if unconfirmed is not None and job.order.leg == Leg.ENTRY:
+                job.held_back = _held_back_reason(unconfirmed)
             await _send_one(base, keyring, job, sem)
+            if job.order.leg == Leg.EXIT and not _closed_for_sure(job):
+                unconfirmed = job
 
     try:
         await asyncio.gather(*(in_order(own_jobs) for own_jobs in per_subscriber.values()))
     finally:
         if own:
             await pool.aclose()
+
+
+def _closed_for_sure(exit_job: Job) -> bool:
+    """The exit filled, or was not needed because the position is already closed."""
+    answer = exit_job.result
+    return exit_job.skipped is not None or (answer is not None and answer.status == "filled")
+
+
+def _held_back_reason(exit_job: Job) -> str:
+    answer = exit_job.result
+    why = (
+        exit_job.error
+        or exit_job.deferred
+        or (f"it is {answer.status}" if answer is not None else "no answer")
+    )
+    return (f"not sent: the exit {exit_job.order.client_order_id} of trade {exit_job.order.trade_id} "
+            f"is not confirmed filled ({why})")[:500]  # fmt: skip
 
 
 async def free_balances(

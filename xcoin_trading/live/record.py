@@ -141,6 +141,13 @@ def _record_one(job: Job, trade: TradeState | None, cancelled: list[str], exits:
         if not protective:
             result.note(sub_id, "NO_POSITION", job.skipped)
         return {"id": order.id, "status": order.status, "error": job.skipped, "updated_at": now}
+    if job.held_back is not None and job.result is None:  # never sent: its trade fails, not the exit's
+        order.status = OrderStatus.CANCELLED
+        advance_trade(order, trade, now)
+        exit_outcome = result.outcomes.get(sub_id, {})
+        result.note(sub_id, exit_outcome.get("status", "FAILED"),
+                    "; ".join(filter(None, (exit_outcome.get("reason"), f"its reversing entry {job.held_back}"))))  # fmt: skip
+        return {"id": order.id, "status": order.status, "error": job.held_back, "updated_at": now}
     if job.error is not None:
         # "Could not ask" is unknown, not failed: the reconciler resolves UNKNOWN by client id.
         order.status = OrderStatus.UNKNOWN if job.ambiguous else OrderStatus.REJECTED
