@@ -10,7 +10,8 @@ from the moment they are told to go to the last worker's return (every answer re
 
 Reported per (N, mode, candle kind): wall seconds, orders acknowledged, orders/s, Postgres rows
 written per second (pg_stat_database inserts + updates of the benchmark's database over the candle),
-client CPU seconds (all workers) and the simulator's CPU seconds, and the load average: the machine
+client CPU seconds (all workers), the simulator's and Postgres' CPU seconds (every process named
+postgres on the host: run nothing else on that server meanwhile), and the load average: the machine
 is shared, so every figure says what else ran.
 
 The simulator replays real BTCUSDT 1m candles (../shared/data) in its own process, rate limits off
@@ -106,6 +107,22 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
     )  # fmt: skip
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every process named postgres on this host (the store's server and
+    its backends), from /proc: the candle's share of the store is the difference over the candle."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name == "postgres":
+            total += sum(map(int, fields[11:15]))  # utime, stime, and of its reaped children (backends)
+    return total / tick
+
+
 def _rows_written(settings) -> int:
     """Rows inserted + updated in the store's database so far (Postgres' cumulative statistics)."""
     import sqlalchemy as sa
@@ -153,14 +170,14 @@ def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datet
         if line.strip() != "ready":
             raise SystemExit(f"worker did not start: {line!r}")
     time.sleep(1.5)  # the statistics of the seed/last candle are flushed
-    rows0, sim0, load = _rows_written(settings), sim_cpu(), os.getloadavg()[0]
+    rows0, sim0, pg0, load = _rows_written(settings), sim_cpu(), postgres_cpu(), os.getloadavg()[0]
     go = time.time()
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
     results = [json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in procs]
     wall = max(r["ended"] for r in results) - go
-    sim_used = sim_cpu() - sim0
+    sim_used, pg_used = sim_cpu() - sim0, postgres_cpu() - pg0
     time.sleep(1.5)  # backends flush their statistics about once a second when idle
     rows = _rows_written(settings) - rows0
     reports = [rep for r in results for rep in r["reports"]]
@@ -184,7 +201,7 @@ def run_candle(settings, url: str, admin, strategy_id: int, n: int, close: datet
     print(f"  N={n} {shards} process(es) {action}: garbage collections per worker "
           f"{', '.join(f'{c} ({1000 * t:.0f} ms)' for c, t in gc_runs)}", file=sys.stderr)  # fmt: skip
     return {"served": served, "n": n, "shards": shards, "action": action, "wall": wall, "orders": acked, "rows": rows,
-            "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "load": load, "timings": timings}  # fmt: skip
+            "cpu": sum(r["cpu"] for r in results), "sim_cpu": sim_used, "pg_cpu": pg_used, "load": load, "timings": timings}  # fmt: skip
 
 
 def phase_cpu(timings: dict, phase: str) -> int:
@@ -240,7 +257,7 @@ def main() -> None:
           f"rate limits off, {os.cpu_count()} cores shared with other work)\n")  # fmt: skip
     print(f"{'N':>6} {'processes':>9} {'candle':>6} {'served':>6} {'wall s':>7} {'orders':>7} {'orders/s':>9} "
           f"{'PG rows':>8} {'PG rows/s':>9} {'client CPU s':>12} {'CPU ms/order':>12} {'plan/send/record CPU ms':>23} "
-          f"{'sim CPU s':>9} {'load':>5} {'vs 1 proc':>9}")  # fmt: skip
+          f"{'sim CPU s':>9} {'PG CPU s':>8} {'load':>5} {'vs 1 proc':>9}")  # fmt: skip
     single = {(r["n"], r["action"]): r["wall"] for r in rows if r["shards"] == 1}
     for r in rows:
         ratio = single.get((r["n"], r["action"]), float("nan")) / r["wall"]
@@ -248,7 +265,7 @@ def main() -> None:
               f"{r['orders'] / r['wall']:>9.0f} {r['rows']:>8} {r['rows'] / r['wall']:>9.0f} {r['cpu']:>12.2f} "
               f"{1000 * r['cpu'] / max(1, r['orders']):>12.2f} "
               f"{'/'.join(str(phase_cpu(r['timings'], p)) for p in ('plan', 'send', 'record')):>23} "
-              f"{r['sim_cpu']:>9.2f} {r['load']:>5.1f} {ratio:>8.2f}x")  # fmt: skip
+              f"{r['sim_cpu']:>9.2f} {r['pg_cpu']:>8.2f} {r['load']:>5.1f} {ratio:>8.2f}x")  # fmt: skip
     print(
         f"\nTarget: {TARGET}. 'vs 1 proc': the one-process wall time of the same N and candle kind / this one's."
     )
