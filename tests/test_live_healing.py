@@ -69,6 +69,19 @@ def _flatten(world):
     return flatten(live_context(world.settings), strategy)
 
 
+def _next_candle_with_faults(world, action: str, *faults: dict):
+    """The next candle's signal is `action`, traded while the simulator injects `faults`: its report."""
+    world.admin.set_faults(*faults)
+    world.set_action(action)
+    moment = CLOSE + timedelta(minutes=1)
+    world.admin.advance(to_ms=_ms(moment))
+    [report] = run_candle_close(
+        live_context(world.settings), PAIR, "1m", moment, now=moment + timedelta(seconds=1)
+    )
+    world.admin.clear_faults()
+    return report
+
+
 # ---- futures leverage (item 4) -----------------------------------------------------------------
 
 
@@ -246,17 +259,12 @@ def test_an_unknown_futures_exit_is_resolved_and_its_pnl_recorded(live_world_fac
     unrecorded (ledger −5.8550 vs Σ P&L −1.98972). Now the next pass finds it by client id."""
     world = live_world_factory(2, symbol=PAIR)
     _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
-    world.admin.set_faults(
+    _next_candle_with_faults(
+        world,
+        "EXIT",
         {"lost_reply": 1, "count": 2, "endpoints": ["futures/orders/create"]},
         {"error_5xx": 1, "count": 8, "endpoints": ["derivatives/futures/orders"]},
     )
-    world.set_action("EXIT")
-    moment = CLOSE + timedelta(minutes=1)
-    world.admin.advance(to_ms=_ms(moment))
-    [report] = run_candle_close(
-        live_context(world.settings), PAIR, "1m", moment, now=moment + timedelta(seconds=1)
-    )
-    world.admin.clear_faults()
     assert {o.status for o in _rows(world, Order, Order.leg == "EXIT")} == {"UNKNOWN"}
     assert all(_positions(world, sub) == {} for sub in world.keys)  # the exits did execute
     reconcile_once(live_context(world.settings))
@@ -275,16 +283,8 @@ def test_a_reversal_whose_exit_is_not_confirmed_never_sends_its_entry(live_world
     _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
     [long] = _rows(world, Trade)
     assert _positions(world, sub_id) == {PAIR: long.quantity}
-    world.admin.set_faults(
-        error_5xx=1, count=2, endpoints=["futures/orders/create"]
-    )  # both sends of the exit
-    world.set_action("SHORT")
-    moment = CLOSE + timedelta(minutes=1)
-    world.admin.advance(to_ms=_ms(moment))
-    [report] = run_candle_close(
-        live_context(world.settings), PAIR, "1m", moment, now=moment + timedelta(seconds=1)
-    )
-    world.admin.clear_faults()
+    both_sends_of_the_exit = {"error_5xx": 1, "count": 2, "endpoints": ["futures/orders/create"]}
+    report = _next_candle_with_faults(world, "SHORT", both_sends_of_the_exit)
     assert world.admin.faults()["injected"]["5xx"] == 2
     outcome = report.outcomes[sub_id]
     assert outcome["status"] == "UNKNOWN" and "its reversing entry not sent" in outcome["reason"], outcome
