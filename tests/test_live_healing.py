@@ -305,3 +305,23 @@ def test_a_reversal_whose_exit_is_not_confirmed_never_sends_its_entry(live_world
     assert report.status == "COMPLETED" and report.error is None, report.outcomes
     assert _positions(world, sub_id) == {}
     _assert_pnl_is_ledger(world)
+
+
+def test_a_flatten_names_a_position_closed_by_an_order_it_cannot_see(live_world_factory):
+    """A futures position closed on the exchange by a plain order xcoin never placed (say, by hand):
+    the reconciler guesses nothing and flags the trade FLAT_WITHOUT_CLOSE. A flatten used to answer
+    "the reconciler records its close", which it never does for such a trade; now it says what is
+    wrong and what to do, and exits as not closed."""
+    world = live_world_factory(1, symbol=PAIR)
+    [sub_id] = world.keys
+    _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
+    [trade] = _rows(world, Trade)
+    with _client(world, sub_id) as client:
+        client.futures_create_order(PAIR, "sell", "market_order", trade.quantity)  # by hand, no client id
+    reconcile_once(live_context(world.settings))
+    assert _rows(world, Trade)[0].flags == ["FLAT_WITHOUT_CLOSE"]
+    report = _flatten(world)
+    outcome = report.outcomes[sub_id]
+    assert outcome["status"] == "NOT_CLOSED" and report.error is not None
+    assert f"trade(s) {trade.id} flagged FLAT_WITHOUT_CLOSE" in outcome["reason"], outcome
+    assert "the reconciler records its close" not in outcome["reason"]

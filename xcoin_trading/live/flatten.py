@@ -115,7 +115,11 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
             still = after.get(sub_id, [])
             mine = [t for t in closed.values() if t.subscription_id == sub_id]
             if still:
-                why = result.outcomes.get(sub_id, {}).get("reason")
+                unexplained = [t for t in still if "FLAT_WITHOUT_CLOSE" in session.get_one(Trade, t).flags]
+                why = (f"the exchange position is flat but no order on the exchange explains its close (trade(s) "
+                       f"{', '.join(map(str, unexplained))} flagged FLAT_WITHOUT_CLOSE): look at the account's fills "
+                       "and record the close by hand" if unexplained
+                       else result.outcomes.get(sub_id, {}).get("reason"))  # fmt: skip
                 why = why or ("an earlier exit's outcome is still unknown" if set(still) & set(waiting)
                               else "its entry's outcome is still unknown" if any(
                                   session.get_one(Trade, t).status == TradeStatus.PENDING for t in still)
