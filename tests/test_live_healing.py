@@ -325,3 +325,28 @@ def test_a_flatten_names_a_position_closed_by_an_order_it_cannot_see(live_world_
     assert outcome["status"] == "NOT_CLOSED" and report.error is not None
     assert f"trade(s) {trade.id} flagged FLAT_WITHOUT_CLOSE" in outcome["reason"], outcome
     assert "the reconciler records its close" not in outcome["reason"]
+
+
+def test_a_reversal_whose_exit_executed_unseen_holds_its_entry_and_heals(live_world_factory):
+    """The other side of the rule above: the exit executes but its reply is lost and the look-ups
+    fail, so it is UNKNOWN. The SHORT entry is held back (the exchange is flat, no SHORT opened by
+    accident), the next pass finds the exit filled and closes the LONG with the exchange's figures."""
+    world = live_world_factory(1, symbol=PAIR)
+    [sub_id] = world.keys
+    _enter(world, symbol=PAIR, sl="0.3", tp="0.3")
+    [long] = _rows(world, Trade)
+    report = _next_candle_with_faults(
+        world,
+        "SHORT",
+        {"lost_reply": 1, "count": 1, "endpoints": ["futures/orders/create"]},
+        {"error_5xx": 1, "count": 8, "endpoints": ["derivatives/futures/orders"]},
+    )
+    assert report.outcomes[sub_id]["status"] == "UNKNOWN", report.outcomes
+    assert _positions(world, sub_id) == {}  # the exit did execute; nothing else was sent
+    [exit_order] = _rows(world, Order, Order.leg == "EXIT")
+    assert exit_order.status == "UNKNOWN"
+    reconcile_once(live_context(world.settings))
+    trades = {t.id: t for t in _rows(world, Trade)}
+    assert (trades[long.id].status, trades[long.id].exit_type) == ("CLOSED", "SIGNAL")
+    assert [t.status for t in trades.values() if t.id != long.id] == ["FAILED"]
+    _assert_pnl_is_ledger(world)
