@@ -140,6 +140,29 @@ def test_the_fan_out_records_a_partial_entry_by_the_same_rule_on_both_stores(sto
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("lookup_error", "expected"),
+    [(None, ("CANCELLED", "FAILED")), ("503 on the look-up", ("UNKNOWN", "PENDING"))],
+)
+def test_an_entry_held_back_behind_an_unconfirmed_exit_fails_unsent_unless_its_look_up_failed(
+    store, lookup_error, expected
+):
+    """A held-back entry (its reversal's exit not confirmed) that was never sent is CANCELLED and
+    fails its trade; one a dead worker may have sent, whose look-up by client id failed, is UNKNOWN
+    (the reconciler asks again) — never a trade given up while its order might exist."""
+    order_id, trade_id = _seed_pending_entry(store)
+    with session_scope(store) as s:
+        job = Job(Intent.of(s.get(Order, order_id)), "futures", credential=None)
+        job.held_back = "not sent: the exit xc-9-1-X7 of trade 7 is not confirmed filled (503)"
+        if lookup_error:
+            job.failed(lookup_error, ambiguous=True)
+        record(s, [job], T0, FanoutResult())
+    with session_scope(store) as s:
+        order, trade = s.get(Order, order_id), s.get(Trade, trade_id)
+        assert (order.status, trade.status) == expected
+        assert order.exchange_order_id is None
+
+
 def test_a_spot_take_profit_waits_for_its_entry_to_end_and_then_covers_all_that_filled(store):
     """The trade opens at the first fill (its stop is watched on what filled); the take profit, one
     resting sell of a fixed quantity, is placed once the entry is final, for exactly what filled."""

@@ -141,7 +141,7 @@ def _record_one(job: Job, trade: TradeState | None, cancelled: list[str], exits:
         if not protective:
             result.note(sub_id, "NO_POSITION", job.skipped)
         return {"id": order.id, "status": order.status, "error": job.skipped, "updated_at": now}
-    if job.held_back is not None and job.result is None:  # never sent: its trade fails, not the exit's
+    if job.held_back is not None and job.result is None and job.error is None:  # never sent: its trade fails
         order.status = OrderStatus.CANCELLED
         advance_trade(order, trade, now)
         exit_outcome = result.outcomes.get(sub_id, {})
