@@ -115,14 +115,17 @@ def flatten(ctx: LiveContext, strategy: StrategySettings, now: datetime | None =
             still = after.get(sub_id, [])
             mine = [t for t in closed.values() if t.subscription_id == sub_id]
             if still:
-                unexplained = [t for t in still if "FLAT_WITHOUT_CLOSE" in session.get_one(Trade, t).flags]
-                why = (f"the exchange position is flat but no order on the exchange explains its close (trade(s) "
-                       f"{', '.join(map(str, unexplained))} flagged FLAT_WITHOUT_CLOSE): look at the account's fills "
-                       "and record the close by hand" if unexplained
-                       else result.outcomes.get(sub_id, {}).get("reason"))  # fmt: skip
+                open_trades = [session.get_one(Trade, t) for t in still]
+                unexplained = [t.id for t in open_trades if "FLAT_WITHOUT_CLOSE" in t.flags]
+                if unexplained:
+                    why = (f"the exchange position is flat but no order on the exchange explains its close (trade(s) "
+                           f"{', '.join(map(str, unexplained))} flagged FLAT_WITHOUT_CLOSE): look at the account's "
+                           "fills and record the close by hand")  # fmt: skip
+                else:
+                    why = result.outcomes.get(sub_id, {}).get("reason")
                 why = why or ("an earlier exit's outcome is still unknown" if set(still) & set(waiting)
-                              else "its entry's outcome is still unknown" if any(
-                                  session.get_one(Trade, t).status == TradeStatus.PENDING for t in still)
+                              else "its entry's outcome is still unknown"
+                              if any(t.status == TradeStatus.PENDING for t in open_trades)
                               else "the exchange did not confirm the exit")  # fmt: skip
                 outcomes[sub_id] = {"status": "NOT_CLOSED", "reason": why, "open_trades": still}
             elif mine:
