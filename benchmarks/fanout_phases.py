@@ -2,11 +2,13 @@
 (answers written), of a LONG (market entry + take profit intent) and of an EXIT (cancel + exit).
 
 No exchange: the answers are built like the simulator's, so only our code and the driver are timed
-(CPU of the working thread, `time.thread_time`: Postgres' own CPU and waits are not ours, and the
-machine is shared). Each round is one warm worker process planning and recording LONG then EXIT
+(CPU of the working thread, `time.thread_time`: waits are not ours, and the machine is shared), and
+Postgres' CPU in the same phases (every postgres process on the host, from /proc: run nothing else
+on that server meanwhile). Each round is one warm worker process planning and recording LONG then EXIT
 candles over N subscribers on a fresh Postgres database, as `fan_out` calls them (one transaction
 each). `--peer-tree DIR` runs a worker of another checkout (e.g. `git archive <commit>`) in
-alternation with this one on the same database: before/after side by side under the same load.
+alternation with this one, each on its own database built by its own migrations (a schema change is
+measured too): before/after side by side under the same load.
 
     XCOIN_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:55432/postgres \\
         .venv/bin/python benchmarks/fanout_phases.py [--n 2000] [--rounds 4] [--candles 3] [--peer-tree DIR]
@@ -27,6 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("XCOIN_BENCH_TREE", str(ROOT)))
 
+
+def _live_world():
+    """This checkout's benchmarks/live_world.py, also when a peer tree's packages come first."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("live_world", ROOT / "benchmarks" / "live_world.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+postgres_cpu = _live_world().postgres_cpu
 PHASES = ("accounts", "long_plan", "long_record", "exit_plan", "exit_record")
 
 
@@ -71,7 +85,7 @@ def worker(candles: int, tag: str) -> None:
         strategy_id = session.scalar(sa.select(Strategy.id))
     if strategy_id is None:
         raise SystemExit("the store has no strategy: seed it first")
-    out: dict[str, list[float]] = {p: [] for p in PHASES}
+    out: dict[str, list[float]] = {p: [] for p in PHASES} | {f"{p}_pg": [] for p in PHASES}
     profile_dir = os.environ.get("XCOIN_BENCH_PROFILE")
     if profile_dir:  # where the CPU goes (thread CPU clock, so waits on Postgres do not count)
         import cProfile
@@ -86,6 +100,11 @@ def worker(candles: int, tag: str) -> None:
         profiler.disable()
         profiler.dump_stats(Path(profile_dir) / f"phases-{tag}.prof")
     print(json.dumps(out))
+
+
+def _took(out: dict[str, list[float]], phase: str, thread_cpu: float, pg_cpu: float) -> None:
+    out[phase].append(time.thread_time() - thread_cpu)
+    out[f"{phase}_pg"].append(postgres_cpu() - pg_cpu)
 
 
 def _candle(settings, strategy_id: int, market, action: str, tag: str, out: dict[str, list[float]]) -> None:
@@ -113,26 +132,26 @@ def _candle(settings, strategy_id: int, market, action: str, tag: str, out: dict
     signal = Signal(action, price, price * Decimal("0.98"), price * Decimal("1.04"), 0)
     balances = None
     if action == "LONG":
-        t = time.thread_time()
+        t, pg = time.thread_time(), postgres_cpu()
         ctx = LiveContext(settings=settings, api_url="", public_url="", locks=LocalLocks(),
                           registry=StoreRegistry(ttl_seconds=0), vault=Vault.from_settings(settings))  # fmt: skip
         credentials = entry_credentials(ctx, strategy_id)
-        out["accounts"].append(time.thread_time() - t)
+        _took(out, "accounts", t, pg)
         balances = {c.id: Decimal(10000) for c in credentials}
     p = PlanInput(
         execution_id, strategy_id, signal, market, Decimal("0.001"), close, True, free_balances=balances
     )
     result = FanoutResult()
-    t = time.thread_time()
+    t, pg = time.thread_time(), postgres_cpu()
     with session_scope(settings) as session:
         jobs = plan(session, p, result)
         mark_sending(session, jobs)
-    out[f"{action.lower()}_plan"].append(time.thread_time() - t)
+    _took(out, f"{action.lower()}_plan", t, pg)
     _answers(jobs, price, 0.1)
-    t = time.thread_time()
+    t, pg = time.thread_time(), postgres_cpu()
     with session_scope(settings) as session:
         record(session, jobs, close, result)
-    out[f"{action.lower()}_record"].append(time.thread_time() - t)
+    _took(out, f"{action.lower()}_record", t, pg)
     served = sum(1 for o in result.outcomes.values() if o["status"] in ("PLACED", "CLOSED"))
     if served != len(result.outcomes):
         raise SystemExit(f"{action}: not all served: {list(result.outcomes.values())[:3]}")
@@ -163,45 +182,46 @@ def main() -> None:
             pass
 
     trees = {"this": ROOT} | ({"peer": args.peer_tree.resolve()} if args.peer_tree else {})
-    settings = fresh_store(f"phases{args.n}")
-    measured: dict[str, dict[str, list[float]]] = {t: {p: [] for p in PHASES} for t in trees}
+    measured: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
+    stores = {}
     try:
-        seed(settings, NoExchange(), args.n)
-        env = {
-            **os.environ,
-            "XCOIN_DATABASE_URL": settings.database_url_override,
-            "XCOIN_HOME": str(settings.home),
-        }
+        for name, tree in trees.items():  # each tree's own database, built by its own migrations
+            stores[name] = fresh_store(f"phases{args.n}{name}", migrate_with=None if tree == ROOT else tree)
+            seed(stores[name], NoExchange(), args.n)
         for r in range(args.rounds):
             for name, tree in trees.items() if r % 2 == 0 else reversed(trees.items()):
+                env = {**os.environ, "XCOIN_DATABASE_URL": stores[name].database_url_override,
+                       "XCOIN_HOME": str(stores[name].home), "XCOIN_BENCH_TREE": str(tree), "PYTHONPATH": str(tree)}  # fmt: skip
                 run = subprocess.run(
                     [sys.executable, str(ROOT / "benchmarks" / "fanout_phases.py"), "--worker", str(args.candles),
-                     f"{name}{r}"], env={**env, "XCOIN_BENCH_TREE": str(tree), "PYTHONPATH": str(tree)},
-                    capture_output=True, text=True, check=False,
+                     f"{name}{r}"], env=env, capture_output=True, text=True, check=False,
                 )  # fmt: skip
                 if run.returncode:
                     raise SystemExit(f"{name} worker failed:\n{run.stderr[-3000:]}")
                 for phase, values in json.loads(run.stdout.strip().splitlines()[-1]).items():
-                    measured[name][phase] += values[1:]  # the first candle warms caches (statements, imports)
+                    # the first candle warms caches (statements, imports)
+                    measured[name].setdefault(phase, []).extend(values[1:])
                 print(f"round {r} {name}: done, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     finally:
-        drop_store(settings)
-    print(f"\nFan-out store phases: thread CPU µs per subscriber (median over {args.rounds} workers × "
+        for settings in stores.values():
+            drop_store(settings)
+    print(f"\nFan-out store phases: CPU µs per subscriber (median over {args.rounds} workers × "
           f"{args.candles - 1} warm candles), N={args.n}, Postgres, load {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print(
-        f"{'phase':<12}"
-        + "".join(f"{name:>12}" for name in trees)
-        + (f"{'this/peer':>11}" if len(trees) > 1 else "")
-    )
-    for phase in PHASES:
-        med = {name: 1e6 * statistics.median(measured[name][phase]) / args.n for name in trees}
-        ratio = f"{med['this'] / med['peer']:>10.2f}x" if len(trees) > 1 else ""
-        print(f"{phase:<12}" + "".join(f"{med[name]:>12.1f}" for name in trees) + ratio)
-    totals = {
-        name: sum(1e6 * statistics.median(measured[name][p]) / args.n for p in PHASES) for name in trees
-    }
-    ratio = f"{totals['this'] / totals['peer']:>10.2f}x" if len(trees) > 1 else ""
-    print(f"{'total':<12}" + "".join(f"{totals[name]:>12.1f}" for name in trees) + ratio)
+    for title, suffix in (("client thread CPU", ""), ("Postgres CPU", "_pg")):
+        print(
+            f"{title:<22}"
+            + "".join(f"{name:>12}" for name in trees)
+            + (f"{'this/peer':>11}" if len(trees) > 1 else "")
+        )
+        totals = dict.fromkeys(trees, 0.0)
+        for phase in PHASES:
+            med = {name: 1e6 * statistics.median(measured[name][phase + suffix]) / args.n for name in trees}
+            for name in trees:
+                totals[name] += med[name]
+            ratio = f"{med['this'] / med['peer']:>10.2f}x" if len(trees) > 1 else ""
+            print(f"  {phase:<20}" + "".join(f"{med[name]:>12.1f}" for name in trees) + ratio)
+        ratio = f"{totals['this'] / totals['peer']:>10.2f}x" if len(trees) > 1 else ""
+        print(f"  {'total':<20}" + "".join(f"{totals[name]:>12.1f}" for name in trees) + ratio + "\n")
 
 
 if __name__ == "__main__":

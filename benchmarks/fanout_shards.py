@@ -36,7 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.live_world import drop_store, fresh_store, ready_admin, replay_simulator, seed  # noqa: E402
+from benchmarks.live_world import (  # noqa: E402
+    drop_store,
+    fresh_store,
+    postgres_cpu,
+    ready_admin,
+    replay_simulator,
+    seed,
+)
 
 TARGET = "N=10,000 ≤ 5 s close → last ack recorded"
 
@@ -105,22 +112,6 @@ def worker(api_url: str, close_iso: str, shard: int, shards: int) -> None:
         json.dumps({"started": started, "ended": ended, "cpu": time.process_time() - cpu, "reports": summary,
                     "gc": [collected["count"], collected["seconds"]]})
     )  # fmt: skip
-
-
-def postgres_cpu() -> float:
-    """CPU seconds used so far by every process named postgres on this host (the store's server and
-    its backends), from /proc: the candle's share of the store is the difference over the candle."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if name == "postgres":
-            total += sum(map(int, fields[11:15]))  # utime, stime, and of its reaped children (backends)
-    return total / tick
 
 
 def _rows_written(settings) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -25,8 +27,9 @@ def signals(candles, params):
 """
 
 
-def fresh_store(tag: str):
-    """Settings for an empty migrated store: a new Postgres database, else SQLite in a temp home."""
+def fresh_store(tag: str, migrate_with: Path | None = None):
+    """Settings for an empty migrated store: a new Postgres database, else SQLite in a temp home.
+    `migrate_with`: another checkout whose migrations build it (its schema measured against ours)."""
     from xcoin_trading.config import get_settings, reset_settings
     from xcoin_trading.store.db import upgrade
 
@@ -44,15 +47,37 @@ def fresh_store(tag: str):
         os.environ["XCOIN_DATABASE_URL"] = f"{server.rpartition('/')[0]}/{name}"
     reset_settings()
     settings = get_settings()
-    upgrade(settings)
+    if migrate_with is None:
+        upgrade(settings)
+    else:
+        settings.ensure_dirs()
+        code = "from xcoin_trading.config import get_settings as g; from xcoin_trading.store.db import upgrade; upgrade(g())"
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(migrate_with)},
+                       cwd=migrate_with, check=True)  # fmt: skip
     return settings
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every process named postgres on this host (the store's server and
+    its backends), from /proc: the candle's share of the store is the difference over the candle."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name == "postgres":
+            total += sum(map(int, fields[11:15]))  # utime, stime, and of its reaped children (backends)
+    return total / tick
 
 
 def drop_store(settings) -> None:
     from xcoin_trading.store.db import dispose_engines
 
     dispose_engines()
-    url = os.environ.get("XCOIN_DATABASE_URL")
+    url = settings.database_url_override
     server = os.environ.get("XCOIN_TEST_POSTGRES_URL")
     if url and server:
         import sqlalchemy as sa
