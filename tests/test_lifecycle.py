@@ -163,6 +163,32 @@ def test_an_entry_held_back_behind_an_unconfirmed_exit_fails_unsent_unless_its_l
         assert order.exchange_order_id is None
 
 
+def test_a_pending_trade_settled_from_its_stored_entry_opens_at_the_exchanges_fill_time(store):
+    """The reconciler opens a PENDING trade from an entry answer already stored: its entry time is
+    the exchange's (in the answer), not when the row was last written (seconds to minutes later)."""
+    from dataclasses import replace
+
+    from xcoin_trading.live.accounts import ReconcileReport
+    from xcoin_trading.live.reconcile import _settle_pending
+
+    order_id, trade_id = _seed_pending_entry(store)
+    filled_at = T0 + timedelta(seconds=7)
+    answer = replace(_report("filled", "0.5", "0.5", "100.04", "0.05002"),
+                     raw={"updated_at": int(filled_at.timestamp() * 1000), "created_at": int(T0.timestamp() * 1000)})  # fmt: skip
+    with session_scope(store) as s:  # the answer stored, its trade not moved (as a dead worker left it)
+        order = s.get(Order, order_id)
+        for name, value in lifecycle.order_values(answer, order.quantity).items():
+            setattr(order, name, value)
+    with session_scope(store) as s:
+        report = ReconcileReport()
+        _settle_pending(s, report, None)
+    with session_scope(store) as s:
+        trade, order = s.get(Trade, trade_id), s.get(Order, order_id)
+        assert (trade.status, trade.entry_price, trade.entry_time) == ("OPEN", Decimal("100.04"), filled_at)
+        assert order.updated_at > filled_at  # the row's time, which the entry time is not
+    assert report.transitions["pending_open"] == 1
+
+
 def test_a_spot_take_profit_waits_for_its_entry_to_end_and_then_covers_all_that_filled(store):
     """The trade opens at the first fill (its stop is watched on what filled); the take profit, one
     resting sell of a fixed quantity, is placed once the entry is final, for exactly what filled."""

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from xcoin_trading.exchange.errors import ExchangeError
 from xcoin_trading.exchange.models import Order as ExchangeOrder
+from xcoin_trading.exchange.models import parse_time
 from xcoin_trading.live import event_loop, fanout
 from xcoin_trading.live.accounts import AccountWork, ReconcileReport, ask_all, load_work, ticker
 from xcoin_trading.live.futures_sync import (
@@ -131,10 +132,19 @@ def _settle_pending(session: Session, report: ReconcileReport, subscription_ids:
         if entry is None:  # written with its entry in one transaction: never sent
             trade.status, trade.flags = TradeStatus.FAILED, [*trade.flags, "NO_ENTRY_ORDER"]
         else:
-            advance_trade(entry, trade, entry.updated_at)
+            advance_trade(entry, trade, _answer_time(entry))
             if trade.status == TradeStatus.PENDING:
                 continue
         report.count(f"pending_{trade.status.lower()}")
+
+
+def _answer_time(order: Order) -> datetime:
+    """When the exchange last changed the order, from its stored answer; the row's own time (when
+    it was written, later) only when the answer carries none. A trade's entry time is the fill's:
+    a closing trigger the exchange created after the fill is not mistaken for an older one."""
+    raw = order.raw_last_response or {}
+    stamp = raw.get("updated_at") or raw.get("created_at")
+    return parse_time(stamp) if stamp else order.updated_at
 
 
 def _flag_external(session: Session, w: AccountWork, report: ReconcileReport) -> None:
