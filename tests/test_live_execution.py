@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.live import CONSTANT_SIGNAL, START
+from tests.fixtures.sandbox import answer_offsets_past_the_data
 from xcoin_trading.exchange.client import CoinDCXClient
 from xcoin_trading.live.coordinator import live_context, run_candle_close
 from xcoin_trading.services import credentials as creds_service
@@ -176,6 +177,8 @@ BAD_STRATEGIES = {
         "import os\ndef signals(c, p):\n    return os.environ['XCOIN_ENCRYPTION_KEY']\n",
         "KeyError",
     ),
+    # Decoded as sent, it crashed the worker (and every tenant's run in it) with a segfault.
+    "answer_points_into_worker_memory": (answer_offsets_past_the_data(2_000_000_000), "unreadable"),
 }
 
 
@@ -205,6 +208,31 @@ def test_a_bad_strategy_fails_with_a_clear_error_and_no_orders_while_others_trad
     assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
     assert _rows(good, Order, Order.subscription_id.in_(list(bad.keys))) == []
     assert "c2Vj" not in reports[bad.strategy_id].error
+
+
+def test_a_rust_panic_in_one_strategys_run_fails_its_execution_not_the_candle(
+    live_world_factory, monkeypatch
+):
+    """pyo3's PanicException (polars, pyarrow) is a BaseException: it once escaped the candle,
+    leaving the execution RUNNING, its lock held and every report of the candle lost."""
+    import polars as pl
+
+    from xcoin_trading.live import coordinator
+
+    good, bad = live_world_factory(2), live_world_factory(2)
+    real = coordinator.run_strategy
+
+    def panics_for_bad(strategy, candles, *args, **kwargs):
+        if strategy.id == bad.strategy_id:
+            raise pl.exceptions.PanicException("index out of bounds")
+        return real(strategy, candles, *args, **kwargs)
+
+    monkeypatch.setattr(coordinator, "run_strategy", panics_for_bad)
+    reports = _close_on_one_simulator(good, bad, wall_seconds=5, after_seconds=2)
+    assert reports[bad.strategy_id].status == "FAILED" and "PanicException" in reports[bad.strategy_id].error
+    assert reports[good.strategy_id].status == "COMPLETED" and reports[good.strategy_id].trades_created == 2
+    [row] = _rows(good, StrategyExecution, StrategyExecution.strategy_id == bad.strategy_id)
+    assert row.status == "FAILED" and "PanicException" in row.error
 
 
 def test_a_hanging_strategy_delays_none_of_the_others_on_its_candle(live_world_factory):

@@ -7,6 +7,7 @@ import os
 import re
 import resource
 import socket
+import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from tests.fixtures.sandbox import (
     FAST,
     GOOD,
     alongside,
+    answer_offsets_past_the_data,
     root_only,
     run_cgroups,
     run_fast,
@@ -258,6 +260,43 @@ def signals(c, p):
 """
     outcome = alongside(attack)
     assert isinstance(outcome, StrategyError) and "is compressed" in str(outcome), outcome
+
+
+@root_only
+@pytest.mark.parametrize("reach", [4096, 2_000_000_000], ids=["read-memory", "crash"])
+def test_string_offsets_past_the_answer_are_refused_and_the_worker_lives(reach):
+    outcome = alongside(answer_offsets_past_the_data(reach))
+    assert isinstance(outcome, StrategyError) and "unreadable" in str(outcome), outcome
+
+
+def test_a_number_column_shorter_than_its_rows_is_refused():
+    n = 120
+    table = pa.table({"action": ["HOLD"] * n, "stop_loss": [1.5] * n, "take_profit": [2.5] * n})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = bytearray(sink.getvalue().to_pybytes())
+    size_at = data.find(struct.pack("<q", 8 * n))  # stop_loss's (offset, size) in the batch header
+    struct.pack_into("<q", data, size_at, 8)  # one float's worth of bytes for 120 rows
+    with pytest.raises(BadAnswer, match="unreadable"):
+        read_answer(bytes(data), n)
+
+
+def test_a_huge_unknown_action_is_named_in_a_short_error():
+    import polars as pl
+
+    from xcoin_trading.strategy.contract import validate_signals
+    from xcoin_trading.strategy.validation import sample_candles
+
+    candles = sample_candles(120, seed=7)
+    answer = candles.select(
+        pl.repeat("Z" * 100_000, candles.height).alias("action"),
+        pl.repeat(None, candles.height, dtype=pl.Float64).alias("stop_loss"),
+        pl.repeat(None, candles.height, dtype=pl.Float64).alias("take_profit"),
+    )
+    with pytest.raises(StrategyError, match="returned action 'ZZZ") as refused:
+        validate_signals(answer, candles, "tenant-b")
+    assert len(str(refused.value)) < 300
 
 
 @root_only

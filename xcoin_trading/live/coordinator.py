@@ -303,9 +303,11 @@ def execute(
                 details={"retryable": True} if retryable else None)  # fmt: skip
         if retryable:  # the next tick (another worker) may take the candle while it is fresh
             ctx.locks.release(f"{ctx.namespace}:{strategy.id}:{key}", ctx.worker_id)
-    except (
-        Exception
-    ) as exc:  # a bug of ours: recorded and logged, and the candle's other strategies still run
+    except BaseException as exc:
+        # A bug of ours, or a Rust panic in polars/pyarrow (pyo3's PanicException, a BaseException):
+        # recorded and logged, and the candle's other strategies still run. An interrupt is not ours.
+        if not isinstance(exc, Exception | pl.exceptions.PanicException):
+            raise
         log.exception("execution %s of %s failed", key, strategy.code)
         report.status, report.error = "FAILED", f"{type(exc).__name__}: {exc}"
         finish_execution(ctx, execution_id, started, status="FAILED", error=report.error[:2000])

@@ -1,8 +1,9 @@
 """The strategy's answer is an Arrow IPC stream written by code we do not trust. Before pyarrow
 decodes it, its framing and message headers are walked here: no compression (a 100 KB body can
 claim gigabytes), no dictionaries, no nested types, the row count of the candles, a bounded number
-of columns, every buffer inside its message body. Uncompressed and flat, decoding is zero-copy over
-the bytes already read, so memory stays bounded by the (capped) answer size.
+of columns, every buffer inside its message body; then pyarrow's full validation checks every value
+inside its buffer. Uncompressed and flat, decoding is zero-copy over the bytes already read, so
+memory stays bounded by the (capped) answer size.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ SCHEMA, DICTIONARY_BATCH, RECORD_BATCH = 1, 2, 3  # Arrow's MessageHeader union 
 
 class BadAnswer(ValueError):
     pass
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value the strategy returned, as an error message shows it: its repr, cut to `limit`
+    characters (the strategy chooses its size, and the message is stored and served)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _u32(b: memoryview, at: int) -> int:
@@ -97,7 +105,7 @@ def read_answer(data: bytes, rows: int) -> pl.DataFrame:
                     raise BadAnswer(f"has {len(schema)} columns (at most {MAX_COLUMNS})")
                 for f in schema:
                     if pa.types.is_dictionary(f.type) or pa.types.is_nested(f.type):
-                        raise BadAnswer(f"column {f.name!r} has type {f.type} (only flat columns)")
+                        raise BadAnswer(f"column {shown(f.name)} has type {f.type} (only flat columns)")
             elif kind == RECORD_BATCH and schema_seen and header_at is not None:
                 total += _check_batch(meta, header_at + _u32(meta, header_at), body_length, rows)
                 if total > rows:
@@ -111,8 +119,12 @@ def read_answer(data: bytes, rows: int) -> pl.DataFrame:
         raise BadAnswer("is empty")
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        # The walk above keeps buffers inside the body, not values inside their buffers: crafted
+        # string offsets or a short number buffer would have polars read the worker's memory (and
+        # echo it in an error) or crash it. Full validation checks offsets, lengths and UTF-8.
+        table.validate(full=True)
         frame = pl.from_arrow(table, rechunk=False)
-    except Exception as exc:
+    except (Exception, pl.exceptions.PanicException) as exc:  # a Rust panic is a BaseException
         raise BadAnswer(f"is unreadable ({type(exc).__name__})") from None
     if not isinstance(frame, pl.DataFrame):  # a Table always converts to a frame; a Series is no answer
         raise BadAnswer(f"is a {type(frame).__name__}, not a table")

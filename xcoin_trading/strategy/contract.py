@@ -26,6 +26,7 @@ from numba import njit
 from xcoin_trading.candles import CANDLE_COLUMNS, read_candle_file, to_candle_frame
 from xcoin_trading.errors import ValidationError
 from xcoin_trading.money import to_decimal
+from xcoin_trading.strategy.answer import shown
 
 
 class Action(IntEnum):
@@ -208,7 +209,9 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         raise StrategyError(strategy, f"must return a polars DataFrame, got {type(signals).__name__}")
     missing = [c for c in SIGNAL_COLUMNS if c not in signals.columns]
     if missing:
-        raise StrategyError(strategy, f"returned no {missing} column(s); columns were {signals.columns}")
+        raise StrategyError(
+            strategy, f"returned no {missing} column(s); columns were {shown(signals.columns, 300)}"
+        )
     if signals.height != candles.height:
         raise StrategyError(
             strategy,
@@ -223,7 +226,7 @@ def validate_signals(signals: object, candles: pl.DataFrame, strategy: str) -> p
         if unknown.len():
             row = int(raw.is_in(ACTIONS).not_().arg_true()[0])
             raise StrategyError(
-                strategy, f"returned action {unknown[0]!r} at row {row}; allowed: {', '.join(ACTIONS)}"
+                strategy, f"returned action {shown(unknown[0])} at row {row}; allowed: {', '.join(ACTIONS)}"
             )
         action = raw.cast(ACTION_DTYPE)
     else:
