@@ -179,6 +179,16 @@ BAD_STRATEGIES = {
     ),
     # Decoded as sent, it crashed the worker (and every tenant's run in it) with a segfault.
     "answer_points_into_worker_memory": (answer_offsets_past_the_data(2_000_000_000), "unreadable"),
+    # Finite and above the close, so valid signals: but no price the market quotes (it once failed
+    # with a bare decimal.InvalidOperation, or sent 9.2e18 take profits to the exchange).
+    **{
+        f"take_profit_{level}": (
+            "import polars as pl\ndef signals(c, p):\n    return c.select(pl.lit('LONG').alias('action'), "
+            f"(pl.col('close') * 0.98).alias('stop_loss'), pl.lit({level}).alias('take_profit'))\n",
+            "signal.take_profit",
+        )
+        for level in ("1.7e308", "9.2e18")
+    },
 }
 
 

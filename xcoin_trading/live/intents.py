@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
@@ -179,6 +179,26 @@ class _NewOrder:
     trade: dict[str, Any] | None = None  # the trade it opens (its id is known after the insert)
 
 
+def _levels(signal: Signal, market: Market) -> dict[str, Decimal | None]:
+    """The signal's take profit and stop loss on the market's tick. A level the market cannot quote
+    (finite, on the right side, yet 1e30 or 1e-9) is refused by name before any intent is written:
+    it would fail at the exchange for every subscriber, or round to no price at all."""
+    out: dict[str, Decimal | None] = {}
+    low, high = market.min_price or market.tick, market.max_price
+    for name, value in (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss)):
+        try:
+            price = None if value is None else market.round_price(value)
+        except InvalidOperation:  # more digits than any price has
+            price = Decimal("Infinity")
+        if price is not None and (price < low or (high is not None and price > high)):
+            quoted = f"{low} to {high}" if high is not None else f"from {low}"
+            raise ValidationError(
+                f"signal.{name}", f"{value:.8g} is outside the prices {market.symbol} quotes ({quoted})"
+            )
+        out[name] = price
+    return out
+
+
 def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     """Write intents (and trades) for every subscriber; return what must be sent."""
     market, signal, kind = p.market, p.signal, p.market.kind
@@ -202,8 +222,7 @@ def plan(session: Session, p: PlanInput, result: FanoutResult) -> list[Job]:
     new: list[_NewOrder] = []  # per subscriber: its exits, then its entry
     new_take_profits: list[tuple[_NewOrder, _NewOrder]] = []  # a spot take profit, the entry it protects
     remaining = dict(p.free_balances or {})  # what this candle's entries have not yet taken, per account
-    levels = {k: None if v is None else market.round_price(v) for k, v in
-              (("take_profit", signal.take_profit), ("stop_loss", signal.stop_loss))}  # fmt: skip
+    levels = _levels(signal, market)
 
     def new_order(
         cid: str, fields: dict[str, Any], cred: SealedKeys, job_kwargs: dict[str, Any]
