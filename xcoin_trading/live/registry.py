@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -57,6 +58,13 @@ def _runnable(session: Session):
     ).all()
 
 
+def _table(settings: Iterable[StrategySettings]) -> dict[str, list[StrategySettings]]:
+    table: dict[str, list[StrategySettings]] = {}
+    for s in settings:
+        table.setdefault(s.candle_key, []).append(s)
+    return table
+
+
 class Registry(Protocol):
     def strategies_for(self, session: Session, key: str) -> list[StrategySettings]: ...
 
@@ -77,10 +85,7 @@ class StoreRegistry:
         with self._mutex:
             if self._cache and time.monotonic() - self._cache[0] < self._ttl:
                 return self._cache[1]
-            table: dict[str, list[StrategySettings]] = {}
-            for row in _runnable(session):
-                s = StrategySettings.from_row(row)
-                table.setdefault(s.candle_key, []).append(s)
+            table = _table(StrategySettings.from_row(row) for row in _runnable(session))
             self._cache = (time.monotonic(), table)
             return table
 
@@ -98,7 +103,13 @@ class StoreRegistry:
 class RedisRegistry(StoreRegistry):
     """Redis sets shared by every worker, rebuilt from the store when absent or invalidated.
 
-    Keys are namespaced by the store they describe, so deployments sharing a Redis never mix."""
+    Every committed change bumps a generation before deleting what it changed. A rebuild watches the
+    generation from before its read of the store to its write: a change committed in between (the
+    read may predate it) voids the write, so an edited strategy is never cached with its old
+    settings. Keys are namespaced by the store they describe, so deployments sharing a Redis never
+    mix."""
+
+    ATTEMPTS = 3  # rebuilds tried per load while changes keep landing; then the store is read directly
 
     def __init__(self, url: str, namespace: str, ttl_seconds: float = 5.0):
         import redis
@@ -108,50 +119,70 @@ class RedisRegistry(StoreRegistry):
         self.ns = f"xcoin:{namespace}"
         self.CANDLES = f"{self.ns}:candles"
         self.BUILT = f"{self.ns}:registry:built"
+        self.GENERATION = f"{self.ns}:registry:generation"
 
-    def rebuild(self, session: Session) -> None:
-        rows = [StrategySettings.from_row(r) for r in _runnable(session)]
-        pipe = self._redis.pipeline(transaction=True)
+    def rebuild(self, session: Session) -> bool:
+        """Write the store's runnable strategies; False (nothing written) when a change was
+        committed while they were read."""
+        import redis
+
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.watch(self.GENERATION)
+            rows = [StrategySettings.from_row(r) for r in _runnable(session)]
+            old_keys = pipe.smembers(self.CANDLES)
+            pipe.multi()
+            for key in old_keys:  # a set: the pipeline runs commands at once until multi()
+                pipe.delete(f"{self.ns}:candle:{key}")
+            pipe.delete(self.CANDLES)
+            for s in rows:
+                pipe.sadd(self.CANDLES, s.candle_key)
+                pipe.sadd(f"{self.ns}:candle:{s.candle_key}", s.id)
+                pipe.set(f"{self.ns}:strategy:{s.id}", json.dumps(asdict(s)))
+            pipe.set(self.BUILT, "1")
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
+
+    def _read(self) -> dict[str, list[StrategySettings]] | None:
+        """The registry as Redis holds it; None when it is not built or a change deleted part of it."""
+        if not self._redis.exists(self.BUILT):
+            return None
+        found: list[StrategySettings] = []
         for key in self._redis.smembers(self.CANDLES):
-            pipe.delete(f"{self.ns}:candle:{key}")
-        pipe.delete(self.CANDLES)
-        for s in rows:
-            pipe.sadd(self.CANDLES, s.candle_key)
-            pipe.sadd(f"{self.ns}:candle:{s.candle_key}", s.id)
-            pipe.set(f"{self.ns}:strategy:{s.id}", json.dumps(asdict(s)))
-        pipe.set(self.BUILT, "1")
-        pipe.execute()
+            for sid in self._redis.smembers(f"{self.ns}:candle:{key}"):
+                raw = self._redis.get(f"{self.ns}:strategy:{sid}")
+                if raw is None:  # deleted by a change since the build
+                    return None
+                found.append(StrategySettings(**json.loads(raw)))  # pyright: ignore[reportArgumentType]  # str: decode_responses=True
+        return _table(found)
 
     def _load(self, session: Session) -> dict[str, list[StrategySettings]]:
         with self._mutex:
             if self._cache and time.monotonic() - self._cache[0] < self._ttl:
                 return self._cache[1]
-        if not self._redis.exists(self.BUILT):
-            self.rebuild(session)
-        table: dict[str, list[StrategySettings]] = {}
-        for key in self._redis.smembers(self.CANDLES):
-            for sid in self._redis.smembers(f"{self.ns}:candle:{key}"):
-                raw = self._redis.get(f"{self.ns}:strategy:{sid}")
-                if raw is None:  # settings deleted on update: reload this one from the store
-                    row = session.get(Strategy, int(sid))
-                    if row is None or not row.is_active or row.deleted_at is not None:
-                        continue
-                    s = StrategySettings.from_row(row)
-                    self._redis.set(f"{self.ns}:strategy:{sid}", json.dumps(asdict(s)))
-                else:
-                    s = StrategySettings(**json.loads(raw))
-                table.setdefault(key, []).append(s)  # pyright: ignore[reportArgumentType]  # str: decode_responses=True
+        table = self._read()
+        for _ in range(self.ATTEMPTS):
+            if table is not None:
+                break
+            if self.rebuild(session):
+                table = self._read()
+        if table is None:  # changes keep landing: this load reads the store, Redis is rebuilt later
+            table = _table(StrategySettings.from_row(row) for row in _runnable(session))
         with self._mutex:
             self._cache = (time.monotonic(), table)
         return table
 
     def invalidate(self, strategy_id: int | None = None) -> None:
-        """Delete-on-update: one strategy's settings, or (None) the whole registry."""
-        if strategy_id is None:
-            self._redis.delete(self.BUILT)
-        else:
-            self._redis.delete(f"{self.ns}:strategy:{strategy_id}")
-            self._redis.delete(self.BUILT)  # symbol/resolution/is_active may have moved
+        """After a committed change: a new generation (voiding a rebuild under way), then
+        delete-on-update of one strategy's settings, or (None) of the whole registry."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(self.GENERATION)
+        if strategy_id is not None:
+            pipe.delete(f"{self.ns}:strategy:{strategy_id}")
+        pipe.delete(self.BUILT)  # symbol/resolution/is_active may have moved
+        pipe.execute()
         super().invalidate(strategy_id)
 
 
