@@ -339,3 +339,15 @@ def test_parallel_first_sign_ins_of_one_oauth_identity_make_one_account(live_api
     assert _statuses(results) == {200: 20}
     assert len({r.json()["user"]["id"] for r in results}) == 1
     assert _one("SELECT count(*) FROM users WHERE email = 'race@example.com'")[0] == 1
+
+
+def test_a_burst_beyond_the_store_pool_answers_200_not_500(live_api):
+    """100 reads at once on one process: more than its 30 store connections and 40 worker threads.
+    Each waits for a connection without holding a thread; before, every thread could wait for a
+    connection held by a request waiting for a thread, and 40 of 100 answered 500 after the pool's
+    30 s timeout."""
+    client = live_api.client()
+    user = signup(client)
+    client.close()
+    responses = fire(live_api, 100, lambda c, i: c.get("/api/strategies/subscriptions", headers=user.headers))
+    assert _statuses(responses) == Counter({200: 100})

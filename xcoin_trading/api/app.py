@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 
 from fastapi import FastAPI
 
 from xcoin_trading.api import errors
+from xcoin_trading.api.deps import STORE_SLOTS
 from xcoin_trading.api.middleware import BodyLimit, LastResort
 from xcoin_trading.api.oauth import OAuthProvider, providers_from_settings
 from xcoin_trading.api.ratelimit import LoginThrottle, MemoryCounter, RedisCounter
@@ -38,6 +40,7 @@ def create_app(
     )
     app.router.route_class = DecimalRoute
     app.state.settings = settings
+    app.state.store_slots = asyncio.Semaphore(STORE_SLOTS)
     app.state.tokens = TokenIssuer.from_settings(settings, access_ttl)
     counter = RedisCounter.from_url(settings.redis_url) if settings.redis_url else MemoryCounter()
     app.state.throttle = throttle or LoginThrottle(counter)

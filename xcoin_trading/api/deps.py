@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,7 +22,22 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+# Requests holding a store connection at once, per process: below the pool's 30 (store/db.py) and
+# anyio's 40 worker threads. A sync dependency takes its connection in one thread and the route runs
+# in another; with more holders than threads, every thread could be waiting for a connection that a
+# request waiting for a thread holds, until the pool's 30 s timeout answers 500. Waiting for a slot
+# takes no thread.
+STORE_SLOTS = 20
+
+
+async def store_slot(request: Request) -> AsyncIterator[None]:
+    async with request.app.state.store_slots:
+        yield
+
+
+def get_session(
+    request: Request, _slot: Annotated[None, Depends(store_slot, scope="function")]
+) -> Iterator[Session]:
     """Commits when the route returns, rolls back on any error; before the response is sent, so a
     failed commit is an error response, never a success that did not happen."""
     with session_scope(request.app.state.settings) as session:
