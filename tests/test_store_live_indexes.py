@@ -40,6 +40,7 @@ def test_status_indexes_keep_exactly_the_live_statuses_on_postgres(store):
     assert not {"ix_trades_strategy_id", "ix_trades_user_id"} & trade_indexes
 
 
+ON_POSTGRES = pytest.mark.parametrize("store", ["postgres"], indirect=True)  # only its indexes are partial
 ORDER_QUERIES = [  # the status filters the reconciler, run repair, flatten and the fan-out run
     WATCHED,
     UNRESOLVED,
@@ -49,17 +50,15 @@ ORDER_QUERIES = [  # the status filters the reconciler, run repair, flatten and 
 ]
 
 
+@ON_POSTGRES
 @pytest.mark.parametrize("statuses", ORDER_QUERIES, ids=lambda s: "+".join(s))
 def test_postgres_reads_live_orders_through_the_partial_index(store, statuses):
-    if get_engine(store).dialect.name != "postgresql":
-        pytest.skip("only Postgres' status indexes are partial")
     _uses_index(store, "orders", "status", statuses, "ix_orders_status_market")
 
 
+@ON_POSTGRES
 @pytest.mark.parametrize("statuses", [(TradeStatus.OPEN,), (TradeStatus.PENDING,), OPEN_TRADE], ids=str)
 def test_postgres_reads_live_trades_through_the_partial_index(store, statuses):
-    if get_engine(store).dialect.name != "postgresql":
-        pytest.skip("only Postgres' status indexes are partial")
     _uses_index(store, "trades", "status", statuses, "ix_trades_status_symbol")
 
 
