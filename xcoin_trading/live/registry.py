@@ -65,6 +65,11 @@ def _table(settings: Iterable[StrategySettings]) -> dict[str, list[StrategySetti
     return table
 
 
+def _store_table(session: Session) -> dict[str, list[StrategySettings]]:
+    """The runnable strategies by candle key, as the store holds them now."""
+    return _table(StrategySettings.from_row(row) for row in _runnable(session))
+
+
 class Registry(Protocol):
     def strategies_for(self, session: Session, key: str) -> list[StrategySettings]: ...
 
@@ -85,7 +90,7 @@ class StoreRegistry:
         with self._mutex:
             if self._cache and time.monotonic() - self._cache[0] < self._ttl:
                 return self._cache[1]
-            table = _table(StrategySettings.from_row(row) for row in _runnable(session))
+            table = _store_table(session)
             self._cache = (time.monotonic(), table)
             return table
 
@@ -169,7 +174,7 @@ class RedisRegistry(StoreRegistry):
             if self.rebuild(session):
                 table = self._read()
         if table is None:  # changes keep landing: this load reads the store, Redis is rebuilt later
-            table = _table(StrategySettings.from_row(row) for row in _runnable(session))
+            table = _store_table(session)
         with self._mutex:
             self._cache = (time.monotonic(), table)
         return table
